@@ -1,0 +1,159 @@
+"""Per-axis geometry states and the one composition primitive.
+
+Conventions (see DESIGN.md): coordinates are input pixel indices along one spatial axis of the network
+input; 0 is the first real pixel, padding lies at negative indices and at indices >= N.
+
+Every tensor carries, for every spatial axis of the network input, one of four states:
+
+- :class:`Local` — units along one tensor dimension see a window of that axis. Two array pairs:
+  ``lo``/``hi`` give window(u) in the *unbounded* model (padding counted as if the input went on
+  forever) for u in ``[ustart, ustart + len(lo))``, a range that covers the tensor's own positions plus
+  whatever padding positions later ops read; ``clo``/``chi`` give the *clipped* window (bounding box of
+  the real input pixels that reach the unit) for the tensor's real positions ``[0, n)``.
+  Unreachable units hold the sentinels ``EMPTY_LO > EMPTY_HI``.
+- :class:`Global` — every unit sees the whole axis (after a reduction, flatten+linear, attention...).
+- :class:`Unknown` — an op without a rule touched the axis; its name is kept, no number is made up.
+- :class:`Constant` — the tensor does not depend on the input at all (weights, factory tensors).
+
+Composition: an op maps each output position v to an interval [a(v), b(v)] of positions of one input
+(:class:`IndexMap`); the output window is the union of the input windows over that interval, i.e. a
+range minimum of ``lo`` and a range maximum of ``hi`` (:func:`range_reduce`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Union
+
+import numpy as np
+
+EMPTY_LO = np.int64(2**62)
+EMPTY_HI = np.int64(-(2**62))
+
+IndexFn = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray, "np.ndarray | int"]]
+"""``fn(v, finite) -> (a, b, step)``: the input positions (taps) ``a, a+step, ..., b`` feeding output
+positions ``v`` (arrays of int64; step may be a scalar).
+
+``finite=False`` is the unbounded model (formulas extended to every integer, no clamping, padding is a
+plain shift); ``finite=True`` is the real network on its real sizes (clamps as torch does, reflect and
+circular padding map to the real source index). ``a > b`` means no input position feeds ``v``. In
+finite mode the caller clips the taps to the input's real positions.
+"""
+
+
+@dataclass(frozen=True)
+class Local:
+    n: int
+    ustart: int
+    lo: np.ndarray
+    hi: np.ndarray
+    clo: np.ndarray
+    chi: np.ndarray
+    stride: Fraction | None
+
+    def unbounded(self, u: int) -> tuple[int, int] | None:
+        lo, hi = int(self.lo[u - self.ustart]), int(self.hi[u - self.ustart])
+        return None if lo > hi else (lo, hi)
+
+    def clipped(self, u: int) -> tuple[int, int] | None:
+        lo, hi = int(self.clo[u]), int(self.chi[u])
+        return None if lo > hi else (lo, hi)
+
+
+@dataclass(frozen=True)
+class Global:
+    pass
+
+
+@dataclass(frozen=True)
+class Unknown:
+    ops: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Constant:
+    pass
+
+
+AxisState = Union[Local, Global, Unknown, Constant]
+GLOBAL = Global()
+CONSTANT = Constant()
+
+
+def identity_local(n: int, margin: int = 0) -> Local:
+    """The network input along an axis of n pixels: unit j sees pixel j."""
+    u = np.arange(-margin, n + margin, dtype=np.int64)
+    real = np.arange(n, dtype=np.int64)
+    return Local(n, -margin, u, u.copy(), real, real.copy(), Fraction(1))
+
+
+class _SparseTable:
+    """O(1) range min (or max) queries over a fixed int64 array."""
+
+    def __init__(self, values: np.ndarray, reduce: np.ufunc):
+        self.reduce = reduce
+        self.levels = [values]
+        width = 1
+        while 2 * width <= len(values):
+            prev = self.levels[-1]
+            self.levels.append(reduce(prev[:-width], prev[width:]))
+            width *= 2
+
+    def query(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """reduce(values[a..b]) for each pair; requires 0 <= a <= b < len."""
+        length = b - a + 1
+        level = np.zeros_like(length)
+        nz = length > 0
+        level[nz] = np.floor(np.log2(length[nz])).astype(np.int64)
+        out = np.empty(len(a), dtype=np.int64)
+        for j in np.unique(level):
+            sel = level == j
+            table = self.levels[int(j)]
+            out[sel] = self.reduce(table[a[sel]], table[b[sel] - (1 << int(j)) + 1])
+        return out
+
+
+def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: np.ndarray,
+                 step: np.ndarray | int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Union of windows ``[lo[j], hi[j]]`` over the taps j = a, a + step, ..., <= b.
+
+    Positions are offset by ``start`` (``lo[0]`` belongs to position ``start``). Empty tap sets
+    (a > b) give the empty sentinels. Every tap must lie inside the arrays: a position the arrays do
+    not cover would be a silently wrong union, so it raises instead.
+    """
+    a = np.asarray(a, dtype=np.int64) - start
+    b = np.asarray(b, dtype=np.int64) - start
+    empty = a > b
+    if len(a) == 0:
+        return a.copy(), a.copy()
+    if np.any(~empty & ((a < 0) | (b >= len(lo)))):
+        raise RuntimeError("internal error: an op reads positions outside the computed range")
+    a0, b0 = np.where(empty, 0, a), np.where(empty, 0, b)
+    step = np.broadcast_to(np.asarray(step, dtype=np.int64), a.shape)
+    if np.all(step[~empty] == 1) if np.any(~empty) else True:
+        out_lo = _SparseTable(lo, np.minimum).query(a0, b0)
+        out_hi = _SparseTable(hi, np.maximum).query(a0, b0)
+    else:
+        out_lo = np.full(len(a), EMPTY_LO)
+        out_hi = np.full(len(a), EMPTY_HI)
+        safe_step = np.maximum(step, 1)
+        taps = int(((b0 - a0) // safe_step).max()) + 1
+        for t in range(taps):
+            j = a0 + t * safe_step
+            ok = j <= b0
+            jj = np.where(ok, j, 0)
+            out_lo = np.where(ok, np.minimum(out_lo, lo[jj]), out_lo)
+            out_hi = np.where(ok, np.maximum(out_hi, hi[jj]), out_hi)
+    out_lo[empty] = EMPTY_LO
+    out_hi[empty] = EMPTY_HI
+    return out_lo, out_hi
+
+
+def clip_taps(a: np.ndarray, b: np.ndarray, step: np.ndarray | int, n: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Restrict taps a, a+step, ..., <= b to real positions [0, n) (zero padding reads nothing)."""
+    step = np.maximum(np.asarray(step, dtype=np.int64), 1)
+    a2 = np.where(a < 0, a + (-a + step - 1) // step * step, a)
+    b2 = np.where(b > n - 1, b - (b - (n - 1) + step - 1) // step * step, b)
+    return a2, b2

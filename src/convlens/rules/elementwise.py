@@ -1,0 +1,94 @@
+"""Rules for ops that act position by position: arithmetic, activations, normalisation, copies.
+
+Normalisations whose statistics span spatial positions (group norm, layer norm over H and W,
+instance norm, batch norm with batch statistics) keep the local geometry and mark the axes they
+average over as *global context* (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .plans import axes_of, plain, pointwise
+from .registry import Plan, RuleContext, register_geometry
+
+aten = torch.ops.aten
+
+POINTWISE = """
+add sub rsub mul div true_divide floor_divide remainder fmod pow neg abs sign sgn sqrt rsqrt exp exp2 expm1
+log log2 log10 log1p reciprocal sin cos tan tanh sinh cosh asin acos atan atan2 sigmoid logit erf erfc erfinv
+relu relu6 gelu silu mish hardswish hardsigmoid hardtanh leaky_relu elu selu celu softplus softshrink
+hardshrink threshold prelu _prelu_kernel rrelu glu_pointwise clamp clamp_min clamp_max clip maximum minimum
+fmax fmin where masked_fill lerp addcmul addcdiv square floor ceil round trunc frac nan_to_num
+eq ne lt le gt ge logical_and logical_or logical_not logical_xor bitwise_and bitwise_or bitwise_not isnan
+isinf isfinite alias detach clone contiguous _to_copy to lift_fresh dropout native_dropout feature_dropout
+alpha_dropout copy type_as _conj resolve_conj resolve_neg positive
+mul_ add_ sub_ div_ relu_ clamp_ clamp_min_ hardtanh_ leaky_relu_ elu_ sigmoid_ tanh_ silu_ hardswish_
+hardsigmoid_ gelu_ mish_ threshold_ masked_fill_ pow_ neg_ abs_ sqrt_ exp_ rsqrt_ floor_ round_ copy_
+""".split()
+
+
+def _pointwise_ops() -> list:
+    return [getattr(aten, n) for n in dict.fromkeys(POINTWISE) if hasattr(aten, n)]
+
+
+@register_geometry(_pointwise_ops())
+def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
+    refs = ctx.tensor_args()
+    if ctx.node.name.startswith("aten.copy_"):
+        refs = refs[1:]  # self is overwritten: the output is src, broadcast
+    plan = pointwise(ctx, refs)
+    if len(ctx.node.outputs) > 1:  # native_dropout returns (output, mask)
+        return [plan] + [pointwise(ctx, refs, shape) for shape in ctx.out_shapes()[1:]]
+    return plan
+
+
+FACTORY = """
+empty empty_like zeros zeros_like ones ones_like full full_like new_empty new_zeros new_ones new_full
+arange scalar_tensor rand rand_like randn randn_like randint empty_strided new_empty_strided fill fill_ zero_
+_local_scalar_dense sym_size sym_stride sym_numel
+""".split()
+
+
+@register_geometry([getattr(aten, n) for n in FACTORY if hasattr(aten, n)])
+def factory(ctx: RuleContext) -> Plan:
+    """Values that do not depend on the input's data (only on its shape)."""
+    return Plan(dims=tuple(plain(s) for s in ctx.out_shape), constant=True)
+
+
+def _with_context(plan: Plan, ctx: RuleContext, x, dims: list[int]) -> Plan:
+    plan.context.update(a for d in dims for a in axes_of(ctx.dims(x)[d]))
+    return plan
+
+
+def _stats(ctx: RuleContext, plan: Plan) -> list[Plan | None]:
+    """Norm ops also return per-sample statistics; they are never read in inference."""
+    return [plan] + [None] * (len(ctx.node.outputs) - 1)
+
+
+@register_geometry([getattr(aten, n) for n in ("native_batch_norm", "_native_batch_norm_legit",
+                                                          "_native_batch_norm_legit_no_training",
+                                                          "_native_batch_norm_legit_functional",
+                                                          "batch_norm", "cudnn_batch_norm") if hasattr(aten, n)])
+def batch_norm(ctx: RuleContext):
+    n = ctx.node
+    x = n.arg(0, "input")
+    plan = pointwise(ctx, [x])
+    training = "no_training" not in n.name and bool(n.arg(5, "training", False))
+    if training:  # batch statistics (instance norm, BN in train mode) average over every position
+        _with_context(plan, ctx, x, list(range(2, len(ctx.shape(x)))))
+    return _stats(ctx, plan)
+
+
+@register_geometry(aten.native_group_norm)
+def group_norm(ctx: RuleContext):
+    x = ctx.node.arg(0, "input")
+    return _stats(ctx, _with_context(pointwise(ctx, [x]), ctx, x, list(range(2, len(ctx.shape(x))))))
+
+
+@register_geometry(aten.native_layer_norm)
+def layer_norm(ctx: RuleContext):
+    x = ctx.node.arg(0, "input")
+    rank = len(ctx.shape(x))
+    normalized = len(ctx.node.arg(1, "normalized_shape"))
+    return _stats(ctx, _with_context(pointwise(ctx, [x]), ctx, x, list(range(rank - normalized, rank))))

@@ -1,0 +1,130 @@
+"""Rules for ops that consume spatial axes: reductions, softmax, matrix products, attention.
+
+A consumed axis becomes global: every unit of the result sees the whole axis (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .plans import axes_of, windowed
+from .registry import Plan, RuleContext, Source, register_geometry
+from .plans import identity
+
+aten = torch.ops.aten
+
+REDUCTIONS = """
+mean sum prod amax amin max min var std var_mean std_mean norm linalg_vector_norm logsumexp argmax argmin
+any all nansum nanmean count_nonzero median nanmedian mode
+""".split()
+
+
+def _reduced_dims(ctx: RuleContext, x) -> tuple[list[int], bool]:
+    """Which dims of ``x`` the reduction removes, and whether they are kept as size 1."""
+    rank = len(ctx.shape(x))
+    n = ctx.node
+    dims = n.arg(1, "dim")
+    if n.op._overloadname in ("default", "names_dim") and not isinstance(dims, (int, list, tuple)):
+        dims = None
+    if isinstance(dims, int):
+        dims = [dims]
+    if dims is None or len(dims) == 0:
+        dims = list(range(rank))
+    keepdim = bool(n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 and isinstance(n.args[2], bool) else False))
+    if not keepdim and len(ctx.out_shape) == rank:
+        keepdim = True
+    return [d % rank for d in dims], keepdim
+
+
+@register_geometry([getattr(aten, n) for n in REDUCTIONS if hasattr(aten, n)])
+def reduction(ctx: RuleContext) -> Plan | list[Plan]:
+    x = ctx.node.arg(0, "self")
+    dims, keepdim = _reduced_dims(ctx, x)
+    plans = [windowed(ctx, x, fold=dims, drop=[] if keepdim else dims, out_shape=shape)
+             for shape in ctx.out_shapes()]
+    return plans if len(plans) > 1 else plans[0]
+
+
+@register_geometry([aten._softmax, aten._log_softmax, aten.softmax, aten.log_softmax, aten.cumsum,
+                    aten.cumprod, aten.sort, aten.argsort, aten.topk])
+def along_dim(ctx: RuleContext) -> Plan | list[Plan]:
+    """Ops whose every output along ``dim`` depends on the whole dim."""
+    x = ctx.node.arg(0, "self")
+    rank = len(ctx.shape(x))
+    dim = ctx.node.arg(1, "dim", -1)
+    if ctx.node.name.startswith("aten.topk"):
+        dim = ctx.node.arg(2, "dim", -1)
+    plans = [windowed(ctx, x, fold=[dim % rank], out_shape=s) for s in ctx.out_shapes()]
+    return plans if len(plans) > 1 else plans[0]
+
+
+def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
+    """a @ b over the last two dims (batch dims broadcast): a's dim -1 and b's dim -2 are contracted.
+
+    An axis carried by both free dims (query positions x key positions) pairs two positions per
+    unit; that cannot be told per axis and is left Unknown.
+    """
+    out_shape = ctx.out_shape
+    rank = len(out_shape)
+    da, db = ctx.dims(a), ctx.dims(b)
+    plan = Plan(dims=())
+    plan.fold.update(axes_of(da[-1]) + (axes_of(db[-2]) if len(db) >= 2 else axes_of(db[-1])))
+    dims = []
+    for d in range(rank):
+        dims.append(((None, out_shape[d]),) if out_shape[d] != 1 else ())
+    free_a = axes_of(da[-2]) if len(da) >= 2 else ()
+    free_b = axes_of(db[-1]) if len(db) >= 2 else ()
+    if len(da) >= 2 and rank >= 2 and not (set(free_a) & set(free_b)):
+        dims[-2 if len(db) >= 2 else -1] = da[-2]
+        for ax in free_a:
+            plan.local[ax] = [Source(a.id, identity)]
+    if len(db) >= 2 and not (set(free_a) & set(free_b)):
+        dims[-1] = db[-1]
+        for ax in free_b:
+            plan.local[ax] = [Source(b.id, identity)]
+    for k in range(rank - 2):  # batch dims, broadcast from both
+        for ref, dd in ((a, da), (b, db)):
+            j = k - (rank - len(dd))
+            if 0 <= j < len(dd) - 2 and axes_of(dd[j]) and ctx.shape(ref)[j] == out_shape[k]:
+                dims[k] = dd[j]
+                for ax in axes_of(dd[j]):
+                    plan.local.setdefault(ax, []).append(Source(ref.id, identity))
+    for ax in list(plan.local):
+        if ax in plan.fold:
+            del plan.local[ax]
+    if bias is not None:
+        for ax in ctx.local_axes(bias):
+            plan.local.setdefault(ax, []).append(Source(bias.id, identity))
+    plan.dims = tuple(dims)
+    return plan
+
+
+@register_geometry([aten.mm, aten.bmm, aten.matmul])
+def matmul(ctx: RuleContext) -> Plan:
+    return _product(ctx, ctx.node.arg(0, "self"), ctx.node.arg(1, "mat2"))
+
+
+@register_geometry([aten.addmm, aten.baddbmm])
+def addmm(ctx: RuleContext) -> Plan:
+    return _product(ctx, ctx.node.arg(1, "mat1"), ctx.node.arg(2, "mat2"), bias=ctx.node.arg(0, "self"))
+
+
+SDPA = """
+_scaled_dot_product_flash_attention_for_cpu _scaled_dot_product_flash_attention
+_scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention
+_scaled_dot_product_attention_math scaled_dot_product_attention _scaled_dot_product_fused_attention_overrideable
+""".split()
+
+
+@register_geometry([getattr(aten, n) for n in SDPA if hasattr(aten, n)])
+def attention(ctx: RuleContext) -> list[Plan | None]:
+    """softmax(q k^T) v: each query position attends over every key position, so the axes of the
+    key/value sequence dim become global; the rest follows q."""
+    n = ctx.node
+    q, k, v = n.arg(0, "query"), n.arg(1, "key"), n.arg(2, "value")
+    plan = windowed(ctx, q)
+    plan.fold.update(axes_of(ctx.dims(k)[-2]) + axes_of(ctx.dims(v)[-2]))
+    for ax in list(plan.local):
+        if ax in plan.fold:
+            del plan.local[ax]
+    return [plan] + [None] * (len(n.outputs) - 1)

@@ -1,0 +1,249 @@
+"""Plan builders shared by the per-op rules: elementwise merges, windowed ops, views, concatenation.
+
+A rule states only what is particular to its op (an index map per spatial dimension, which
+dimensions it mixes or drops); these builders carry every other dimension through unchanged.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+
+from ..capture import TRef
+from ..geometry import IndexFn
+from .registry import Dim, Plan, RuleContext, Source
+
+
+def axes_of(dim: Dim) -> tuple[int, ...]:
+    return tuple(a for a, _ in dim if a is not None)
+
+
+def plain(size: int) -> Dim:
+    """A dimension that carries no spatial axis."""
+    return () if size == 1 else ((None, size),)
+
+
+def identity(v: np.ndarray, finite: bool):
+    return v, v, 1
+
+
+def broadcast(v: np.ndarray, finite: bool):
+    zero = np.zeros_like(v)
+    return zero, zero, 1
+
+
+def constant_index(i: int) -> IndexFn:
+    def fn(v: np.ndarray, finite: bool):
+        at = np.full_like(v, i)
+        return at, at, 1
+    return fn
+
+
+def affine(scale: int, shift: int, width: int = 1, step: int = 1) -> IndexFn:
+    """Output v reads taps ``scale*v + shift + step*t`` for t in [0, width): convs, pools, slices."""
+    def fn(v: np.ndarray, finite: bool):
+        a = v * scale + shift
+        return a, a + step * (width - 1), step
+    return fn
+
+
+def _virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
+    """Local axes of ``ref`` carried by no dimension (a single position, e.g. after ``select``)."""
+    carried = {a for dim in ctx.dims(ref) for a in axes_of(dim)}
+    return set(ctx.local_axes(ref)) - carried
+
+
+def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]] | None = None,
+             fold: Sequence[int] = (), drop: Sequence[int] = (), out_shape: Sequence[int] | None = None,
+             extra: Sequence[TRef] = ()) -> Plan:
+    """Output dims follow ``x``'s dims one to one, except ``drop`` (removed).
+
+    ``maps[d]`` = (fn, scale): positions along dim d follow fn (convs, pools, resampling, slicing);
+    ``fold``: dims the op mixes (channels of a conv, reduced dims) — their axes become global;
+    a dropped dim with a map keeps its axis local at one position (``select``). ``extra`` tensors
+    are read through the same maps (max-unpooling's indices).
+    """
+    maps = maps or {}
+    out_shape = list(ctx.out_shape if out_shape is None else out_shape)
+    in_shape = ctx.shape(x)
+    plan = Plan(dims=())
+    dims: list[Dim] = []
+    kept = [d for d in range(len(in_shape)) if d not in drop]
+    for d, dim in enumerate(ctx.dims(x)):
+        axes = axes_of(dim)
+        size = out_shape[kept.index(d)] if d in kept else None
+        if d in fold:
+            plan.fold.update(axes)
+            dims.append(plain(size)) if size is not None else None
+        elif d in maps:
+            fn, scale = maps[d]
+            if len(axes) == 1 and len(dim) == 1:
+                plan.local[axes[0]] = [Source(t.id, fn, scale) for t in (x, *extra)]
+                if size is not None:
+                    dims.append(((axes[0], size),))
+            elif size is not None:
+                dims.append(plain(size))  # a flattened dim: its axes are left to become Unknown
+        elif size is not None:
+            same = size == in_shape[d]
+            dims.append(dim if same else plain(size))
+            for a in axes if same else ():
+                plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
+    for a in _virtual_axes(ctx, x):
+        plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
+    plan.dims = tuple(dims)
+    return plan
+
+
+def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] | None = None) -> Plan:
+    """Elementwise op with broadcasting: every local axis is the union of its inputs' windows."""
+    out_shape = tuple(ctx.out_shape if out_shape is None else out_shape)
+    rank = len(out_shape)
+    dims: list[Dim] = []
+    conflicted: set[int] = set()
+    for d, size in enumerate(out_shape):
+        chosen: Dim | None = None
+        for ref in refs:
+            k = d - (rank - len(ctx.shape(ref)))
+            if k < 0 or ctx.shape(ref)[k] != size:
+                continue
+            dim = ctx.dims(ref)[k]
+            if chosen is None or (not axes_of(chosen) and axes_of(dim)):
+                chosen = dim if chosen is None or axes_of(dim) else chosen
+            elif axes_of(dim) and dim != chosen:
+                conflicted.update(axes_of(dim) + axes_of(chosen))
+        dims.append(chosen if chosen is not None else plain(size))
+    plan = Plan(dims=tuple(dims), merge=len(refs) > 1)
+    carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
+    all_local = set().union(*(ctx.local_axes(r) for r in refs)) if refs else set()
+    for a in sorted(all_local - conflicted):
+        sources = []
+        for ref in refs:
+            if a not in ctx.local_axes(ref):
+                continue
+            where = [k for k, dim in enumerate(ctx.dims(ref)) if a in axes_of(dim)]
+            if not where:  # carried by no dim: one position, seen by every output unit
+                sources.append(Source(ref.id, broadcast))
+                continue
+            k = where[0]
+            d = k + rank - len(ctx.shape(ref))
+            if carried.get(a) != d:
+                break  # the axis sits on another dimension in this input: leave it Unknown
+            same = ctx.shape(ref)[k] == out_shape[d]
+            sources.append(Source(ref.id, identity if same else broadcast))
+        else:
+            plan.local[a] = sources
+    return plan
+
+
+def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> Plan:
+    """Reshape: regroup the row-major factors of ``x``'s dims into the new dims.
+
+    Flattening H and W into one dim keeps both axes (positions split back exactly); splitting a
+    spatial factor (H -> (H/2, 2)) cannot be tracked per axis, so that axis becomes Unknown.
+    """
+    out_shape = list(ctx.out_shape if out_shape is None else out_shape)
+    factors = [f for dim in ctx.dims(x) for f in dim if f[1] != 1 or f[0] is not None]
+    dims: list[Dim] = []
+    broken: set[int] = set()
+    i = 0
+    for size in out_shape:
+        group: list = []
+        prod = 1
+        while i < len(factors) and factors[i][1] == 1 and prod == size and size == 1:
+            group.append(factors[i])  # a size-1 spatial factor rides along
+            i += 1
+        while prod < size and i < len(factors):
+            axis, f = factors[i]
+            if size % (prod * f) == 0:
+                group.append(factors[i])
+                prod *= f
+                i += 1
+            elif axis is None and f % (size // prod) == 0:
+                part = size // prod
+                group.append((None, part))
+                factors[i] = (None, f // part)
+                prod = size
+            else:
+                if axis is not None:
+                    broken.add(axis)
+                group.append((None, size // prod))  # give up on this dim's structure
+                factors[i] = (axis, f)
+                prod = size
+                i += 1
+        while i < len(factors) and factors[i][1] == 1 and (not dims or size != 1):
+            group.append(factors[i])
+            i += 1
+        dims.append(tuple((a if a not in broken else None, f) for a, f in group))
+    plan = Plan(dims=tuple(dims))
+    carried = {a for dim in dims for a in axes_of(dim)}
+    for a in ctx.local_axes(x):
+        if a in broken:
+            continue
+        if a in carried or a in _virtual_axes(ctx, x):
+            plan.local[a] = [Source(x.id, identity)]
+    return plan
+
+
+def permute(ctx: RuleContext, x: TRef, order: Sequence[int]) -> Plan:
+    in_dims = ctx.dims(x)
+    plan = Plan(dims=tuple(in_dims[d] for d in order))
+    for a in ctx.local_axes(x):
+        plan.local[a] = [Source(x.id, identity)]
+    return plan
+
+
+def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
+    """``torch.cat``: along channels a merge; along a spatial dim piecewise (each part keeps the
+    geometry of the tensor it comes from)."""
+    rank = len(ctx.out_shape)
+    dim = dim % rank
+    refs = [r for r in refs if ctx.shape(r) != (0,)]  # torch.cat ignores legacy empty tensors
+    axes = {axes_of(ctx.dims(r)[dim]) for r in refs}
+    if axes == {()}:
+        shapes = [tuple(s if d != dim else ctx.out_shape[dim] for d, s in enumerate(ctx.shape(r)))
+                  for r in refs]
+        plan = pointwise(_ReshapedContext(ctx, refs, shapes), refs)
+        plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
+        return plan
+    pieces = [ctx.dims(r)[dim] for r in refs]
+    if len(axes) != 1 or any(len(p) != 1 for p in pieces):
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="cat along a flattened or mixed spatial dimension")
+    (axis,) = axes.pop()
+    starts = np.cumsum([0] + [ctx.shape(r)[dim] for r in refs])
+    others = [r for r in refs]
+    shapes = [tuple(s if d != dim else ctx.out_shape[dim] for d, s in enumerate(ctx.shape(r))) for r in refs]
+    plan = pointwise(_ReshapedContext(ctx, others, shapes), others)
+    plan.merge = len(refs) > 1 and any(len(plan.local.get(a, [])) > 1 for a in plan.local if a != axis)
+    plan.local[axis] = [Source(r.id, _piece(int(starts[k]), int(starts[k + 1]), k == 0, k == len(refs) - 1))
+                        for k, r in enumerate(refs)]
+    return plan
+
+
+def _piece(start: int, end: int, first: bool, last: bool) -> IndexFn:
+    """Output positions [start, end) come from this part; in the unbounded model the first part
+    extends to the left and the last to the right."""
+    def fn(v: np.ndarray, finite: bool):
+        inside = (v >= start) & (v < end)
+        if not finite:
+            inside |= (v < start) & first
+            inside |= (v >= end) & last
+        a = np.where(inside, v - start, 1)
+        b = np.where(inside, v - start, 0)
+        return a, b, 1
+    return fn
+
+
+class _ReshapedContext(RuleContext):
+    """A view of a context where some inputs pretend to have another shape (for cat's merge)."""
+
+    def __init__(self, ctx: RuleContext, refs: Sequence[TRef], shapes: Sequence[tuple[int, ...]]):
+        self.__dict__.update(ctx.__dict__)
+        self._override = {r.id: s for r, s in zip(refs, shapes)}
+        self._base = ctx
+
+    def shape(self, ref):
+        rid = ref.id if isinstance(ref, TRef) else ref
+        return self._override.get(rid) or self._base.shape(ref)

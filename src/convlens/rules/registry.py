@@ -1,0 +1,140 @@
+"""One registry of per-op rules, keyed by aten op, in the style of ``torch/utils/flop_counter.py``.
+
+A *geometry rule* ``fn(ctx) -> Plan`` says, for one recorded op, how its output positions draw from
+its inputs' positions along each spatial axis (see :mod:`convlens.geometry`). A *cost rule*
+``fn(ctx) -> Cost`` gives multiply-accumulates and bias adds. Adding an op = one rule + one test.
+
+Keys are aten overload packets (``aten.convolution``), matching every overload, or synthetic op
+names recorded by capture (strings). Registering a key twice is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..capture import OpNode, TensorInfo, TRef
+from ..geometry import IndexFn
+
+Factor = tuple[int | None, int]  # (spatial axis of the network input or None, size)
+Dim = tuple[Factor, ...]  # a tensor dimension as row-major factors (flatten keeps several)
+
+
+@dataclass
+class Source:
+    """Positions along an output axis draw from tensor ``tid`` through ``fn``; ``scale`` = input
+    positions per output position (the factor the effective stride is multiplied by)."""
+
+    tid: int
+    fn: IndexFn
+    scale: Fraction = Fraction(1)
+
+
+@dataclass
+class Plan:
+    """How one output tensor's geometry follows from the op's inputs.
+
+    ``dims``: the output's dimensions as factors. ``local``: axes that stay local, with their sources.
+    ``fold``: axes the op consumes (reduced, contracted, attended over): they become global.
+    ``merge``: True when several local inputs meet elementwise, so alignment is checked.
+    ``unsupported``: a reason; every input axis that is not constant becomes Unknown(op).
+    ``context``: local axes whose units also see the whole axis (statistics of a norm): global context.
+    ``constant``: the output does not depend on the input's values (factory ops).
+    Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
+    Unknown, so an incomplete rule can never yield a made-up number.
+    """
+
+    dims: tuple[Dim, ...]
+    local: dict[int, list[Source]] = field(default_factory=dict)
+    fold: set[int] = field(default_factory=set)
+    merge: bool = False
+    unsupported: str | None = None
+    context: set[int] = field(default_factory=set)
+    constant: bool = False
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int = 0
+    bias_flops: int = 0
+
+
+class RuleContext:
+    """What a rule may read: the node, tensor shapes and the dims (factors) of its inputs."""
+
+    def __init__(self, node: OpNode, tensors: dict[int, TensorInfo], producers: dict[int, OpNode],
+                 dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]]):
+        self.node = node
+        self._tensors = tensors
+        self._producers = producers
+        self._dims = dims
+        self._local = local
+
+    def dtype(self, ref: TRef | int) -> torch.dtype:
+        return self._tensors[ref.id if isinstance(ref, TRef) else ref].dtype
+
+    def producer(self, ref: TRef | int) -> OpNode | None:
+        """The recorded op that wrote this tensor (None for the input, parameters, constants)."""
+        return self._producers.get(ref.id if isinstance(ref, TRef) else ref)
+
+    def local_axes(self, ref: TRef | int) -> frozenset[int]:
+        """The spatial axes along which ``ref``'s units see a local window."""
+        return self._local.get(ref.id if isinstance(ref, TRef) else ref, frozenset())
+
+    def shape(self, ref: TRef | int) -> tuple[int, ...]:
+        return self._tensors[ref.id if isinstance(ref, TRef) else ref].shape
+
+    def dims(self, ref: TRef | int) -> tuple[Dim, ...]:
+        return self._dims[ref.id if isinstance(ref, TRef) else ref]
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self._tensors[self.node.outputs[0]].shape
+
+    def out_shapes(self) -> list[tuple[int, ...]]:
+        return [self._tensors[t].shape for t in self.node.outputs]
+
+    def tensor_args(self) -> list[TRef]:
+        return [TRef(t) for t in self.node.inputs]
+
+
+GeometryRule = Callable[[RuleContext], "Plan | list[Plan | None]"]
+CostRule = Callable[[RuleContext], Cost]
+GEOMETRY: dict[Any, GeometryRule] = {}
+COST: dict[Any, CostRule] = {}
+
+
+def _keys(targets: Any) -> Iterable[Any]:
+    targets = targets if isinstance(targets, (list, tuple)) else [targets]
+    for t in targets:
+        if not isinstance(t, (str, torch._ops.OpOverloadPacket)):
+            raise TypeError(f"rule targets must be aten overload packets or synthetic op names, got {t!r}")
+        yield t
+
+
+def _register(table: dict, targets: Any, kind: str) -> Callable:
+    def decorator(fn: Callable) -> Callable:
+        for key in _keys(targets):
+            if key in table:
+                raise RuntimeError(f"{kind} rule for {key} registered twice")
+            table[key] = fn
+        return fn
+    return decorator
+
+
+def register_geometry(targets: Any) -> Callable[[GeometryRule], GeometryRule]:
+    """Decorator: ``fn(ctx) -> Plan`` for the given aten packets (or synthetic names)."""
+    return _register(GEOMETRY, targets, "geometry")
+
+
+def register_cost(targets: Any) -> Callable[[CostRule], CostRule]:
+    """Decorator: ``fn(ctx) -> Cost`` for the given aten packets."""
+    return _register(COST, targets, "cost")
+
+
+def key_of(op: Any) -> Any:
+    """The registry key of a recorded op: its overload packet, or the synthetic name."""
+    return op.overloadpacket if isinstance(op, torch._ops.OpOverload) else op

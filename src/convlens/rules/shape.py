@@ -1,0 +1,94 @@
+"""Rules for ops that move data between dimensions without computing: views, permutes, slices,
+selection, concatenation and splitting."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+
+from .plans import affine, concat, constant_index, permute, pointwise, view, windowed
+from .registry import Plan, RuleContext, register_geometry
+
+aten = torch.ops.aten
+
+
+def _ops(*names: str) -> list:
+    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+
+
+@register_geometry(_ops("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten",
+                        "view_as", "_reshape_alias"))
+def reshape(ctx: RuleContext) -> Plan:
+    return view(ctx, ctx.node.arg(0, "self"))
+
+
+@register_geometry(_ops("expand", "expand_as", "broadcast_to"))
+def expand(ctx: RuleContext) -> Plan:
+    return pointwise(ctx, [ctx.node.arg(0, "self")])
+
+
+@register_geometry(_ops("permute"))
+def permute_rule(ctx: RuleContext) -> Plan:
+    x = ctx.node.arg(0, "self")
+    rank = len(ctx.shape(x))
+    return permute(ctx, x, [d % rank for d in ctx.node.arg(1, "dims")])
+
+
+@register_geometry(_ops("transpose", "swapaxes", "t", "numpy_T"))
+def transpose(ctx: RuleContext) -> Plan:
+    x = ctx.node.arg(0, "self")
+    rank = len(ctx.shape(x))
+    order = list(range(rank))
+    if rank >= 2:
+        d0, d1 = (ctx.node.arg(1, "dim0", 0) % rank, ctx.node.arg(2, "dim1", 1) % rank)
+        order[d0], order[d1] = order[d1], order[d0]
+    return permute(ctx, x, order)
+
+
+@register_geometry(_ops("slice"))
+def slice_rule(ctx: RuleContext) -> Plan:
+    """``x[..., start:end:step]``: output v reads start + v*step (U-Net crops, strided subsampling)."""
+    n = ctx.node
+    x = n.arg(0, "self")
+    size = ctx.shape(x)[n.arg(1, "dim", 0) % len(ctx.shape(x))]
+    dim = n.arg(1, "dim", 0) % len(ctx.shape(x))
+    start, step = n.arg(2, "start"), n.arg(4, "step", 1) or 1
+    start = 0 if start is None else start
+    start = min(max(start + size if start < 0 else start, 0), size)
+    return windowed(ctx, x, {dim: (affine(step, start), Fraction(step))})
+
+
+@register_geometry(_ops("select"))
+def select(ctx: RuleContext) -> Plan:
+    """``x[:, :, i]``: the dim disappears and its axis stays local at one position."""
+    x = ctx.node.arg(0, "self")
+    dim = ctx.node.arg(1, "dim") % len(ctx.shape(x))
+    index = ctx.node.arg(2, "index") % ctx.shape(x)[dim]
+    return windowed(ctx, x, {dim: (constant_index(index), Fraction(1))}, drop=[dim])
+
+
+@register_geometry(_ops("cat", "concat", "concatenate"))
+def cat(ctx: RuleContext) -> Plan:
+    return concat(ctx, ctx.node.arg(0, "tensors"), ctx.node.arg(1, "dim", 0))
+
+
+@register_geometry(_ops("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk",
+                        "tensor_split"))
+def split(ctx: RuleContext) -> list[Plan]:
+    """Each output is a slice of the input along ``dim``."""
+    x = ctx.node.arg(0, "self")
+    dim = ctx.node.arg(2, "dim", 0) % len(ctx.shape(x))
+    plans, start = [], 0
+    for shape in ctx.out_shapes():
+        plans.append(windowed(ctx, x, {dim: (affine(1, start), Fraction(1))}, out_shape=shape))
+        start += shape[dim]
+    return plans
+
+
+@register_geometry(_ops("unbind"))
+def unbind(ctx: RuleContext) -> list[Plan]:
+    x = ctx.node.arg(0, "self")
+    dim = ctx.node.arg(1, "dim", 0) % len(ctx.shape(x))
+    return [windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim], out_shape=shape)
+            for i, shape in enumerate(ctx.out_shapes())]

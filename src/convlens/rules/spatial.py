@@ -1,0 +1,335 @@
+"""Rules for ops that move windows along spatial axes: convolution, pooling, resampling, padding.
+
+Index maps follow each aten kernel's own arithmetic (the CPU kernels' formulas, in the dtype the model
+runs in), so that exact-zero interpolation taps and clamped borders come out as torch computes them.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from math import gcd
+
+import numpy as np
+import torch
+
+from ..capture import CIRCULAR_PAD
+from ..geometry import IndexFn
+from .plans import affine, plain, windowed
+from .registry import Plan, RuleContext, register_geometry
+
+aten = torch.ops.aten
+
+
+def _per_dim(value, k: int, default=None) -> list[int]:
+    """Expand an int-or-list aten argument to k values (empty list -> default)."""
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
+        value = default
+    if isinstance(value, int):
+        return [value] * k
+    value = list(value)
+    return value * k if len(value) == 1 else value
+
+
+# ---------------------------------------------------------------- convolution
+
+def transposed_taps(stride: int, padding: int, kernel: int, dilation: int) -> IndexFn:
+    """Transposed conv: output v receives input j when v = j*stride - padding + t*dilation, t < kernel.
+
+    The taps j form an arithmetic progression with step dilation / gcd(stride, dilation); outputs no
+    tap reaches (kernel shorter than stride) get an empty set.
+    """
+    step = dilation // gcd(stride, dilation)
+
+    def fn(v: np.ndarray, finite: bool):
+        a = np.full_like(v, np.iinfo(np.int64).max)
+        b = np.full_like(v, np.iinfo(np.int64).min)
+        for t in range(kernel):
+            num = v + padding - t * dilation
+            ok = num % stride == 0
+            j = num // stride
+            a = np.where(ok, np.minimum(a, j), a)
+            b = np.where(ok, np.maximum(b, j), b)
+        return a, b, step
+    return fn
+
+
+@register_geometry([aten.convolution, aten._convolution])
+def convolution(ctx: RuleContext) -> Plan:
+    n = ctx.node
+    x, w = n.arg(0, "input"), n.arg(1, "weight")
+    k = len(ctx.shape(w)) - 2
+    stride, padding, dilation = (_per_dim(n.arg(i, name), k) for i, name in
+                                 ((3, "stride"), (4, "padding"), (5, "dilation")))
+    transposed = bool(n.arg(6, "transposed"))
+    kernel = list(ctx.shape(w)[2:])
+    rank = len(ctx.shape(x))
+    maps = {}
+    for i in range(k):
+        d = rank - k + i
+        if transposed:
+            maps[d] = (transposed_taps(stride[i], padding[i], kernel[i], dilation[i]), Fraction(1, stride[i]))
+        else:
+            maps[d] = (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
+    return windowed(ctx, x, maps, fold=[rank - k - 1])
+
+
+# ---------------------------------------------------------------- pooling
+
+def _pool(ctx: RuleContext, k_spatial: int, kernel, stride, padding, dilation) -> Plan:
+    x = ctx.node.arg(0, "self")
+    rank = len(ctx.shape(x))
+    kernel = _per_dim(kernel, k_spatial)
+    stride = _per_dim(stride, k_spatial, kernel)
+    padding = _per_dim(padding, k_spatial, 0)
+    dilation = _per_dim(dilation, k_spatial, 1)
+    maps = {rank - k_spatial + i: (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
+            for i in range(k_spatial)}
+    return windowed(ctx, x, maps)
+
+
+def _pool_rule(k_spatial: int, has_dilation: bool):
+    def rule(ctx: RuleContext) -> Plan:
+        n = ctx.node
+        dilation = n.arg(4, "dilation") if has_dilation else 1
+        return _pool(ctx, k_spatial, n.arg(1, "kernel_size"), n.arg(2, "stride"), n.arg(3, "padding", 0),
+                     dilation)
+    return rule
+
+
+for _k, _ops in ((1, ["max_pool1d", "max_pool1d_with_indices"]),
+                 (2, ["max_pool2d", "max_pool2d_with_indices"]),
+                 (3, ["max_pool3d", "max_pool3d_with_indices"])):
+    register_geometry([getattr(aten, o) for o in _ops if hasattr(aten, o)])(_pool_rule(_k, True))
+for _k, _op in ((1, "avg_pool1d"), (2, "avg_pool2d"), (3, "avg_pool3d")):
+    register_geometry(getattr(aten, _op))(_pool_rule(_k, False))
+
+
+def adaptive_taps(n_in: int, n_out: int) -> IndexFn:
+    """Adaptive pooling: output v pools [floor(v*in/out), ceil((v+1)*in/out)) — windows vary with v."""
+    def fn(v: np.ndarray, finite: bool):
+        start = (v * n_in) // n_out
+        end = -((-(v + 1) * n_in) // n_out)
+        return start, end - 1, 1
+    return fn
+
+
+def _adaptive(ctx: RuleContext) -> Plan:
+    x = ctx.node.arg(0, "self")
+    in_shape, out_shape = ctx.shape(x), ctx.out_shape
+    k = len(ctx.node.arg(1, "output_size"))
+    rank = len(in_shape)
+    spatial = range(rank - k, rank)
+    fold = [d for d in spatial if out_shape[d] == 1]
+    maps = {d: (adaptive_taps(in_shape[d], out_shape[d]), Fraction(in_shape[d], out_shape[d]))
+            for d in spatial if d not in fold}
+    return windowed(ctx, x, maps, fold=fold)
+
+
+register_geometry([getattr(aten, o) for o in ("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d",
+                                              "adaptive_max_pool3d", "adaptive_max_pool1d", "adaptive_avg_pool1d",
+                                              "_adaptive_avg_pool1d")
+                   if hasattr(aten, o)])(_adaptive)
+
+
+@register_geometry([aten.max_unpool2d, aten.max_unpool3d])
+def max_unpool(ctx: RuleContext) -> Plan:
+    """Max-unpooling writes input j to the position its indices name, which lies in the window the
+    pairing max pool read for j: the taps are those of a transposed conv with the pool's parameters.
+    The pool is found by following ``indices`` to the op that made it."""
+    n = ctx.node
+    x, idx = n.arg(0, "self"), n.arg(1, "indices")
+    pool = ctx.producer(idx)
+    out_shape = ctx.out_shape
+    k = len(out_shape) - len(ctx.shape(x)) + (3 if "3d" in n.name else 2)
+    if pool is None or "max_pool" not in pool.name or ctx.shape(pool.arg(0, "self"))[-k:] != tuple(out_shape[-k:]):
+        return Plan(dims=tuple(plain(s) for s in out_shape),
+                    unsupported="max_unpool whose indices do not come from a max pool of the output's size")
+    kernel = _per_dim(pool.arg(1, "kernel_size"), k)
+    stride = _per_dim(pool.arg(2, "stride"), k, kernel)
+    padding = _per_dim(pool.arg(3, "padding", 0), k, 0)
+    dilation = _per_dim(pool.arg(4, "dilation", 1), k, 1)
+    rank = len(ctx.shape(x))
+    maps = {rank - k + i: (transposed_taps(stride[i], padding[i], kernel[i], dilation[i]), Fraction(1, stride[i]))
+            for i in range(k)}
+    return windowed(ctx, x, maps, extra=[idx])
+
+
+# ---------------------------------------------------------------- resampling
+
+def _float(dtype: torch.dtype):
+    return np.float64 if dtype == torch.float64 else np.float32
+
+
+def _scale(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> "np.floating":
+    """torch's area_pixel_compute_scale: input positions per output position, in the kernel's dtype."""
+    if align_corners:
+        return ftype(n_in - 1) / ftype(n_out - 1) if n_out > 1 else ftype(0)
+    if scale is not None and scale > 0:
+        return ftype(1.0 / scale)
+    return ftype(n_in) / ftype(n_out)
+
+
+def nearest_taps(n_in: int, n_out: int, scale, exact: bool, ftype) -> IndexFn:
+    s = _scale(n_in, n_out, scale, False, ftype)
+
+    def fn(v: np.ndarray, finite: bool):
+        if exact:
+            src = np.floor((v.astype(np.float64) + 0.5) * np.float64(s)).astype(np.int64)
+        elif n_out == n_in:
+            src = v.copy()
+        elif n_out == 2 * n_in:
+            src = v >> 1
+        else:
+            src = np.floor(v.astype(ftype) * s).astype(np.int64)
+        if finite:
+            src = np.minimum(src, n_in - 1)
+        return src, src, 1
+    return fn
+
+
+def linear_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> IndexFn:
+    """(bi/tri)linear: taps floor(src) and the next one, unless its weight is exactly zero."""
+    s = _scale(n_in, n_out, scale, align_corners, ftype)
+
+    def fn(v: np.ndarray, finite: bool):
+        vf = v.astype(ftype)
+        src = s * vf if align_corners else s * (vf + ftype(0.5)) - ftype(0.5)
+        if finite:
+            src = np.maximum(src, ftype(0))
+        i0 = np.floor(src).astype(np.int64)
+        lam = src - i0.astype(ftype)
+        i1 = i0 + (lam > 0)
+        if finite:
+            i1 = np.where(i0 < n_in - 1, i1, i0)
+        return i0, i1, 1
+    return fn
+
+
+def cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> IndexFn:
+    """Bicubic: taps floor(src)-1 .. floor(src)+2 clamped to the input, only the centre when src is
+    an integer (the other cubic weights are exactly zero there)."""
+    s = _scale(n_in, n_out, scale, align_corners, ftype)
+
+    def fn(v: np.ndarray, finite: bool):
+        vf = v.astype(ftype)
+        src = s * vf if align_corners else s * (vf + ftype(0.5)) - ftype(0.5)
+        i0 = np.floor(src).astype(np.int64)
+        whole = src == i0.astype(ftype)
+        a, b = np.where(whole, i0, i0 - 1), np.where(whole, i0, i0 + 2)
+        if finite:
+            a, b = np.clip(a, 0, n_in - 1), np.clip(b, 0, n_in - 1)
+        return a, b, 1
+    return fn
+
+
+_UPSAMPLE = {  # aten name -> (spatial dims, tap builder, has align_corners)
+    "upsample_nearest1d": (1, "nearest", False), "upsample_nearest2d": (2, "nearest", False),
+    "upsample_nearest3d": (3, "nearest", False), "_upsample_nearest_exact1d": (1, "exact", False),
+    "_upsample_nearest_exact2d": (2, "exact", False), "_upsample_nearest_exact3d": (3, "exact", False),
+    "upsample_linear1d": (1, "linear", True), "upsample_bilinear2d": (2, "linear", True),
+    "upsample_trilinear3d": (3, "linear", True), "upsample_bicubic2d": (2, "cubic", True),
+}
+
+
+def _upsample_rule(k: int, kind: str, has_align: bool):
+    def rule(ctx: RuleContext) -> Plan:
+        n = ctx.node
+        x = n.arg(0, "input")
+        align = bool(n.arg(2, "align_corners")) if has_align else False
+        first_scale = 3 if has_align else 2
+        if n.op._overloadname == "vec":
+            factors = n.arg(first_scale, "scale_factors")
+            scales = list(factors) if factors else [None] * k
+        else:
+            scales = [n.args[first_scale + i] if first_scale + i < len(n.args) else None for i in range(k)]
+        in_shape, out_shape = ctx.shape(x), ctx.out_shape
+        ftype = _float(ctx.dtype(x))
+        rank = len(in_shape)
+        maps = {}
+        for i in range(k):
+            d = rank - k + i
+            n_in, n_out = in_shape[d], out_shape[d]
+            if kind in ("nearest", "exact"):
+                fn = nearest_taps(n_in, n_out, scales[i], kind == "exact", ftype)
+            elif kind == "linear":
+                fn = linear_taps(n_in, n_out, scales[i], align, ftype)
+            else:
+                fn = cubic_taps(n_in, n_out, scales[i], align, ftype)
+            exact = (Fraction(n_in - 1, n_out - 1) if n_out > 1 else Fraction(0)) if align else \
+                (1 / Fraction(scales[i]).limit_denominator(10**6) if scales[i] else Fraction(n_in, n_out))
+            maps[d] = (fn, exact)
+        return windowed(ctx, x, maps)
+    return rule
+
+
+for _name, (_k, _kind, _align) in _UPSAMPLE.items():
+    if hasattr(aten, _name):
+        register_geometry(getattr(aten, _name))(_upsample_rule(_k, _kind, _align))
+
+
+@register_geometry(aten.pixel_shuffle)
+def pixel_shuffle(ctx: RuleContext) -> Plan:
+    x, r = ctx.node.arg(0, "self"), ctx.node.arg(1, "upscale_factor")
+    rank = len(ctx.shape(x))
+
+    def fn(v: np.ndarray, finite: bool):
+        return v // r, v // r, 1
+    return windowed(ctx, x, {rank - 2: (fn, Fraction(1, r)), rank - 1: (fn, Fraction(1, r))})
+
+
+@register_geometry(aten.pixel_unshuffle)
+def pixel_unshuffle(ctx: RuleContext) -> Plan:
+    x, r = ctx.node.arg(0, "self"), ctx.node.arg(1, "downscale_factor")
+    rank = len(ctx.shape(x))
+    step = (affine(r, 0, r), Fraction(r))
+    return windowed(ctx, x, {rank - 2: step, rank - 1: step})
+
+
+# ---------------------------------------------------------------- padding
+
+def pad_taps(left: int, n_in: int, mode: str) -> IndexFn:
+    """Output v shows input v - left; the finite model maps padded positions back as torch does
+    (constant: nothing real; reflect: mirror without the edge; replicate: clamp; circular: wrap)."""
+    def fn(v: np.ndarray, finite: bool):
+        j = v - left
+        if finite and mode == "reflect":
+            j = np.abs(j)
+            j = np.where(j > n_in - 1, 2 * (n_in - 1) - j, j)
+        elif finite and mode == "replicate":
+            j = np.clip(j, 0, n_in - 1)
+        elif finite and mode == "circular":
+            j = j % n_in
+        return j, j, 1
+    return fn
+
+
+def _pad(ctx: RuleContext, x, pad: list[int], mode: str) -> Plan:
+    in_shape = ctx.shape(x)
+    rank = len(in_shape)
+    maps = {}
+    for i in range(len(pad) // 2):
+        d = rank - 1 - i
+        maps[d] = (pad_taps(pad[2 * i], in_shape[d], mode), Fraction(1))
+    return windowed(ctx, x, maps)
+
+
+@register_geometry(aten.constant_pad_nd)
+def constant_pad(ctx: RuleContext) -> Plan:
+    return _pad(ctx, ctx.node.arg(0, "self"), list(ctx.node.arg(1, "pad")), "constant")
+
+
+def _padding_rule(mode: str, k: int):
+    def rule(ctx: RuleContext) -> Plan:
+        pad = _per_dim(ctx.node.arg(1, "padding"), 2 * k)
+        return _pad(ctx, ctx.node.arg(0, "self"), pad, mode)
+    return rule
+
+
+for _k in (1, 2, 3):
+    register_geometry(getattr(aten, f"reflection_pad{_k}d"))(_padding_rule("reflect", _k))
+    register_geometry(getattr(aten, f"replication_pad{_k}d"))(_padding_rule("replicate", _k))
+
+
+@register_geometry(CIRCULAR_PAD)
+def circular_pad(ctx: RuleContext) -> Plan:
+    return _pad(ctx, ctx.node.args[0], list(ctx.node.args[1]), "circular")
