@@ -58,6 +58,7 @@ class GraphGeometry:
     geoms: dict[int, TensorGeom]
     costs: dict[int, Cost]  # node index -> cost
     misaligned: dict[int, list[Misalignment]]  # node index -> merges that do not align
+    merges: set[int]  # node indices where several local inputs meet
     unsupported: dict[str, int] = field(default_factory=dict)  # op name -> number of calls
 
 
@@ -98,6 +99,7 @@ class GraphWalk:
         self.demand: dict[tuple[int, int], tuple[int, int]] = {}
         self.local: dict[int, list[Local | None]] = {}
         self.misaligned: dict[int, list[Misalignment]] = {}
+        self.merges: set[int] = set()
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
@@ -258,6 +260,7 @@ class GraphWalk:
         merged = [(src, st, slo, shi) for src, st, slo, shi in parts if src.fn is not broadcast]
         if len(merged) < 2:
             return
+        self.merges.add(node.index)
         u = slice(-out.ustart, -out.ustart + out.n)
         centres = [(slo + shi)[u] for _, _, slo, shi in merged]
         strides = [st.stride * src.scale if st.stride is not None else None for src, st, _, _ in merged]
@@ -279,7 +282,7 @@ class GraphWalk:
         for node in self.cap.nodes:
             rule = COST.get(key_of(node.op))
             costs[node.index] = rule(self._context(node)) if rule is not None else Cost()
-        return GraphGeometry(geoms, costs, self.misaligned, self.unsupported)
+        return GraphGeometry(geoms, costs, self.misaligned, self.merges, self.unsupported)
 
 
 def walk(cap: Capture) -> GraphGeometry:

@@ -1,0 +1,14 @@
+"""convlens: exact receptive fields, windows and cost of every unit of a PyTorch model.
+
+>>> import torch.nn as nn, convlens
+>>> report = convlens.analyze(nn.Conv2d(3, 8, 3, stride=2, padding=1), (1, 3, 32, 32))
+>>> report[""].rf, report[""].stride
+((3, 3), (Fraction(2, 1), Fraction(2, 1)))
+"""
+
+from .api import analyze
+from .errors import ConvlensError
+from .report import Layer, Report, Totals
+
+__all__ = ["analyze", "ConvlensError", "Layer", "Report", "Totals"]
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""The public entry point: ``analyze(model, input_shape) -> Report``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .analysis import GraphGeometry, Misalignment, offset_of, walk
+from .capture import Capture, ModuleCall, capture
+from .errors import ConvlensError
+from .geometry import Constant, Local, Unknown
+from .memory import peak_activation_bytes
+from .report import Layer, Report, Totals
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(input_shape)
+    if not all(isinstance(s, int) and s > 0 for s in shape) or not 3 <= len(shape) <= 5:
+        raise ConvlensError(f"input_shape must be (N, C, *spatial) with 1 to 3 positive spatial sizes, got {shape}")
+    return shape
+
+
+def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype = torch.float32,
+            name: str | None = None) -> Report:
+    """Geometry and cost of every module call of ``model`` on an input of ``input_shape``.
+
+    ``input_shape`` includes the batch: (N, C, *spatial), 1 to 3 spatial axes. The model runs once on
+    meta tensors in eval mode (restored afterwards); weights are neither copied nor moved. ``dtype``
+    is the input's dtype (it decides the float arithmetic of interpolation taps).
+    """
+    if not isinstance(model, nn.Module):
+        raise ConvlensError(f"analyze needs a torch.nn.Module, got {type(model).__name__}")
+    shape = _check_shape(input_shape)
+    cap = capture(model, shape, dtype)
+    graph = walk(cap)
+    layers = _rows(model, cap, graph, shape[2:])
+    notes = []
+    if cap.fallback:
+        notes.append(cap.fallback)
+    for op, count in sorted(graph.unsupported.items()):
+        notes.append(f"no geometry rule for {op} ({count} call{'s' if count > 1 else ''}): axes it touches are unknown")
+    params = sum(p.numel() for p in model.parameters())
+    totals = Totals(params=params, macs=sum(c.macs for c in graph.costs.values()),
+                    bias_flops=sum(c.bias_flops for c in graph.costs.values()),
+                    peak_activation_bytes=peak_activation_bytes(cap))
+    return Report(name or type(model).__name__, shape, layers, totals, notes, dict(graph.unsupported),
+                  backend="cpu" if cap.fallback else "meta")
+
+
+def _module_params(model: nn.Module) -> dict[str, int]:
+    """Parameters of every module path, recursively, shared parameters counted once."""
+    return {path: sum(p.numel() for p in m.parameters()) for path, m in model.named_modules()}
+
+
+def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tuple[int, ...]) -> list[Layer]:
+    params = _module_params(model)
+    producers = {t: node for node in cap.nodes for t in node.outputs}
+    names = {node.outputs[0]: f"{_short(node.name)} in {node.scope or 'the model'}" for node in cap.nodes
+             if node.outputs}
+    names.update({t: call.name for call in reversed(cap.calls) for _, t in call.outputs[:1]})
+    names[cap.input_id] = "the input"
+    rows = []
+    for call in cap.calls:
+        macs = sum(graph.costs[i].macs for i in range(call.first_op, call.end_op))
+        bias = sum(graph.costs[i].bias_flops for i in range(call.first_op, call.end_op))
+        for suffix, tid in call.outputs:
+            geom = graph.geoms[tid]
+            producer = producers.get(tid)
+            inside = producer is not None and call.first_op <= producer.index < call.end_op
+            op = _short(producer.name) if call.is_leaf and inside else call.type_name
+            misaligned = [m for i in range(call.first_op, call.end_op) for m in graph.misaligned.get(i, [])]
+            merges = [i for i in range(call.first_op, call.end_op) if i in graph.merges]
+            aligned = None if not merges else not any(i in graph.misaligned for i in merges)
+            notes = _notes(geom.axes, geom.global_context, misaligned, names)
+            rows.append(Layer(
+                name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
+                output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
+                bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
+                global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size))
+    return rows
+
+
+def _short(op_name: str) -> str:
+    """'aten.convolution.default' -> 'convolution'."""
+    parts = op_name.split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] == "aten" else op_name
+
+
+def _notes(axes, global_context: bool, misaligned: list[Misalignment], names: dict[int, str]) -> list[str]:
+    notes = []
+    for a, state in enumerate(axes):
+        if isinstance(state, Unknown):
+            notes.append(f"axis {a}: unknown, no geometry rule for {', '.join(sorted(state.ops))}")
+        elif isinstance(state, Constant):
+            notes.append(f"axis {a}: does not depend on the input")
+        elif isinstance(state, Local) and state.stride is None:
+            notes.append(f"axis {a}: no single effective stride (inputs of a merge move at different rates)")
+    if global_context:
+        notes.append("global context: units also see the whole input through a global branch")
+    for m in misaligned:
+        parts = ", ".join(f"{names.get(t, f'tensor {t}')} (stride {_fmt(s)}, offset {_fmt(o)})"
+                          for t, s, o in m.inputs)
+        notes.append(f"misaligned merge along axis {m.axis} at {m.node.name}: {parts}")
+    return notes
+
+
+def _fmt(x) -> str:
+    return "?" if x is None else str(x)

@@ -1,0 +1,122 @@
+"""Command line: a thin shell over the Python API.
+
+Every ``ConvlensError`` becomes one line on stderr and exit status 2; argparse's usage errors exit 2
+as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import arith
+from .api import analyze
+from .errors import ConvlensError
+from .loading import FORMS, build_model, model_factory, parse_shape
+from .render import DEFAULT_DEPTH, render_table
+from .zoo import DEFAULT_INPUT, DEFAULT_MODEL
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    factory = model_factory(args.model)
+    shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
+    shape = (args.batch, *parse_shape(shape_text))
+    try:
+        report = analyze(build_model(factory, on_meta=True), shape, name=args.model)
+    except ConvlensError:
+        # a model built on meta cannot fall back to a real run: build it for real and try again
+        report = analyze(build_model(factory, on_meta=False), shape, name=args.model)
+    if args.format == "table":
+        if args.output:
+            from rich.console import Console
+            with open(args.output, "w") as f:
+                render_table(report, depth=args.depth, console=Console(file=f, width=160))
+        else:
+            render_table(report, depth=args.depth)
+        return
+    text = report.to_json() if args.format == "json" else report.to_csv()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+ARITH_HELP = """\
+conv:      output size of a convolution (or pooling with --ceil-mode)
+transposed: output size of a transposed convolution
+same:      padding (left, right) that keeps the size (stride 1) or gives ceil(i/s)
+padding:   smallest padding that gives output size --target
+output-padding: output_padding that makes a transposed conv give --target
+unread:    real border pixels on the far side that the stride never reads
+"""
+
+
+def _arith(args: argparse.Namespace) -> None:
+    k, s, p, d = args.kernel, args.stride, args.padding, args.dilation
+    if args.what == "conv":
+        print(arith.conv_output_size(args.input, k, s, p, d, ceil_mode=args.ceil_mode))
+    elif args.what == "transposed":
+        print(arith.transposed_conv_output_size(args.input, k, s, p, args.output_padding, d))
+    elif args.what == "same":
+        print(*arith.same_padding(k, s, d, args.input))
+    elif args.what == "padding":
+        print(*arith.padding_for_output(args.input, _target(args), k, s, d))
+    elif args.what == "output-padding":
+        print(arith.output_padding_for(args.input, _target(args), k, s, p, d))
+    else:
+        print(arith.unread_border(args.input, k, s, p, d))
+
+
+def _target(args: argparse.Namespace) -> int:
+    if args.target is None:
+        raise ConvlensError(f"convlens arith {args.what} needs --target SIZE")
+    return args.target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convlens", description="Exact receptive fields, windows and cost "
+                                     "of every unit of a PyTorch CNN.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("analyze", help="geometry and cost of every module call")
+    a.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    a.add_argument("--input", help="input shape without batch: 3x224x224, 8x4096, 1x16x64x64 "
+                   "(default: the model's own, else 3x224x224)")
+    a.add_argument("--batch", type=int, default=1, help="batch size N (default 1)")
+    a.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    a.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
+                   help=f"table rows up to this module depth (default {DEFAULT_DEPTH}; JSON/CSV hold every row)")
+    a.add_argument("-o", "--output", help="write to this file instead of stdout")
+    a.set_defaults(run=_analyze)
+
+    r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("what", choices=("conv", "transposed", "same", "padding", "output-padding", "unread"))
+    r.add_argument("--input", "-i", type=int, required=True, help="input size along the axis")
+    r.add_argument("--kernel", "-k", type=int, required=True)
+    r.add_argument("--stride", "-s", type=int, default=1)
+    r.add_argument("--padding", "-p", type=int, default=0)
+    r.add_argument("--dilation", "-d", type=int, default=1)
+    r.add_argument("--output-padding", type=int, default=0)
+    r.add_argument("--ceil-mode", action="store_true")
+    r.add_argument("--target", type=int, help="wanted output size (padding, output-padding)")
+    r.set_defaults(run=_arith)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch", 1) < 1:
+        print("convlens: error: --batch must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        args.run(args)
+    except ConvlensError as e:
+        print(f"convlens: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

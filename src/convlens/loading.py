@@ -1,0 +1,135 @@
+"""Turn a MODEL string into an ``nn.Module`` and a SHAPE string into a tuple (the CLI's inputs).
+
+MODEL forms: a built-in name (``dilation8_voc``), ``torchvision:NAME``, ``timm:NAME`` (when timm is
+installed), ``path/to/file.py:CALLABLE`` and ``package.module:CALLABLE``. A CALLABLE is called with no
+arguments (an ``nn.Module`` instance is used as it is). Nothing is downloaded: torchvision and timm
+models are built with ``weights=None`` / ``pretrained=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import ConvlensError
+from .zoo import BUILTIN
+
+FORMS = "a built-in name, torchvision:NAME, timm:NAME, path/to/file.py:CALLABLE or package.module:CALLABLE"
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'3x224x224' -> (3, 224, 224): channels then 1 to 3 spatial sizes, no batch."""
+    if not re.fullmatch(r"\s*\d+(\s*[x×,]\s*\d+){1,3}\s*", text or ""):
+        raise ConvlensError(f"bad --input {text!r}: write channels then 1-3 spatial sizes, e.g. 3x224x224 "
+                            "(no batch; use --batch)")
+    shape = tuple(int(s) for s in re.split(r"[x×,]", text.replace(" ", "")))
+    if any(s <= 0 for s in shape):
+        raise ConvlensError(f"bad --input {text!r}: sizes must be positive")
+    return shape
+
+
+def model_factory(spec: str) -> Callable[[], nn.Module]:
+    """A no-argument builder for the model named by ``spec`` (resolved now, built later)."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]
+    prefix, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise ConvlensError(f"unknown model {spec!r}: use {FORMS}; built-ins: {', '.join(sorted(BUILTIN))}")
+    if prefix == "torchvision":
+        return _torchvision(rest)
+    if prefix == "timm":
+        return _timm(rest)
+    return _callable(prefix, rest)
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        raise ConvlensError("torchvision:NAME needs torchvision: pip install 'convlens[vision]'") from None
+    names = set(tvm.list_models())
+    if name not in names:
+        close = sorted(n for n in names if name.lower()[:4] in n)[:6]
+        raise ConvlensError(f"torchvision has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close
+                                                                     else "; see torchvision.models.list_models()"))
+    backbone = set(tvm.list_models(module=tvm.segmentation)) | set(tvm.list_models(module=tvm.detection))
+    kwargs = {"weights": None, **({"weights_backbone": None} if name in backbone else {})}
+    if name in ("inception_v3", "googlenet"):
+        kwargs["init_weights"] = False
+    return lambda: tvm.get_model(name, **kwargs)
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    try:
+        import timm
+    except ImportError:
+        raise ConvlensError("timm:NAME needs timm: pip install timm") from None
+    if name not in timm.list_models():
+        raise ConvlensError(f"timm has no model {name!r}; see timm.list_models()")
+    return lambda: timm.create_model(name, pretrained=False)
+
+
+def _callable(where: str, attr: str) -> Callable[[], nn.Module]:
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ConvlensError(f"no file {where!r}: give path/to/file.py:CALLABLE")
+        module_name = f"_convlens_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            sys.path.insert(0, str(path.parent.resolve()))
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any import failure is the user's file
+            raise ConvlensError(f"{where} does not import: {type(e).__name__}: {_first_line(e)}") from None
+        finally:
+            sys.path.pop(0)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as e:  # noqa: BLE001
+            raise ConvlensError(f"cannot import {where!r}: {type(e).__name__}: {_first_line(e)} "
+                                f"(MODEL is {FORMS})") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise ConvlensError(f"{where} has no attribute {attr!r}")
+    if isinstance(target, nn.Module):
+        return lambda: target
+    if not callable(target):
+        raise ConvlensError(f"{where}:{attr} is neither an nn.Module nor callable")
+
+    def build() -> nn.Module:
+        try:
+            model = target()
+        except Exception as e:  # noqa: BLE001
+            raise ConvlensError(f"{where}:{attr}() failed: {type(e).__name__}: {_first_line(e)}") from None
+        if not isinstance(model, nn.Module):
+            raise ConvlensError(f"{where}:{attr}() returned {type(model).__name__}, not an nn.Module")
+        return model
+    return build
+
+
+def build_model(factory: Callable[[], nn.Module], on_meta: bool = True) -> nn.Module:
+    """Build on the meta device when possible (no weight memory, no init time), else on CPU."""
+    if on_meta:
+        with contextlib.suppress(Exception), torch.device("meta"):
+            return factory()
+    try:
+        return factory()
+    except ConvlensError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConvlensError(f"building the model failed: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,78 @@
+"""Terminal table (rich): name, op, output shape, rf, stride, params, MACs, then totals and notes."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..report import Layer, Report
+
+DEFAULT_DEPTH = 2
+"""Rows shown by default: the model, its children and grandchildren (ResNet blocks, VGG stages'
+layers). JSON and CSV always hold every row."""
+
+
+def _axes(values, sep: str = "×") -> str:
+    def one(v) -> str:
+        if v is None:
+            return "?"
+        if isinstance(v, Fraction):
+            return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
+        return str(v)
+    return sep.join(one(v) for v in values)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _stride(layer: Layer) -> str:
+    return _axes(["global" if rf == "global" else s for rf, s in zip(layer.rf, layer.stride)])
+
+
+def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Console | None = None) -> None:
+    """Print the report; ``depth`` limits rows to modules at most that deep (None: all)."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 160))
+    title = f"{report.model} on {'x'.join(map(str, report.input_shape))}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column, justify in (("name", "left"), ("op", "left"), ("output shape", "left"), ("rf", "right"),
+                            ("stride", "right"), ("params", "right"), ("MACs", "right")):
+        table.add_column(column, justify=justify, no_wrap=column != "name")
+    shown = [layer for layer in report if depth is None or layer.depth <= depth]
+    for layer in shown:
+        name = Text("  " * layer.depth + (layer.name or "(model)"))
+        flag = " ⚠" if layer.aligned is False or any(rf is None for rf in layer.rf) else ""
+        table.add_row(name, layer.op + flag, "×".join(map(str, layer.output_shape)), _axes(layer.rf),
+                      _stride(layer), _count(layer.params), _count(layer.macs))
+    console.print(table)
+    t = report.totals
+    console.print(f"rows shown: {len(shown)} of {len(report)} (depth <= {depth})" if depth is not None
+                  else f"rows: {len(report)}")
+    console.print(f"total: params {_count(t.params)}, MACs {_count(t.macs)}, FLOPs {_count(t.flops)}, "
+                  f"bias FLOPs {_count(t.bias_flops)}, peak activations {_bytes(t.peak_activation_bytes)}")
+    out = report.output
+    offset = _axes(["global" if rf == "global" else o for rf, o in zip(out.rf, out.offset)])
+    console.print(f"output: rf {_axes(out.rf)}, stride {_stride(out)}, offset {offset}")
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False)
+    flagged = [layer for layer in report if layer.aligned is False]
+    for layer in flagged[:10]:
+        for note in layer.notes:
+            if note.startswith("misaligned"):
+                console.print(f"{layer.name}: {note}", markup=False)

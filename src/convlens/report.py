@@ -1,0 +1,215 @@
+"""The plain result model every renderer reads: :class:`Report` and one :class:`Layer` per row.
+
+Units and conventions (DESIGN.md): per spatial axis of the network input, in input pixels.
+``rf`` is an int, ``"global"`` (the units see the whole axis) or ``None`` (unknown or not defined:
+see ``notes``). ``stride`` and ``offset`` are exact :class:`fractions.Fraction` values, ``None``
+where global or unknown. MACs count multiply-accumulates; ``flops = 2 * macs`` (bias adds apart, in
+``bias_flops``). Byte counts are of the output tensor(s) in their own dtype.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterator
+
+from .errors import ConvlensError
+from .geometry import AxisState, Constant, Global, Local, Unknown
+
+Window = tuple[int, int]
+
+
+@dataclass
+class Layer:
+    """One row: the output of one module call (or one tensor of a tuple/dict output)."""
+
+    name: str
+    op: str
+    type: str
+    depth: int
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+    bias_flops: int
+    activation_bytes: int
+    aligned: bool | None
+    global_context: bool
+    notes: list[str]
+    axes: tuple[AxisState, ...] = field(repr=False)
+    input_size: tuple[int, ...] = field(repr=False)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def rf(self) -> tuple[int | str | None, ...]:
+        return tuple(_rf(s) for s in self.axes)
+
+    @property
+    def stride(self) -> tuple[Fraction | None, ...]:
+        return tuple(s.stride if isinstance(s, Local) else None for s in self.axes)
+
+    @property
+    def offset(self) -> tuple[Fraction | None, ...]:
+        from .analysis import offset_of
+        return tuple(offset_of(s) if isinstance(s, Local) else None for s in self.axes)
+
+    def window(self, *unit: int, clipped: bool = True) -> tuple[Window, ...] | None:
+        """Input window of the unit at spatial position ``unit`` (one index per spatial axis of the
+        network input; ignored along global axes). ``clipped=True``: bounding box of the real input
+        pixels that reach it (None if only padding does); ``clipped=False``: the unbounded window
+        (padding counted as input). None as a whole if the unit is unreachable along some axis."""
+        if len(unit) != len(self.axes):
+            raise ConvlensError(f"{self.name!r}: give one index per spatial axis ({len(self.axes)}), got {unit}")
+        out = []
+        for a, (u, state) in enumerate(zip(unit, self.axes)):
+            if isinstance(state, Global):
+                out.append((0, self.input_size[a] - 1))
+                continue
+            if isinstance(state, Unknown):
+                raise ConvlensError(f"{self.name!r}: window along axis {a} is unknown "
+                                    f"(no rule for {', '.join(sorted(state.ops))})")
+            if isinstance(state, Constant):
+                return None
+            if not 0 <= u < state.n:
+                raise ConvlensError(f"{self.name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
+            w = state.clipped(u) if clipped else state.unbounded(u)
+            if w is None:
+                return None
+            out.append(w)
+        return tuple(out)
+
+    def padding_share(self, *unit: int) -> float | None:
+        """Fraction of the unbounded window outside the real input, 1 - prod of per-axis real shares."""
+        win = self.window(*unit, clipped=False)
+        if win is None:
+            return None
+        real = 1.0
+        for (lo, hi), n in zip(win, self.input_size):
+            inside = max(0, min(hi, n - 1) - max(lo, 0) + 1)
+            real *= inside / (hi - lo + 1)
+        return 1.0 - real
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON row (DESIGN contract): fractions as "p/q" strings, "global" where global."""
+        def frac(x: Fraction | None, state: AxisState) -> Any:
+            if isinstance(state, Global):
+                return "global"
+            return None if x is None else (str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}")
+        return {
+            "name": self.name, "op": self.op, "depth": self.depth, "output_shape": list(self.output_shape),
+            "rf": list(self.rf), "stride": [frac(x, s) for x, s in zip(self.stride, self.axes)],
+            "offset": [frac(x, s) for x, s in zip(self.offset, self.axes)],
+            "params": self.params, "macs": self.macs, "flops": self.flops, "bias_flops": self.bias_flops,
+            "activation_bytes": self.activation_bytes, "aligned": self.aligned,
+            "global_context": self.global_context, "notes": list(self.notes),
+        }
+
+
+def _rf(state: AxisState) -> int | str | None:
+    if isinstance(state, Global):
+        return "global"
+    if isinstance(state, Local):
+        from .analysis import rf_of
+        return rf_of(state)
+    return None
+
+
+@dataclass
+class Totals:
+    params: int
+    macs: int
+    bias_flops: int
+    peak_activation_bytes: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+@dataclass
+class Report:
+    """Everything convlens knows about one model at one input shape.
+
+    ``report[name]`` is a :class:`Layer` (a module's first call; ``name#2`` for the second);
+    iterate for all rows in call order.
+    """
+
+    model: str
+    input_shape: tuple[int, ...]
+    layers: list[Layer]
+    totals: Totals
+    notes: list[str]
+    unsupported_ops: dict[str, int]
+    backend: str = "meta"
+
+    def __post_init__(self) -> None:
+        self._by_name = {}
+        for layer in self.layers:
+            self._by_name.setdefault(layer.name, layer)
+
+    def __getitem__(self, name: str) -> Layer:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            close = [n for n in self._by_name if name in n][:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise ConvlensError(f"no row named {name!r} (rows are module paths, '' is the model){hint}") from None
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def output(self) -> Layer:
+        """The model's (first) output row."""
+        return self.layers[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "input_shape": list(self.input_shape),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "totals": {"params": self.totals.params, "macs": self.totals.macs, "flops": self.totals.flops,
+                       "bias_flops": self.totals.bias_flops,
+                       "peak_activation_bytes": self.totals.peak_activation_bytes},
+            "notes": list(self.notes), "unsupported_ops": dict(self.unsupported_ops), "backend": self.backend,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    CSV_COLUMNS = ("name", "op", "depth", "output_shape", "rf", "stride", "offset", "params", "macs", "flops",
+                   "bias_flops", "activation_bytes", "aligned", "global_context", "notes")
+
+    def to_csv(self) -> str:
+        """One row per layer; per-axis values joined with 'x' (rf 5x5), notes with '; '."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(self.CSV_COLUMNS)
+        for layer in self.layers:
+            row = layer.to_dict()
+            writer.writerow([_csv_cell(row[c]) for c in self.CSV_COLUMNS])
+        return buf.getvalue()
+
+    def to_dataframe(self):
+        """A pandas DataFrame of the JSON rows (needs ``pip install convlens[pandas]``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ConvlensError("to_dataframe needs pandas: pip install 'convlens[pandas]'") from None
+        return pd.DataFrame([layer.to_dict() for layer in self.layers])
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list):
+        return "x".join("" if v is None else str(v) for v in value) if all(not isinstance(v, str) or " " not in v
+                                                                          for v in value) else "; ".join(value)
+    if value is None:
+        return ""
+    return value
