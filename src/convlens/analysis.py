@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from math import gcd, lcm
 from typing import Sequence
 
 import numpy as np
 
 from .capture import Capture, OpNode
-from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, AxisState, Constant, Global, Local, Unknown,
-                       clip_taps, range_reduce)
+from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, AxisArrays, AxisState, Constant, Global, Local,
+                       Part, Unknown, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.plans import axes_of, broadcast, plain
 from .rules.registry import Dim
@@ -32,6 +33,7 @@ class TensorGeom:
     dims: tuple[Dim, ...]
     axes: tuple[AxisState, ...]
     global_context: bool = False
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass
@@ -49,8 +51,8 @@ class _Pending:
 
     n: int
     stride: Fraction | None
+    period: int
     sources: list[Source]
-    merge: bool
 
 
 @dataclass
@@ -63,11 +65,10 @@ class GraphGeometry:
 
 
 def offset_of(state: Local) -> Fraction | None:
-    """Mean of centre(u) - u * stride over one period of units starting at u = 0 (unbounded model)."""
-    if state.stride is None:
+    """Mean of centre(u) - u * stride over one period of units from u = 0 (unbounded model)."""
+    if state.stride is None or state.period > MAX_PERIOD:
         return None
-    q = state.stride.denominator
-    u = np.arange(q, dtype=np.int64)
+    u = np.arange(state.period, dtype=np.int64)
     lo, hi = state.lo[u - state.ustart], state.hi[u - state.ustart]
     ok = lo <= hi
     if not ok.any():
@@ -78,12 +79,63 @@ def offset_of(state: Local) -> Fraction | None:
 
 def rf_of(state: Local) -> int | None:
     """The largest window over the tensor's units and one full period of phases (unbounded model)."""
-    q = state.stride.denominator if state.stride is not None else 1
-    m = min(max(state.n, q), len(state.lo) + state.ustart)
+    m = max(state.n, min(state.period, MAX_PERIOD))
     u = np.arange(0, m, dtype=np.int64) - state.ustart
     lo, hi = state.lo[u], state.hi[u]
     ok = lo <= hi
     return int((hi[ok] - lo[ok]).max()) + 1 if ok.any() else None
+
+
+def _union(parts: Sequence[Part]) -> Part:
+    axes = {}
+    for a in parts[0].axes:
+        arrs = [p.axes[a] for p in parts]
+        axes[a] = AxisArrays(arrs[0].ustart, np.minimum.reduce([x.lo for x in arrs]),
+                             np.maximum.reduce([x.hi for x in arrs]), np.minimum.reduce([x.clo for x in arrs]),
+                             np.maximum.reduce([x.chi for x in arrs]))
+    return Part(axes)
+
+
+def normalize(parts: Sequence[Part]) -> tuple[Part, ...]:
+    """Unite the pieces that are present at every position (their union is exact per axis); keep
+    pieces with gaps apart."""
+    full: dict[frozenset[int], list[Part]] = {}
+    partial: list[Part] = []
+    for part in parts:
+        if all(arr.full() for arr in part.axes.values()):
+            full.setdefault(frozenset(part.axes), []).append(part)
+        else:
+            partial.append(part)
+    return tuple(_union(group) if len(group) > 1 else group[0] for group in full.values()) + tuple(partial)
+
+
+def _reachable_centre(parts: Sequence[Part], a: int, n: int) -> int:
+    """The reachable position along axis a nearest to n // 2 (units in phase gaps are skipped)."""
+    reach = np.zeros(n, dtype=bool)
+    for part in parts:
+        if a in part.axes:
+            arr = part.axes[a]
+            i = -arr.ustart
+            reach |= (arr.lo <= arr.hi)[i:i + n]
+    idx = np.nonzero(reach)[0]
+    return int(idx[np.argmin(np.abs(idx - n // 2))]) if len(idx) else n // 2
+
+
+def profile(parts: Sequence[Part], a: int, centre: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Unbounded windows along axis a with every other axis at its ``centre`` position."""
+    lo = hi = None
+    for part in parts:
+        if a not in part.axes:
+            continue
+        if any(b != a and arr.unbounded(centre[b]) is None for b, arr in part.axes.items()):
+            continue
+        arr = part.axes[a]
+        lo = arr.lo if lo is None else np.minimum(lo, arr.lo)
+        hi = arr.hi if hi is None else np.maximum(hi, arr.hi)
+    if lo is None:
+        arr = next(p.axes[a] for p in parts if a in p.axes)
+        return np.full_like(arr.lo, EMPTY_LO), np.full_like(arr.hi, EMPTY_HI)
+    return lo, hi
 
 
 class GraphWalk:
@@ -100,6 +152,8 @@ class GraphWalk:
         self.local: dict[int, list[Local | None]] = {}
         self.misaligned: dict[int, list[Misalignment]] = {}
         self.merges: set[int] = set()
+        self.parts: dict[int, tuple[Part, ...]] = {}
+        self._sources: dict[tuple[int, int], list[Source]] = {}
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
@@ -122,7 +176,7 @@ class GraphWalk:
         shape = cap.tensors[cap.input_id].shape
         self.dims[cap.input_id] = (plain(shape[0]), plain(shape[1])) + tuple(((a, s),) for a, s in
                                                                              enumerate(shape[2:]))
-        self.kinds[cap.input_id] = [_Pending(s, Fraction(1), [], False) for s in shape[2:]]
+        self.kinds[cap.input_id] = [_Pending(s, Fraction(1), 1, []) for s in shape[2:]]
         self.gctx[cap.input_id] = False
         for node in cap.nodes:
             for t in node.inputs:
@@ -177,11 +231,16 @@ class GraphWalk:
                     kinds.append(GLOBAL if sees_global else CONSTANT)
                     continue
                 gctx |= sees_global or a in plan.context
-                strides = {None if states[s.tid].stride is None else states[s.tid].stride * s.scale
-                           for s in local if s.fn is not broadcast}
+                moving = [s for s in local if s.fn is not broadcast]
+                strides = {None if states[s.tid].stride is None else states[s.tid].stride * s.scale for s in moving}
                 stride = strides.pop() if len(strides) == 1 else None
+                period = 1
+                for s in moving:  # the pattern repeats after b * P / gcd(a, P) outputs, scale = a/b
+                    p_in = states[s.tid].period
+                    period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in))
                 size = dict(plan.dims[carried[a]])[a] if a in carried else 1
-                kinds.append(_Pending(size, stride, local, plan.merge))
+                kinds.append(_Pending(size, stride, period, local))
+                self._sources[(tid, a)] = local
             elif any(isinstance(states[t], _Pending) for t in live):
                 kinds.append(Unknown(frozenset({op})))
             else:
@@ -198,8 +257,7 @@ class GraphWalk:
         for tid, kinds in self.kinds.items():
             for a, s in enumerate(kinds):
                 if isinstance(s, _Pending):
-                    q = s.stride.denominator if s.stride is not None and s.stride.denominator <= MAX_PERIOD else 1
-                    self.demand[(tid, a)] = (0, max(s.n, q))
+                    self.demand[(tid, a)] = (0, max(s.n, min(s.period, MAX_PERIOD)))
         for node in reversed(self.cap.nodes):
             for tid in node.outputs:
                 for a, s in enumerate(self.kinds[tid]):
@@ -219,65 +277,101 @@ class GraphWalk:
     # -------------------------------------------------------------- pass 3
     def windows(self) -> None:
         cap = self.cap
+        axes = {}
         for a, s in enumerate(self.kinds[cap.input_id]):
             lo, hi = self.demand[(cap.input_id, a)]
             u = np.arange(lo, hi, dtype=np.int64)
             real = np.arange(s.n, dtype=np.int64)
-            self.kinds[cap.input_id][a] = Local(s.n, lo, u, u.copy(), real, real.copy(), Fraction(1))
+            axes[a] = AxisArrays(lo, u, u.copy(), real, real.copy())
+        self.parts[cap.input_id] = (Part(axes),)
+        self._summarize(cap.input_id)
         for node in cap.nodes:
             for tid in node.outputs:
-                for a, s in enumerate(self.kinds[tid]):
-                    if isinstance(s, _Pending):
-                        self.kinds[tid][a] = self._fill(node, tid, a, s)
+                if any(isinstance(s, _Pending) for s in self.kinds[tid]):
+                    self._fill(node, tid)
+                    self._summarize(tid)
 
-    def _fill(self, node: OpNode, tid: int, a: int, p: _Pending) -> Local:
+    def _fill(self, node: OpNode, tid: int) -> None:
+        """The output's parts: every part of every contributing input, mapped along each local axis."""
+        pending = {a: s for a, s in enumerate(self.kinds[tid]) if isinstance(s, _Pending)}
+        contributors = list(dict.fromkeys(src.tid for p in pending.values() for src in p.sources))
+        per_source: dict[int, list[Part]] = {}
+        for t in contributors:
+            for part in self.parts.get(t, ()):
+                axes = {}
+                for a, p in pending.items():
+                    srcs = [s for s in p.sources if s.tid == t]
+                    if srcs and a in part.axes:
+                        axes[a] = self._map(tid, a, p.n, srcs, part.axes[a])
+                per_source.setdefault(t, []).append(Part(axes))
+        parts = [part for ps in per_source.values() for part in ps]
+        self.parts[tid] = normalize(parts)
+        if len(per_source) > 1:
+            self._check_alignment(node, tid, per_source)
+
+    def _map(self, tid: int, a: int, n: int, sources: list[Source], arr: AxisArrays) -> AxisArrays:
         lo_d, hi_d = self.demand[(tid, a)]
         v = np.arange(lo_d, hi_d, dtype=np.int64)
-        real = np.arange(p.n, dtype=np.int64)
-        lo = np.full(len(v), EMPTY_LO)
-        hi = np.full(len(v), EMPTY_HI)
-        clo = np.full(p.n, EMPTY_LO)
-        chi = np.full(p.n, EMPTY_HI)
-        parts: list[tuple[Source, Local, np.ndarray, np.ndarray]] = []
-        for src in p.sources:
-            st = self.kinds[src.tid][a]
+        real = np.arange(n, dtype=np.int64)
+        lo, hi = np.full(len(v), EMPTY_LO), np.full(len(v), EMPTY_HI)
+        clo, chi = np.full(n, EMPTY_LO), np.full(n, EMPTY_HI)
+        for src in sources:
             ta, tb, step = src.fn(v, False)
-            slo, shi = range_reduce(st.lo, st.hi, st.ustart, ta, tb, step)
+            slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step)
             lo, hi = np.minimum(lo, slo), np.maximum(hi, shi)
             fa, fb, fstep = src.fn(real, True)
-            fa, fb = clip_taps(fa, fb, fstep, st.n)
-            flo, fhi = range_reduce(st.clo, st.chi, 0, fa, fb, fstep)
+            fa, fb = clip_taps(fa, fb, fstep, len(arr.clo))
+            flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep)
             clo, chi = np.minimum(clo, flo), np.maximum(chi, fhi)
-            parts.append((src, st, slo, shi))
-        out = Local(p.n, lo_d, lo, hi, clo, chi, p.stride)
-        if p.merge:
-            self._check_alignment(node, a, out, parts)
-        return out
+        return AxisArrays(lo_d, lo, hi, clo, chi)
 
-    def _check_alignment(self, node: OpNode, a: int, out: Local,
-                         parts: Sequence[tuple[Source, Local, np.ndarray, np.ndarray]]) -> None:
-        """Aligned: every non-broadcast local input has the output's stride and the same centre(u)."""
-        merged = [(src, st, slo, shi) for src, st, slo, shi in parts if src.fn is not broadcast]
-        if len(merged) < 2:
-            return
-        self.merges.add(node.index)
-        u = slice(-out.ustart, -out.ustart + out.n)
-        centres = [(slo + shi)[u] for _, _, slo, shi in merged]
-        strides = [st.stride * src.scale if st.stride is not None else None for src, st, _, _ in merged]
-        if len(set(strides)) == 1 and all(np.array_equal(centres[0], c) for c in centres[1:]):
-            return
-        info = []
-        for (src, st, slo, shi), stride in zip(merged, strides):
-            piece = Local(out.n, out.ustart, slo, shi, out.clo, out.chi, stride)
-            info.append((src.tid, stride, offset_of(piece)))
-        self.misaligned.setdefault(node.index, []).append(Misalignment(node, a, info))
+    def _summarize(self, tid: int) -> None:
+        """Replace each pending axis by its :class:`Local` summary (profile at the centre of the others)."""
+        kinds = self.kinds[tid]
+        parts = self.parts[tid]
+        centre = {a: _reachable_centre(parts, a, s.n) for a, s in enumerate(kinds) if isinstance(s, _Pending)}
+        for a, s in enumerate(kinds):
+            if isinstance(s, _Pending):
+                lo, hi = profile(parts, a, centre)
+                kinds[a] = Local(s.n, s.stride, s.period, self.demand[(tid, a)][0], lo, hi)
+
+    def _check_alignment(self, node: OpNode, tid: int, per_source: dict[int, list[Part]]) -> None:
+        """Aligned: every moving local input has the same stride and the same centre(u) wherever
+        both reach u."""
+        out = self.kinds[tid]
+        for a, state in enumerate(out):
+            if not isinstance(state, Local) or a in self.plans[tid].piecewise:
+                continue
+            moving = {s.tid: s for s in self._sources[(tid, a)] if s.fn is not broadcast}
+            if len(moving) < 2:
+                continue
+            self.merges.add(node.index)
+            centre = {b: _reachable_centre(self.parts[tid], b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
+            pieces = {}
+            for t, src in moving.items():
+                lo, hi = profile(per_source[t], a, centre)
+                in_state = self.kinds[t][a]
+                stride = in_state.stride * src.scale if in_state.stride is not None else None
+                pieces[t] = (lo, hi, stride)
+            u = slice(-state.ustart, -state.ustart + state.n)
+            ref_lo, ref_hi, ref_stride = next(iter(pieces.values()))
+            both = np.ones(state.n, dtype=bool)
+            for lo, hi, _ in pieces.values():
+                both &= (lo <= hi)[u]
+            same = all(stride == ref_stride and np.array_equal((lo + hi)[u][both], (ref_lo + ref_hi)[u][both])
+                       for lo, hi, stride in pieces.values())
+            if not same:
+                info = [(t, stride, offset_of(Local(state.n, stride, state.period, state.ustart, lo, hi)))
+                        for t, (lo, hi, stride) in pieces.items()]
+                self.misaligned.setdefault(node.index, []).append(Misalignment(node, a, info))
 
     # -------------------------------------------------------------- driver
     def run(self) -> GraphGeometry:
         self.structure()
         self.propagate_demand()
         self.windows()
-        geoms = {t: TensorGeom(self.dims[t], tuple(self.kinds[t]), self.gctx[t]) for t in self.dims}
+        geoms = {t: TensorGeom(self.dims[t], tuple(self.kinds[t]), self.gctx[t], self.parts.get(t, ()))
+                 for t in self.dims}
         costs = {}
         for node in self.cap.nodes:
             rule = COST.get(key_of(node.op))

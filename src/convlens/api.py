@@ -78,8 +78,14 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
-                global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size))
+                global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size,
+                parts=geom.parts, axis_dims=_axis_dims(geom)))
     return rows
+
+
+def _axis_dims(geom) -> tuple[int | None, ...]:
+    where = {dim[0][0]: d for d, dim in enumerate(geom.dims) if len(dim) == 1 and dim[0][0] is not None}
+    return tuple(where.get(a) if isinstance(s, Local) else None for a, s in enumerate(geom.axes))
 
 
 def _short(op_name: str) -> str:

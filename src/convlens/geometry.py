@@ -5,12 +5,12 @@ input; 0 is the first real pixel, padding lies at negative indices and at indice
 
 Every tensor carries, for every spatial axis of the network input, one of four states:
 
-- :class:`Local` — units along one tensor dimension see a window of that axis. Two array pairs:
-  ``lo``/``hi`` give window(u) in the *unbounded* model (padding counted as if the input went on
-  forever) for u in ``[ustart, ustart + len(lo))``, a range that covers the tensor's own positions plus
-  whatever padding positions later ops read; ``clo``/``chi`` give the *clipped* window (bounding box of
-  the real input pixels that reach the unit) for the tensor's real positions ``[0, n)``.
-  Unreachable units hold the sentinels ``EMPTY_LO > EMPTY_HI``.
+- :class:`Local` — units along one tensor dimension see a window of that axis. The windows
+  themselves live in the tensor's :class:`Part` list: per axis, ``lo``/``hi`` give window(u) in the
+  *unbounded* model (padding counted as if the input went on forever) for u in a range that covers
+  the tensor's own positions plus whatever padding positions later ops read; ``clo``/``chi`` give
+  the *clipped* window (bounding box of the real input pixels that reach the unit) for the tensor's
+  real positions ``[0, n)``. Unreachable units hold the sentinels ``EMPTY_LO > EMPTY_HI``.
 - :class:`Global` — every unit sees the whole axis (after a reduction, flatten+linear, attention...).
 - :class:`Unknown` — an op without a rule touched the axis; its name is kept, no number is made up.
 - :class:`Constant` — the tensor does not depend on the input at all (weights, factory tensors).
@@ -43,22 +43,61 @@ finite mode the caller clips the taps to the input's real positions.
 
 
 @dataclass(frozen=True)
-class Local:
-    n: int
+class AxisArrays:
+    """Windows along one axis for the positions of one axis of a tensor.
+
+    ``lo``/``hi``: unbounded windows for positions ``[ustart, ustart + len(lo))``;
+    ``clo``/``chi``: clipped windows (real pixels only) for the real positions ``[0, len(clo))``.
+    """
+
     ustart: int
     lo: np.ndarray
     hi: np.ndarray
     clo: np.ndarray
     chi: np.ndarray
-    stride: Fraction | None
 
     def unbounded(self, u: int) -> tuple[int, int] | None:
-        lo, hi = int(self.lo[u - self.ustart]), int(self.hi[u - self.ustart])
+        i = u - self.ustart
+        if not 0 <= i < len(self.lo):
+            return None
+        lo, hi = int(self.lo[i]), int(self.hi[i])
         return None if lo > hi else (lo, hi)
 
     def clipped(self, u: int) -> tuple[int, int] | None:
         lo, hi = int(self.clo[u]), int(self.chi[u])
         return None if lo > hi else (lo, hi)
+
+    def full(self) -> bool:
+        """Every position has a non-empty window, in both models."""
+        return bool((self.lo <= self.hi).all() and (self.clo <= self.chi).all())
+
+
+@dataclass(frozen=True)
+class Part:
+    """A separable piece of a tensor's geometry: the window of unit u is the product over axes of
+    ``axes[a]`` at u_a, and the piece reaches u only if it is non-empty along every axis it has.
+
+    Elementwise merges unite pieces: the union of boxes is a box only where every piece is present,
+    so pieces with empty positions (pure padding, transposed-conv phase gaps) are kept apart and
+    the window of a unit is the bounding box of the pieces that reach it.
+    """
+
+    axes: dict[int, AxisArrays]
+
+
+@dataclass(frozen=True)
+class Local:
+    """One local axis of a tensor: size ``n``, effective ``stride`` (exact), ``period`` (the number
+    of units after which the window pattern repeats, a multiple of the stride's denominator), and
+    the *profile*: unbounded windows along this axis for positions ``[ustart, ustart + len(lo))``
+    with the other axes at their centre unit (used for rf, stride and offset)."""
+
+    n: int
+    stride: Fraction | None
+    period: int
+    ustart: int
+    lo: np.ndarray
+    hi: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -79,13 +118,6 @@ class Constant:
 AxisState = Union[Local, Global, Unknown, Constant]
 GLOBAL = Global()
 CONSTANT = Constant()
-
-
-def identity_local(n: int, margin: int = 0) -> Local:
-    """The network input along an axis of n pixels: unit j sees pixel j."""
-    u = np.arange(-margin, n + margin, dtype=np.int64)
-    real = np.arange(n, dtype=np.int64)
-    return Local(n, -margin, u, u.copy(), real, real.copy(), Fraction(1))
 
 
 class _SparseTable:
@@ -122,9 +154,11 @@ def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: n
     (a > b) give the empty sentinels. Every tap must lie inside the arrays: a position the arrays do
     not cover would be a silently wrong union, so it raises instead.
     """
-    a = np.asarray(a, dtype=np.int64) - start
-    b = np.asarray(b, dtype=np.int64) - start
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
     empty = a > b
+    a = np.where(empty, 0, a - np.where(empty, 0, start))
+    b = np.where(empty, 0, b - np.where(empty, 0, start))
     if len(a) == 0:
         return a.copy(), a.copy()
     if np.any(~empty & ((a < 0) | (b >= len(lo)))):

@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Any, Iterator
 
 from .errors import ConvlensError
-from .geometry import AxisState, Constant, Global, Local, Unknown
+from .geometry import AxisState, Constant, Global, Local, Part, Unknown
 
 Window = tuple[int, int]
 
@@ -40,6 +40,10 @@ class Layer:
     notes: list[str]
     axes: tuple[AxisState, ...] = field(repr=False)
     input_size: tuple[int, ...] = field(repr=False)
+    parts: tuple[Part, ...] = field(repr=False, default=())
+    axis_dims: tuple[int | None, ...] = field(repr=False, default=())
+    """For each spatial axis of the input, the output tensor dimension along which it is local
+    (None where global, unknown, or folded into a flattened dimension)."""
 
     @property
     def flops(self) -> int:
@@ -65,22 +69,28 @@ class Layer:
         (padding counted as input). None as a whole if the unit is unreachable along some axis."""
         if len(unit) != len(self.axes):
             raise ConvlensError(f"{self.name!r}: give one index per spatial axis ({len(self.axes)}), got {unit}")
-        out = []
         for a, (u, state) in enumerate(zip(unit, self.axes)):
-            if isinstance(state, Global):
-                out.append((0, self.input_size[a] - 1))
-                continue
             if isinstance(state, Unknown):
                 raise ConvlensError(f"{self.name!r}: window along axis {a} is unknown "
                                     f"(no rule for {', '.join(sorted(state.ops))})")
             if isinstance(state, Constant):
                 return None
-            if not 0 <= u < state.n:
+            if isinstance(state, Local) and not 0 <= u < state.n:
                 raise ConvlensError(f"{self.name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
-            w = state.clipped(u) if clipped else state.unbounded(u)
-            if w is None:
+        found: dict[int, list[Window]] = {a: [] for a, s in enumerate(self.axes) if isinstance(s, Local)}
+        for part in self.parts:
+            got = {a: (arr.clipped(unit[a]) if clipped else arr.unbounded(unit[a])) for a, arr in part.axes.items()}
+            if all(w is not None for w in got.values()):
+                for a, w in got.items():
+                    found[a].append(w)
+        out = []
+        for a, state in enumerate(self.axes):
+            if isinstance(state, Global):
+                out.append((0, self.input_size[a] - 1))
+            elif not found[a]:
                 return None
-            out.append(w)
+            else:
+                out.append((min(w[0] for w in found[a]), max(w[1] for w in found[a])))
         return tuple(out)
 
     def padding_share(self, *unit: int) -> float | None:

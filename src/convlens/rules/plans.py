@@ -114,7 +114,7 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             elif axes_of(dim) and dim != chosen:
                 conflicted.update(axes_of(dim) + axes_of(chosen))
         dims.append(chosen if chosen is not None else plain(size))
-    plan = Plan(dims=tuple(dims), merge=len(refs) > 1)
+    plan = Plan(dims=tuple(dims))
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
     all_local = set().union(*(ctx.local_axes(r) for r in refs)) if refs else set()
     for a in sorted(all_local - conflicted):
@@ -216,7 +216,7 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     others = [r for r in refs]
     shapes = [tuple(s if d != dim else ctx.out_shape[dim] for d, s in enumerate(ctx.shape(r))) for r in refs]
     plan = pointwise(_ReshapedContext(ctx, others, shapes), others)
-    plan.merge = len(refs) > 1 and any(len(plan.local.get(a, [])) > 1 for a in plan.local if a != axis)
+    plan.piecewise.add(axis)
     plan.local[axis] = [Source(r.id, _piece(int(starts[k]), int(starts[k + 1]), k == 0, k == len(refs) - 1))
                         for k, r in enumerate(refs)]
     return plan

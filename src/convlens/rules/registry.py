@@ -39,7 +39,8 @@ class Plan:
 
     ``dims``: the output's dimensions as factors. ``local``: axes that stay local, with their sources.
     ``fold``: axes the op consumes (reduced, contracted, attended over): they become global.
-    ``merge``: True when several local inputs meet elementwise, so alignment is checked.
+    ``piecewise``: axes along which the sources cover disjoint ranges (cat along a spatial axis):
+    not a merge, so alignment is not checked there.
     ``unsupported``: a reason; every input axis that is not constant becomes Unknown(op).
     ``context``: local axes whose units also see the whole axis (statistics of a norm): global context.
     ``constant``: the output does not depend on the input's values (factory ops).
@@ -50,7 +51,7 @@ class Plan:
     dims: tuple[Dim, ...]
     local: dict[int, list[Source]] = field(default_factory=dict)
     fold: set[int] = field(default_factory=set)
-    merge: bool = False
+    piecewise: set[int] = field(default_factory=set)
     unsupported: str | None = None
     context: set[int] = field(default_factory=set)
     constant: bool = False

@@ -41,14 +41,16 @@ def transposed_taps(stride: int, padding: int, kernel: int, dilation: int) -> In
     step = dilation // gcd(stride, dilation)
 
     def fn(v: np.ndarray, finite: bool):
-        a = np.full_like(v, np.iinfo(np.int64).max)
-        b = np.full_like(v, np.iinfo(np.int64).min)
+        a = np.full_like(v, 1)
+        b = np.full_like(v, 0)
+        found = np.zeros(len(v), dtype=bool)
         for t in range(kernel):
             num = v + padding - t * dilation
             ok = num % stride == 0
             j = num // stride
-            a = np.where(ok, np.minimum(a, j), a)
-            b = np.where(ok, np.maximum(b, j), b)
+            a = np.where(ok & (~found | (j < a)), j, a)
+            b = np.where(ok & (~found | (j > b)), j, b)
+            found |= ok
         return a, b, step
     return fn
 

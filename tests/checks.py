@@ -1,0 +1,130 @@
+"""Compare a convlens report with the gradient oracle (tests/oracle.py) and torch's own shapes.
+
+Expected values come only from the oracle and torch; convlens's numbers are what is under test.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+import convlens
+from convlens.geometry import Constant, Global, Local, Unknown
+from oracle import linearized, probe_many, torch_shapes, unbounded_geometry
+
+
+@dataclass
+class Checked:
+    windows: int = 0
+    shapes: int = 0
+    unbounded: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
+    """(channel dim, tensor dims in probe order) if the row's tensor is (N, C, *spatial) up to a
+    moved channel dim, with local axes in input order; else None (the oracle cannot probe it)."""
+    rank = len(layer.output_shape)
+    if rank != k + 2:
+        return None
+    local_dims = [d for d in layer.axis_dims if d is not None]
+    if local_dims != sorted(local_dims):
+        return None
+    for c in range(1, rank):
+        spatial = [d for d in range(1, rank) if d != c]
+        if all(d in spatial for d in local_dims) and all(
+                d is None or spatial[a] == d for a, d in enumerate(layer.axis_dims)):
+            return c, spatial
+    return None
+
+
+def _units(layer: convlens.Layer) -> list[tuple[int, ...]]:
+    """Corner, edge and centre units of the row's local axes (index 0 along other axes)."""
+    per_axis = []
+    for state in layer.axes:
+        if isinstance(state, Local):
+            per_axis.append(sorted({0, state.n - 1, state.n // 2}))
+        else:
+            per_axis.append([0])
+    return list(itertools.product(*per_axis))
+
+
+def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_shape: Sequence[int] | None = None,
+                         rows: Sequence[str] | None = None, tol: float = 0.0, max_rows: int | None = None
+                         ) -> Checked:
+    """Assert shapes, clipped windows of corner/edge/centre units, and (with ``big_shape``) rf,
+    stride and offset of every row against torch and the gradient oracle."""
+    model = copy.deepcopy(model).double().eval()
+    report = convlens.analyze(model, input_shape, dtype=torch.float64)
+    out = Checked()
+    shapes = torch_shapes(model, input_shape, all_calls=True)
+    for layer in report:
+        base = layer.name.split("[")[0]
+        if base in shapes and "[" not in layer.name:
+            assert tuple(layer.output_shape) == tuple(shapes[base]), (layer.name, layer.output_shape, shapes[base])
+            out.shapes += 1
+    lin = linearized(model)
+    k = len(input_shape) - 2
+    selected = [layer for layer in report if rows is None or layer.name in rows]
+    for layer in selected[:max_rows]:
+        if any(isinstance(s, Unknown) for s in layer.axes):
+            assert any("unknown" in n for n in layer.notes), (layer.name, layer.notes)
+            out.skipped.append(f"{layer.name}: unknown")
+            continue
+        if all(isinstance(s, Constant) for s in layer.axes):
+            continue
+        if "[" in layer.name and not layer.name.endswith("[0]"):
+            out.skipped.append(f"{layer.name}: not the first tensor")
+            continue
+        name = layer.name[:-3] if layer.name.endswith("[0]") else layer.name
+        if all(isinstance(s, Global) for s in layer.axes):
+            res = probe_many(lin, input_shape, name, [None], channel_dim=None if len(layer.output_shape) == 2 else 1,
+                             tol=tol)[0]
+            if len(layer.output_shape) == 2:
+                assert res.bbox == [(0, n - 1) for n in input_shape[2:]], (layer.name, res.bbox)
+                out.windows += 1
+            continue
+        layout = _layout(layer, k)
+        if layout is None:
+            out.skipped.append(f"{layer.name}: layout {layer.output_shape} axis dims {layer.axis_dims}")
+            continue
+        channel, spatial = layout
+        units = _units(layer)
+        probe_units = []
+        for unit in units:
+            idx = [0] * len(spatial)
+            for a, d in enumerate(layer.axis_dims):
+                if d is not None:
+                    idx[spatial.index(d)] = unit[a]
+            probe_units.append(tuple(idx))
+        results = probe_many(lin, input_shape, name, probe_units, channel_dim=channel, tol=tol)
+        for unit, res in zip(units, results):
+            if layer.global_context:
+                assert res.bbox == [(0, n - 1) for n in input_shape[2:]], (layer.name, unit, res.bbox)
+            else:
+                want = None if res.bbox is None else tuple(res.bbox)
+                got = layer.window(*unit)
+                if got is not None:
+                    got = tuple(got[a] if isinstance(s, Local) else (0, input_shape[2 + a] - 1)
+                                for a, s in enumerate(layer.axes))
+                assert got == want, f"{layer.name} unit {unit}: convlens {got}, oracle {want}"
+            out.windows += 1
+        if big_shape is not None and not layer.global_context:
+            for a, state in enumerate(layer.axes):
+                if not isinstance(state, Local) or state.stride is None:
+                    continue
+                try:
+                    geo = unbounded_geometry(lin, big_shape, name, a, max_units=40, tol=tol, channel_dim=channel)
+                except ValueError as e:
+                    out.skipped.append(f"{layer.name} axis {a}: {e}")
+                    continue
+                assert (layer.rf[a], layer.stride[a], layer.offset[a]) == (geo.rf, geo.stride, geo.offset), \
+                    f"{layer.name} axis {a}: convlens rf/stride/offset {layer.rf[a]}, {layer.stride[a]}, " \
+                    f"{layer.offset[a]}; oracle {geo.rf}, {geo.stride}, {geo.offset}"
+                out.unbounded += 1
+    return out

@@ -1,0 +1,800 @@
+"""Independent gradient oracle for receptive-field geometry and coverage.
+
+This module shares no code with ``convlens`` (it imports nothing from it).  It computes expected
+values the way ``DESIGN.md`` ("The oracle tests use") prescribes: take a *linearized copy* of the
+model, push a random positive combination of output channels back to the input with autograd, and
+read the support of ``|d T[u] / d X|``.
+
+Linearization (``linearized``)
+------------------------------
+The copy is a ``copy.deepcopy`` of the model (tests may copy; the tool under test may not), in
+``eval()`` mode, converted to ``dtype`` (float64 by default), with
+
+* ``weights="positive"`` (default): every parameter ``w -> |w| + 0.01``; every ``running_var``
+  buffer ``v -> |v| + 0.01`` (so batch norm in eval mode is an affine map with positive scale).
+  With positive weights no two paths can cancel, so the support of the gradient is exactly the set
+  of input pixels with a path to the unit.
+* ``weights="ones"``: every parameter ``-> 1``, ``running_var -> 1``, ``running_mean -> 0`` and
+  ``eps -> 0`` on norm modules (batch norm becomes the identity), and average pooling becomes *sum*
+  pooling, so that the gradient counts paths (coverage multiplicity).  Paths through channels count
+  too: use single-channel nets (or divide) to get spatial tap counts.  Interpolation keeps its
+  fractional taps, and reductions such as ``x.mean()`` keep their ``1/n``.
+
+Ops are rewritten **per op, not per module class**, by a ``torch.overrides.TorchFunctionMode``
+that is active while the copy's ``forward`` runs.  Module classes such as ``nn.ReLU`` or
+``nn.MaxPool2d`` call the functional ops, so they are covered by the same table; so are direct
+calls such as ``F.relu(x)``, ``torch.relu(x)``, ``x.relu_()`` and ``x.clamp(min=0)``.  The mode
+sits *above* autograd, so the backward pass is the backward of the rewritten op.  (A
+``TorchDispatchMode`` sits below autograd and would leave the original op's backward formula, e.g.
+relu's mask, in place; it is deliberately not used.)
+
+The rewriting table ``_RULES`` (keyed by the ``__name__`` of the called function):
+
+==========================================  ==========================================================
+ops                                          rewritten to
+==========================================  ==========================================================
+activations: relu relu6 leaky_relu gelu      identity (a clone; the input itself for in-place calls,
+silu sigmoid tanh hardswish hardsigmoid      ``name_`` or ``inplace=True``).  Applied only to floating
+elu selu celu softplus mish hardtanh prelu   tensors that require grad, so clamps of index / coordinate
+rrelu threshold clamp clip clamp_min         tensors built from constants are left alone.
+clamp_max logsigmoid softsign tanhshrink
+softshrink hardshrink (+ in-place ``_``)
+dropout dropout1d/2d/3d alpha_dropout        identity
+feature_alpha_dropout feature_dropout
+max_pool1d/2d/3d (+ ``_with_indices``)       window *sum* over the same window: a per-channel conv
+                                             with an all-ones kernel, same kernel, stride, padding,
+                                             dilation, output size (so ceil_mode too).  A positive
+                                             multiple of average pooling with count_include_pad=True.
+                                             Indices, when returned, are the real op's indices.
+adaptive_max_pool1d/2d/3d (+ indices)        adaptive_avg_pool (x window size in "ones" mode)
+lp_pool1d/2d/3d                              window sum over the same window (no padding)
+max_unpool1d/2d/3d (``F.`` versions)         per-channel transposed conv with an all-ones kernel
+                                             (kernel/stride/padding of the unpool, output cropped or
+                                             zero-padded to the real output size): every position of
+                                             a window receives, whatever the indices.
+avg_pool1d/2d/3d          ("ones" mode only) window sum; adaptive_avg_pool -> x window size
+==========================================  ==========================================================
+
+Everything else runs as is: convolutions, linear layers, norms, interpolation (bicubic keeps its
+negative taps), softmax, division, elementwise products.  Ops that are data dependent (softmax,
+division, products of two tensors, norms using batch/instance statistics) are probed at two fixed
+random inputs (``inputs=2``) and the supports united.  Negative-tap *linear* ops (bicubic) need no
+such help: with random positive weights an exact cancellation is a measure-zero event.
+
+Not rewritten (documented limits): hand-written activations (``torch.where(x > 0, ...)``,
+``torch.maximum``), fractional max pooling, ops hidden inside a composite torch function that is run
+as a whole (e.g. the internals of ``F.multi_head_attention_forward``), batch norm without running
+statistics (it stays data dependent).  Global-context paths (SE gates, image pooling) are not
+detached here: tests that check local geometry detach them in their own model.
+
+Support threshold
+-----------------
+The support is ``grad > tol * grad.max()`` with ``tol = 0`` by default: exactly nonzero.  Exact
+zeros are reliable because a pixel without a path receives a gradient that is a sum of exact zero
+products.  The one known source of tiny spurious values is float rounding of interpolation source
+coordinates: a tap whose weight is mathematically 0 can get a weight of about 1e-17..1e-16
+(relative).  Measured for 1-D linear interpolation: ``scale_factor=5`` (the unit of each period whose
+source coordinate is an exact integer; also likely for other odd integer factors) and
+``size=`` with a non-integer ratio and ``align_corners=False`` (e.g. 2 -> 10, 7 -> 25); none seen
+with ``align_corners=True`` or scale factors 2, 3, 1.5, 2.5, 6, 7.  Pass e.g. ``tol=1e-9`` when
+checking against exact-arithmetic taps there.
+
+Probing conventions
+-------------------
+``layer`` is a module path as in ``model.named_modules()``; ``None`` or ``""`` is the model's output.
+It may carry the DESIGN row suffixes: ``"name#2"`` (second call of the module) and ``"name[0]"`` /
+``"name[key]"`` (element of a tuple/list/dict output; same as ``output_index``).  The probed tensor
+``T`` has its channel axis at ``channel_dim`` (default 1; ``None`` = no channel axis); every other
+non-batch axis is spatial and ``unit`` indexes those in order (negative indices allowed; default
+the centre ``n // 2`` of each).  A rank-2 ``(N, F)`` tensor has no spatial axis and the unit is
+ignored.  The probed scalar is ``sum_c r_c * T[0, c, *unit]`` with ``r`` fixed, random, in
+[0.5, 1.5] (seeded), and ``r = 1`` in "ones" mode.  The gradient is ``|d scalar / d X[0]|`` summed
+over input channels: a float64 numpy array over the input's spatial grid (the mean over the inputs
+when ``inputs=2``, so "ones" mode gives exact path counts: the linearized net is linear there).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "LinearizeMode",
+    "linearized",
+    "ProbeResult",
+    "probe",
+    "probe_many",
+    "Geometry",
+    "unbounded_geometry",
+    "torch_shapes",
+]
+
+WEIGHTS = ("positive", "ones")
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _tup(v: Any, k: int) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple, torch.Size)):
+        v = tuple(int(a) for a in v)
+        return v * k if len(v) == 1 else v
+    return (int(v),) * k
+
+
+def _bind(args: Sequence[Any], kwargs: dict, names: Sequence[str], defaults: dict) -> dict:
+    out = dict(defaults)
+    out.update(zip(names, args))
+    out.update(kwargs)
+    return out
+
+
+def _batched(x: torch.Tensor, k: int) -> tuple[torch.Tensor, bool]:
+    """(N, C, *k spatial) view of x; unbatched (C, *spatial) inputs get a batch axis."""
+    if x.ndim == k + 1:
+        return x.unsqueeze(0), True
+    return x, False
+
+
+def _conv(k: int) -> Callable:
+    return (F.conv1d, F.conv2d, F.conv3d)[k - 1]
+
+
+def _conv_t(k: int) -> Callable:
+    return (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[k - 1]
+
+
+def _pad_list(left: Sequence[int], right: Sequence[int]) -> list[int]:
+    """F.pad's list (last axis first) from per-axis left/right amounts (negative = crop)."""
+    out: list[int] = []
+    for lo, hi in zip(reversed(left), reversed(right)):
+        out += [int(lo), int(hi)]
+    return out
+
+
+def _window_sum(
+    x: torch.Tensor,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    out_size: tuple[int, ...],
+) -> torch.Tensor:
+    """Sum over pooling windows: output i covers input i*s - p + t*d, t < k, zero outside.
+
+    Implemented as zero padding followed by a per-channel conv with an all-ones (dilated) kernel;
+    the right padding is chosen so the result has exactly ``out_size`` positions (ceil_mode).
+    """
+    k = len(kernel)
+    xb, unb = _batched(x, k)
+    c = xb.shape[1]
+    need = [(o - 1) * s + d * (kk - 1) + 1 for o, s, d, kk in zip(out_size, stride, dilation, kernel)]
+    right = [L - n - p for L, n, p in zip(need, xb.shape[2:], padding)]
+    xp = F.pad(xb, _pad_list(padding, right))
+    w = torch.ones((c, 1, *kernel), dtype=xb.dtype, device=xb.device)
+    y = _conv(k)(xp, w, stride=stride, dilation=dilation, groups=c)
+    return y.squeeze(0) if unb else y
+
+
+def _adaptive_counts(in_size: Sequence[int], out_size: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """Window sizes of adaptive pooling, broadcastable over (..., *out_size)."""
+    t = torch.ones((), dtype=like.dtype, device=like.device)
+    for ax, (n, o) in enumerate(zip(in_size, out_size)):
+        sizes = [math.ceil((i + 1) * n / o) - (i * n) // o for i in range(o)]
+        shape = [1] * len(out_size)
+        shape[ax] = o
+        t = t * torch.tensor(sizes, dtype=like.dtype, device=like.device).reshape(shape)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# rewriting rules: rule(mode, func, name, args, kwargs) -> result, or NotImplemented to run as is
+
+_ACTIVATIONS = (
+    "relu relu6 leaky_relu gelu silu sigmoid tanh hardswish hardsigmoid elu selu celu softplus "
+    "mish hardtanh prelu rrelu threshold clamp clip clamp_min clamp_max logsigmoid softsign "
+    "tanhshrink softshrink hardshrink"
+).split()
+_DROPOUTS = "dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout feature_dropout".split()
+
+
+def _is_inplace(func: Callable, name: str, args: Sequence[Any], kwargs: dict) -> bool:
+    if name.endswith("_") and not name.startswith("__"):
+        return True
+    if kwargs.get("inplace") is True:
+        return True
+    try:
+        return inspect.signature(func).bind(*args, **kwargs).arguments.get("inplace") is True
+    except (TypeError, ValueError):
+        return False
+
+
+def _identity(mode, func, name, args, kwargs):
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or not x.requires_grad:
+        return NotImplemented
+    # in-place calls return the input itself (aliasing kept); out-of-place calls a fresh tensor,
+    # so that a later in-place op on the result does not modify the input.
+    return x if _is_inplace(func, name, args, kwargs) else x.clone()
+
+
+def _dropout(mode, func, name, args, kwargs):
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, torch.Tensor):
+        return NotImplemented
+    return x if _is_inplace(func, name, args, kwargs) else x.clone()
+
+
+def _real(func, args, kwargs):
+    """The real op on detached inputs: gives output sizes and indices."""
+    with torch.no_grad():
+        a = [t.detach() if isinstance(t, torch.Tensor) else t for t in args]
+        kw = {k: (t.detach() if isinstance(t, torch.Tensor) else t) for k, t in kwargs.items()}
+        return func(*a, **kw)
+
+
+def _max_pool(k: int):
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    defaults = dict(stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False)
+
+    def rule(mode, func, name, args, kwargs):
+        a = _bind(args, kwargs, names, defaults)
+        x = a["input"]
+        real = _real(func, args, kwargs)
+        out = real[0] if isinstance(real, tuple) else real
+        kernel = _tup(a["kernel_size"], k)
+        stride = kernel if a["stride"] in (None, (), []) else _tup(a["stride"], k)
+        y = _window_sum(x, kernel, stride, _tup(a["padding"], k), _tup(a["dilation"], k),
+                        tuple(out.shape[-k:]))
+        return (y, real[1]) if isinstance(real, tuple) else y
+
+    return rule
+
+
+def _adaptive_max(k: int):
+    def rule(mode, func, name, args, kwargs):
+        a = _bind(args, kwargs, ("input", "output_size", "return_indices"), dict(return_indices=False))
+        x = a["input"]
+        real = _real(func, args, kwargs)
+        out = real[0] if isinstance(real, tuple) else real
+        osz = tuple(out.shape[-k:])
+        y = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[k - 1](x, osz)
+        if mode.ones:
+            y = y * _adaptive_counts(x.shape[-k:], osz, y)
+        return (y, real[1]) if isinstance(real, tuple) else y
+
+    return rule
+
+
+def _adaptive_avg(k: int):
+    def rule(mode, func, name, args, kwargs):
+        if not mode.ones:
+            return NotImplemented
+        x = args[0] if args else kwargs["input"]
+        y = func(*args, **kwargs)
+        return y * _adaptive_counts(x.shape[-k:], y.shape[-k:], y)
+
+    return rule
+
+
+def _avg_pool(k: int):
+    names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+    defaults = dict(stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None)
+
+    def rule(mode, func, name, args, kwargs):
+        if not mode.ones:
+            return NotImplemented
+        a = _bind(args, kwargs, names, defaults)
+        out = _real(func, args, kwargs)
+        kernel = _tup(a["kernel_size"], k)
+        stride = kernel if a["stride"] in (None, (), []) else _tup(a["stride"], k)
+        return _window_sum(a["input"], kernel, stride, _tup(a["padding"], k), (1,) * k, tuple(out.shape[-k:]))
+
+    return rule
+
+
+def _lp_pool(k: int):
+    names = ("input", "norm_type", "kernel_size", "stride", "ceil_mode")
+    defaults = dict(stride=None, ceil_mode=False)
+
+    def rule(mode, func, name, args, kwargs):
+        a = _bind(args, kwargs, names, defaults)
+        out = _real(func, args, kwargs)
+        kernel = _tup(a["kernel_size"], k)
+        stride = kernel if a["stride"] in (None, (), []) else _tup(a["stride"], k)
+        return _window_sum(a["input"], kernel, stride, (0,) * k, (1,) * k, tuple(out.shape[-k:]))
+
+    return rule
+
+
+def _max_unpool(k: int):
+    fn = (F.max_unpool1d, F.max_unpool2d, F.max_unpool3d)[k - 1]
+    names = ("input", "indices", "kernel_size", "stride", "padding", "output_size")
+    defaults = dict(stride=None, padding=0, output_size=None)
+
+    def rule(mode, func, name, args, kwargs):
+        if func is not fn:  # torch._C._nn.max_unpoolNd has another signature
+            return NotImplemented
+        a = _bind(args, kwargs, names, defaults)
+        out = _real(func, args, kwargs)
+        kernel = _tup(a["kernel_size"], k)
+        stride = kernel if a["stride"] in (None, (), []) else _tup(a["stride"], k)
+        padding = _tup(a["padding"], k)
+        xb, unb = _batched(a["input"], k)
+        c = xb.shape[1]
+        w = torch.ones((c, 1, *kernel), dtype=xb.dtype, device=xb.device)
+        # full[j] receives input i for j = i*s + t, t < k; output o is full[o + p]
+        full = _conv_t(k)(xb, w, stride=stride, groups=c)
+        osz = out.shape[-k:]
+        right = [o + p - f for o, p, f in zip(osz, padding, full.shape[2:])]
+        y = F.pad(full, _pad_list([-p for p in padding], right))
+        return y.squeeze(0) if unb else y
+
+    return rule
+
+
+_RULES: dict[str, Callable] = {}
+for _n in _ACTIVATIONS:
+    _RULES[_n] = _RULES[_n + "_"] = _identity
+for _n in _DROPOUTS:
+    _RULES[_n] = _RULES[_n + "_"] = _dropout
+for _k in (1, 2, 3):
+    _RULES[f"max_pool{_k}d"] = _RULES[f"max_pool{_k}d_with_indices"] = _max_pool(_k)
+    _RULES[f"adaptive_max_pool{_k}d"] = _RULES[f"adaptive_max_pool{_k}d_with_indices"] = _adaptive_max(_k)
+    _RULES[f"adaptive_avg_pool{_k}d"] = _adaptive_avg(_k)
+    _RULES[f"avg_pool{_k}d"] = _avg_pool(_k)
+    _RULES[f"lp_pool{_k}d"] = _lp_pool(_k)
+    _RULES[f"max_unpool{_k}d"] = _max_unpool(_k)
+
+
+class LinearizeMode(TorchFunctionMode):
+    """Rewrites activations, max/lp pooling, unpooling and dropout per ``_RULES`` (see module doc)."""
+
+    def __init__(self, weights: str = "positive"):
+        super().__init__()
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        self.ones = weights == "ones"
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = _RULES.get(getattr(func, "__name__", None))
+        if rule is not None:
+            out = rule(self, func, func.__name__, args, kwargs)
+            if out is not NotImplemented:
+                return out
+        return func(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# linearized copy
+
+
+def linearized(model: nn.Module, *, weights: str = "positive", dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A linearized deep copy of ``model`` (see module doc).  The model itself is not touched.
+
+    The copy keeps the module tree (same ``named_modules`` paths) and runs its forward under
+    ``LinearizeMode``.  It is marked so that ``probe`` does not copy it again.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    lin = copy.deepcopy(model)
+    lin.eval()
+    lin.to(dtype)
+    with torch.no_grad():
+        for p in lin.parameters():
+            if p.is_floating_point():
+                if weights == "ones":
+                    p.fill_(1.0)
+                else:
+                    p.abs_().add_(0.01)
+            p.requires_grad_(True)
+        for m in lin.modules():
+            rv = getattr(m, "running_var", None)
+            if isinstance(rv, torch.Tensor) and rv.is_floating_point():
+                if weights == "ones":
+                    rv.fill_(1.0)
+                    rm = getattr(m, "running_mean", None)
+                    if isinstance(rm, torch.Tensor):
+                        rm.zero_()
+                    if hasattr(m, "eps"):
+                        m.eps = 0.0
+                else:
+                    rv.abs_().add_(0.01)
+    orig_forward = lin.forward
+
+    def forward(*args, **kwargs):
+        with LinearizeMode(weights):
+            return orig_forward(*args, **kwargs)
+
+    lin.forward = forward  # instance attribute: Module.__call__ uses it, module paths unchanged
+    lin._oracle_linearized = (weights, dtype)
+    return lin
+
+
+# ---------------------------------------------------------------------------------------------
+# probing
+
+
+@dataclass
+class ProbeResult:
+    support: np.ndarray  # bool over the input's spatial grid
+    bbox: list[tuple[int, int]] | None  # per spatial axis (lo, hi) of the support; None if empty
+    grad: np.ndarray  # float64 |grad| summed over input channels, mean over the probe inputs
+    unit: tuple[int, ...]  # the unit probed (non-negative indices)
+    shape: tuple[int, ...]  # shape of the probed tensor T
+
+
+class _Captured(Exception):
+    pass
+
+
+_LAYER_RE = re.compile(r"^(?P<name>.*?)(?:#(?P<call>\d+))?(?:\[(?P<key>[^\]]+)\])?$")
+
+
+def _select(out: Any, key: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        if key in out:
+            return out[key]
+        return list(out.values())[int(key)]
+    if isinstance(out, (tuple, list)):
+        return out[int(key)]
+    raise TypeError(f"cannot take element {key!r} of a {type(out).__name__} output")
+
+
+def _forward_capture(lin: nn.Module, x: torch.Tensor, layer: str | None, output_index: Any) -> torch.Tensor:
+    """Run ``lin`` on ``x`` and return the output of ``layer``'s requested call (stops the forward there)."""
+    m = _LAYER_RE.match(layer or "")
+    name, call = m.group("name"), int(m.group("call") or 1)
+    key: Any = output_index
+    if m.group("key") is not None:
+        key = m.group("key")
+        key = int(key) if key.lstrip("-").isdigit() else key.strip("'\"")
+    modules = dict(lin.named_modules())
+    if name not in modules:
+        raise KeyError(f"no module {name!r} in the model")
+    box: dict[str, Any] = {}
+    seen = [0]
+
+    def hook(mod, inp, out):
+        seen[0] += 1
+        if seen[0] == call:
+            box["out"] = out
+            raise _Captured
+
+    h = modules[name].register_forward_hook(hook)
+    try:
+        lin(x)
+    except _Captured:
+        pass
+    finally:
+        h.remove()
+    if "out" not in box:
+        raise RuntimeError(f"module {name!r} was called {seen[0]} time(s), call {call} requested")
+    return _select(box["out"], key)
+
+
+def _probe_inputs(input_shape, inputs, seed, dtype, device):
+    g = torch.Generator().manual_seed(seed)
+    xs = [0.5 + torch.rand(tuple(input_shape), generator=g, dtype=dtype)]
+    if inputs >= 2:
+        xs.append(torch.randn(tuple(input_shape), generator=g, dtype=dtype))
+    for _ in range(2, inputs):
+        xs.append(torch.randn(tuple(input_shape), generator=g, dtype=dtype) * 3)
+    return [x.to(device).requires_grad_(True) for x in xs]
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _spatial_dims(t: torch.Tensor, channel_dim: int | None) -> tuple[list[int], int | None]:
+    cd = None
+    if channel_dim is not None and t.ndim >= 2:
+        cd = channel_dim % t.ndim
+    return [d for d in range(1, t.ndim) if d != cd], cd
+
+
+def _norm_unit(unit, t, sdims) -> tuple[int, ...]:
+    if not sdims:
+        return ()
+    if unit is None:
+        return tuple(t.shape[d] // 2 for d in sdims)
+    unit = tuple(int(u) for u in unit)
+    if len(unit) != len(sdims):
+        raise ValueError(f"unit {unit} has {len(unit)} indices, tensor of shape {tuple(t.shape)} has {len(sdims)} spatial axes")
+    out = []
+    for u, d in zip(unit, sdims):
+        n = t.shape[d]
+        if not -n <= u < n:
+            raise IndexError(f"unit index {u} out of range for axis of size {n}")
+        out.append(u % n)
+    return tuple(out)
+
+
+def _result(grad: np.ndarray, unit, shape, tol: float) -> ProbeResult:
+    mx = float(grad.max()) if grad.size else 0.0
+    support = grad > tol * mx if mx > 0 else np.zeros(grad.shape, dtype=bool)
+    if support.any():
+        bbox = []
+        for ax in range(support.ndim):
+            other = tuple(a for a in range(support.ndim) if a != ax)
+            idx = np.nonzero(support.any(axis=other) if other else support)[0]
+            bbox.append((int(idx[0]), int(idx[-1])))
+    else:
+        bbox = None
+    return ProbeResult(support=support, bbox=bbox, grad=grad, unit=tuple(unit), shape=tuple(shape))
+
+
+def _lin(model, weights, dtype):
+    if getattr(model, "_oracle_linearized", None) == (weights, dtype):
+        return model
+    return linearized(model, weights=weights, dtype=dtype)
+
+
+def probe_many(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    layer: str | None = None,
+    units: Sequence[Sequence[int]] | None = None,
+    *,
+    inputs: int = 2,
+    seed: int = 0,
+    output_index: Any = 0,
+    channel_dim: int | None = 1,
+    weights: str = "positive",
+    tol: float = 0.0,
+    dtype: torch.dtype = torch.float64,
+) -> list[ProbeResult]:
+    """``probe`` for several units, sharing one forward pass per input.
+
+    ``units=None`` probes every unit of the probed tensor (row-major order).
+    """
+    lin = _lin(model, weights, dtype)
+    device = _device(lin)
+    xs = _probe_inputs(input_shape, inputs, seed, dtype, device)
+    spatial = tuple(input_shape[2:])
+    grads: list[np.ndarray] | None = None
+    results_units: list[tuple[int, ...]] = []
+    shape: tuple[int, ...] = ()
+    for x in xs:
+        t = _forward_capture(lin, x, layer, output_index)
+        shape = tuple(t.shape)
+        sdims, cd = _spatial_dims(t, channel_dim)
+        if units is None:
+            ulist = [tuple(u) for u in np.ndindex(*[t.shape[d] for d in sdims])] if sdims else [()]
+        else:
+            ulist = list(units)
+        nunits = [_norm_unit(u, t, sdims) for u in ulist]
+        if cd is not None:
+            if weights == "ones":
+                r = torch.ones(t.shape[cd], dtype=t.dtype, device=t.device)
+            else:
+                g = torch.Generator().manual_seed(seed + 1)
+                r = (0.5 + torch.rand(t.shape[cd], generator=g, dtype=torch.float64)).to(t.dtype).to(t.device)
+        if grads is None:
+            grads = [np.zeros(spatial, dtype=np.float64) for _ in nunits]
+            results_units = nunits
+        for i, u in enumerate(nunits):
+            idx: list[Any] = [0]
+            it = iter(u)
+            for d in range(1, t.ndim):
+                idx.append(slice(None) if d == cd else next(it))
+            sel = t[tuple(idx)]
+            scalar = (sel * r).sum() if cd is not None else sel.sum()
+            (gx,) = torch.autograd.grad(scalar, x, retain_graph=True, allow_unused=True)
+            if gx is not None:
+                grads[i] += gx[0].abs().sum(dim=0).detach().cpu().double().numpy() / len(xs)
+    assert grads is not None
+    return [_result(g, u, shape, tol) for g, u in zip(grads, results_units)]
+
+
+def probe(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    layer: str | None = None,
+    unit: Sequence[int] | None = None,
+    *,
+    inputs: int = 2,
+    seed: int = 0,
+    output_index: Any = 0,
+    channel_dim: int | None = 1,
+    weights: str = "positive",
+    tol: float = 0.0,
+    dtype: torch.dtype = torch.float64,
+) -> ProbeResult:
+    """Gradient support of one unit of ``layer``'s output on the input grid (see module doc).
+
+    ``input_shape`` is (N, C, *spatial).  ``model`` is linearized (copied) unless it is already
+    the result of ``linearized`` with the same ``weights`` and ``dtype``.
+    """
+    return probe_many(model, input_shape, layer, [unit],
+                      inputs=inputs, seed=seed, output_index=output_index, channel_dim=channel_dim,
+                      weights=weights, tol=tol, dtype=dtype)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# unbounded geometry along one axis
+
+
+@dataclass
+class Geometry:
+    rf: int  # largest hi - lo + 1 over the interior units
+    stride: Fraction  # p / q (reduced)
+    offset: Fraction  # mean over one period of centre(u) - u * stride
+    period: int  # q: the smallest period of lo(u) and hi(u)
+    step: int  # p: lo(u + q) - lo(u)
+    lo: dict[int, int]  # interior units only
+    hi: dict[int, int]
+    n_in: int  # input size along the axis
+    n_out: int  # probed tensor size along the axis
+    unreachable: list[int] = field(default_factory=list)  # probed units with no support
+
+
+def unbounded_geometry(
+    model: nn.Module | Callable[[], nn.Module],
+    input_shape: Sequence[int] | Callable[[], Sequence[int]],
+    layer: str | None = None,
+    axis: int = 0,
+    *,
+    unit: Sequence[int] | None = None,
+    max_period: int = 64,
+    max_units: int = 160,
+    inputs: int = 2,
+    seed: int = 0,
+    output_index: Any = 0,
+    channel_dim: int | None = 1,
+    tol: float = 0.0,
+    dtype: torch.dtype = torch.float64,
+) -> Geometry:
+    """rf, stride and offset of ``layer`` along spatial ``axis`` (0 = first spatial axis).
+
+    The caller supplies a model and an input big enough that the middle units are far from the
+    borders (``model`` / ``input_shape`` may also be zero-argument callables).  Up to ``max_units``
+    consecutive units around the middle of the probed tensor are probed along ``axis`` (other axes
+    at ``unit``'s coordinates, default centre); the probed tensor's spatial axes are assumed to
+    correspond one to one to the input's.
+
+    A unit is *interior* when its bbox on ``axis`` keeps a margin of ``W`` from both borders, ``W``
+    the widest bbox seen: a window that reached into the padding would then be wider than ``W``,
+    which cannot happen for a translation-equivariant chain (so gridding holes at the border cannot
+    fake a window).  Unreachable units (no support) are skipped and listed.  The period ``q`` is the
+    smallest ``q <= max_period`` such that ``lo(u+q) - lo(u)`` and ``hi(u+q) - hi(u)`` are one
+    constant ``p`` over all interior pairs (at least ``q`` pairs are required); stride = p/q.
+    Raises ``ValueError`` when no interior unit or no period is found (e.g. global layers).
+    """
+    if callable(model) and not isinstance(model, nn.Module):
+        model = model()
+    if callable(input_shape):
+        input_shape = input_shape()
+    input_shape = tuple(input_shape)
+    lin = _lin(model, "positive", dtype)
+    device = _device(lin)
+    with torch.no_grad():
+        x0 = torch.zeros(input_shape, dtype=dtype, device=device)
+        t0 = _forward_capture(lin, x0, layer, output_index)
+    sdims, _ = _spatial_dims(t0, channel_dim)
+    if axis >= len(sdims):
+        raise ValueError(f"axis {axis} out of range: probed tensor {tuple(t0.shape)} has {len(sdims)} spatial axes")
+    n_out = t0.shape[sdims[axis]]
+    n_in = input_shape[2 + axis]
+    base = list(_norm_unit(unit, t0, sdims))
+    count = min(n_out, max_units)
+    start = max(0, n_out // 2 - count // 2)
+    us = list(range(start, start + count))
+    units = []
+    for u in us:
+        b = list(base)
+        b[axis] = u
+        units.append(tuple(b))
+    res = probe_many(lin, input_shape, layer, units, inputs=inputs, seed=seed, output_index=output_index,
+                     channel_dim=channel_dim, tol=tol, dtype=dtype)
+    lo_all: dict[int, int] = {}
+    hi_all: dict[int, int] = {}
+    unreachable = []
+    for u, r in zip(us, res):
+        if r.bbox is None:
+            unreachable.append(u)
+        else:
+            lo_all[u], hi_all[u] = r.bbox[axis]
+    if not lo_all:
+        raise ValueError("no probed unit is reachable")
+    W = max(hi_all[u] - lo_all[u] + 1 for u in lo_all)
+    interior = [u for u in lo_all if lo_all[u] >= W and hi_all[u] <= n_in - 1 - W]
+    if not interior:
+        raise ValueError(f"no interior unit (widest window {W} on an input of {n_in}); use a larger input")
+    lo = {u: lo_all[u] for u in interior}
+    hi = {u: hi_all[u] for u in interior}
+    span = range(min(interior), max(interior) + 1)
+    dead = set(unreachable)
+    for q in range(1, max_period + 1):
+        diffs = {d for u in interior if u + q in lo for d in (lo[u + q] - lo[u], hi[u + q] - hi[u])}
+        pairs = sum(1 for u in interior if u + q in lo)
+        # reachability must repeat with the same period (transposed convs leave phase gaps)
+        periodic_gaps = all((u in dead) == (u + q in dead) for u in span if u + q in span)
+        if pairs >= q and len(diffs) == 1 and periodic_gaps:
+            p = diffs.pop()
+            break
+    else:
+        raise ValueError(f"no period <= {max_period} found over interior units {interior[0]}..{interior[-1]}")
+    stride = Fraction(p, q)
+    rf = max(hi[u] - lo[u] + 1 for u in interior)
+    u0 = min(interior)
+    period_units = [u for u in range(u0, u0 + q) if u in lo]
+    offset = sum((Fraction(lo[u] + hi[u], 2) - u * stride for u in period_units), Fraction(0)) / len(period_units)
+    return Geometry(rf=rf, stride=stride, offset=offset, period=q, step=p, lo=lo, hi=hi, n_in=n_in,
+                    n_out=n_out, unreachable=unreachable)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's own shapes
+
+
+def _first_tensor(o: Any) -> torch.Tensor | None:
+    if isinstance(o, torch.Tensor):
+        return o
+    if isinstance(o, dict):
+        o = list(o.values())
+    if isinstance(o, (tuple, list)):
+        for e in o:
+            t = _first_tensor(e)
+            if t is not None:
+                return t
+    return None
+
+
+def torch_shapes(model: nn.Module, input_shape: Sequence[int], *, all_calls: bool = False) -> dict[str, tuple[int, ...]]:
+    """Output shape of every module call from a real forward (eval mode, no grad) with hooks.
+
+    Keys are module paths (root ``""``); first call per module, first tensor of tuple/list/dict
+    outputs.  With ``all_calls=True`` later calls appear as ``name#2``, ``name#3``, ...  The model's
+    training flags are restored afterwards.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+    hooks = []
+
+    def make(name):
+        def hook(mod, inp, out):
+            calls[name] = calls.get(name, 0) + 1
+            t = _first_tensor(out)
+            if t is None:
+                return
+            key = name if calls[name] == 1 else f"{name}#{calls[name]}"
+            if calls[name] == 1 or all_calls:
+                shapes[key] = tuple(t.shape)
+
+        return hook
+
+    training = {m: m.training for m in model.modules()}
+    ref = next((t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()), None)
+    dtype = ref.dtype if ref is not None else torch.float32
+    device = ref.device if ref is not None else torch.device("cpu")
+    try:
+        for name, m in model.named_modules():
+            hooks.append(m.register_forward_hook(make(name)))
+        model.eval()
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            model(torch.randn(tuple(input_shape), generator=g, dtype=dtype).to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, tr in training.items():
+            m.training = tr
+    return shapes
