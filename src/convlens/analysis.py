@@ -153,6 +153,7 @@ class GraphWalk:
         self.misaligned: dict[int, list[Misalignment]] = {}
         self.merges: set[int] = set()
         self.parts: dict[int, tuple[Part, ...]] = {}
+        self._untracked_calls: dict[str, set[int]] = {}
         self._sources: dict[tuple[int, int], list[Source]] = {}
 
     # -------------------------------------------------------------- helpers
@@ -200,6 +201,15 @@ class GraphWalk:
         return [p if p is not None else Plan(dims=tuple(plain(s) for s in shape), constant=True)
                 for p, shape in zip(plans, outs)]
 
+    def _untracked(self, label: str, node: OpNode) -> Unknown:
+        """Record an op (with the reason) that made an axis unknown; counted once per op call."""
+        seen = self._untracked_calls.setdefault(label, set())
+        if node.index not in seen:
+            seen.add(node.index)
+            if label != node.name:
+                self.unsupported[label] = self.unsupported.get(label, 0) + 1
+        return Unknown(frozenset({label}))
+
     def _resolve(self, node: OpNode, tid: int, plan: Plan) -> None:
         """Per axis, the output's state kind from the plan and the inputs' kinds."""
         op = node.name
@@ -214,7 +224,9 @@ class GraphWalk:
             if plan.constant or not live:
                 kinds.append(CONSTANT)
             elif plan.unsupported:
-                kinds.append(Unknown(unknown | {op}))
+                label = op if plan.unsupported == "no rule" else f"{op} ({plan.unsupported})"
+                kinds.append(Unknown(unknown | {label}))
+                self._untracked(label, node)
             elif unknown:
                 kinds.append(Unknown(unknown))
             elif a in plan.fold:
@@ -223,7 +235,7 @@ class GraphWalk:
                 sources = plan.local[a]
                 named = {s.tid for s in sources}
                 if any(isinstance(states[t], _Pending) for t in ins if t not in named):
-                    kinds.append(Unknown(frozenset({op})))
+                    kinds.append(self._untracked(f"{op} (an input's spatial axis has no mapping)", node))
                     continue
                 local = [s for s in sources if isinstance(states[s.tid], _Pending)]
                 sees_global = any(isinstance(s, Global) for s in states.values())
@@ -242,7 +254,8 @@ class GraphWalk:
                 kinds.append(_Pending(size, stride, period, local))
                 self._sources[(tid, a)] = local
             elif any(isinstance(states[t], _Pending) for t in live):
-                kinds.append(Unknown(frozenset({op})))
+                kinds.append(self._untracked(f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})",
+                                             node))
             else:
                 kinds.append(GLOBAL)
         has_local = any(isinstance(s, _Pending) for s in kinds)

@@ -40,7 +40,11 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
     if cap.fallback:
         notes.append(cap.fallback)
     for op, count in sorted(graph.unsupported.items()):
-        notes.append(f"no geometry rule for {op} ({count} call{'s' if count > 1 else ''}): axes it touches are unknown")
+        calls = f"{count} call{'s' if count > 1 else ''}"
+        if "(" in op:
+            notes.append(f"untracked: {op}, {calls}: the axes it touches are unknown")
+        else:
+            notes.append(f"no geometry rule for {op} ({calls}): the axes it touches are unknown")
     params = sum(p.numel() for p in model.parameters())
     totals = Totals(params=params, macs=sum(c.macs for c in graph.costs.values()),
                     bias_flops=sum(c.bias_flops for c in graph.costs.values()),
@@ -98,7 +102,7 @@ def _notes(axes, global_context: bool, misaligned: list[Misalignment], names: di
     notes = []
     for a, state in enumerate(axes):
         if isinstance(state, Unknown):
-            notes.append(f"axis {a}: unknown, no geometry rule for {', '.join(sorted(state.ops))}")
+            notes.append(f"axis {a}: unknown because of {', '.join(sorted(state.ops))}")
         elif isinstance(state, Constant):
             notes.append(f"axis {a}: does not depend on the input")
         elif isinstance(state, Local) and state.stride is None:

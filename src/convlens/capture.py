@@ -47,6 +47,7 @@ class TensorInfo:
     dtype: torch.dtype
     kind: str  # "input" | "activation" | "param" | "buffer" | "constant"
     name: str = ""  # parameter/buffer name
+    stride: tuple[int, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -167,7 +168,7 @@ class _State:
 
     def new_id(self, t: torch.Tensor, kind: str, name: str = "") -> int:
         tid = len(self.tensors)
-        self.tensors[tid] = TensorInfo(tid, tuple(t.shape), t.dtype, kind, name)
+        self.tensors[tid] = TensorInfo(tid, tuple(t.shape), t.dtype, kind, name, tuple(t.stride()))
         self.ids[id(t)] = tid
         self.keep.append(t)
         return tid
@@ -217,6 +218,9 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype =
         raise
     except Exception as meta_error:  # noqa: BLE001 - any failure on meta means: try for real
         reason = f"{type(meta_error).__name__}: {str(meta_error).splitlines()[0] if str(meta_error) else ''}"
+        if any(p.device.type == "meta" for p in model.parameters()):
+            raise ConvlensError(f"the model fails on input shape {tuple(input_shape)}: {reason} "
+                                "(its weights are on meta, so it cannot be run for real instead)") from None
         try:
             cap = _capture(model, input_shape, dtype, meta=False)
         except Exception as cpu_error:  # noqa: BLE001

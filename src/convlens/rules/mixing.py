@@ -45,8 +45,8 @@ def reduction(ctx: RuleContext) -> Plan | list[Plan]:
     return plans if len(plans) > 1 else plans[0]
 
 
-@register_geometry([aten._softmax, aten._log_softmax, aten.softmax, aten.log_softmax, aten.cumsum,
-                    aten.cumprod, aten.sort, aten.argsort, aten.topk])
+@register_geometry([getattr(aten, n) for n in ("_softmax", "_log_softmax", "softmax", "log_softmax", "_safe_softmax",
+                                               "cumsum", "cumprod", "sort", "argsort", "topk") if hasattr(aten, n)])
 def along_dim(ctx: RuleContext) -> Plan | list[Plan]:
     """Ops whose every output along ``dim`` depends on the whole dim."""
     x = ctx.node.arg(0, "self")

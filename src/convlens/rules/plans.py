@@ -114,7 +114,8 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             elif axes_of(dim) and dim != chosen:
                 conflicted.update(axes_of(dim) + axes_of(chosen))
         dims.append(chosen if chosen is not None else plain(size))
-    plan = Plan(dims=tuple(dims))
+    plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
+                                             for a in conflicted})
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
     all_local = set().union(*(ctx.local_axes(r) for r in refs)) if refs else set()
     for a in sorted(all_local - conflicted):
@@ -176,7 +177,7 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
             group.append(factors[i])
             i += 1
         dims.append(tuple((a if a not in broken else None, f) for a, f in group))
-    plan = Plan(dims=tuple(dims))
+    plan = Plan(dims=tuple(dims), untracked={a: "splits a spatial axis across dims" for a in broken})
     carried = {a for dim in dims for a in axes_of(dim)}
     for a in ctx.local_axes(x):
         if a in broken:

@@ -44,6 +44,7 @@ class Plan:
     ``unsupported``: a reason; every input axis that is not constant becomes Unknown(op).
     ``context``: local axes whose units also see the whole axis (statistics of a norm): global context.
     ``constant``: the output does not depend on the input's values (factory ops).
+    ``untracked``: why an axis is left out of ``local`` (named in the Unknown state and the notes).
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -55,6 +56,7 @@ class Plan:
     unsupported: str | None = None
     context: set[int] = field(default_factory=set)
     constant: bool = False
+    untracked: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class RuleContext:
         self._producers = producers
         self._dims = dims
         self._local = local
+
+    def info(self, ref: TRef | int) -> TensorInfo:
+        return self._tensors[ref.id if isinstance(ref, TRef) else ref]
 
     def dtype(self, ref: TRef | int) -> torch.dtype:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref].dtype

@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import torch
 
-from .plans import affine, concat, constant_index, permute, pointwise, view, windowed
+from .plans import affine, concat, constant_index, permute, plain, pointwise, view, windowed
+from .spatial import pad_taps
 from .registry import Plan, RuleContext, register_geometry
 
 aten = torch.ops.aten
@@ -92,3 +93,27 @@ def unbind(ctx: RuleContext) -> list[Plan]:
     dim = ctx.node.arg(1, "dim", 0) % len(ctx.shape(x))
     return [windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim], out_shape=shape)
             for i, shape in enumerate(ctx.out_shapes())]
+
+
+@register_geometry(_ops("as_strided", "as_strided_"))
+def as_strided(ctx: RuleContext) -> Plan:
+    """Only the harmless case: same sizes, and every dim longer than 1 keeps its stride (a memory
+    format change of dims of size 1). Anything else reorders elements and is unsupported."""
+    x = ctx.node.arg(0, "self")
+    size, stride = list(ctx.node.arg(1, "size")), list(ctx.node.arg(2, "stride"))
+    info = ctx.info(x)
+    if size == list(info.shape) and all(n == 1 or a == b for n, a, b in zip(size, stride, info.stride)):
+        return pointwise(ctx, [x])
+    return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="as_strided that reorders elements")
+
+
+@register_geometry(_ops("roll"))
+def roll(ctx: RuleContext) -> Plan:
+    """``torch.roll`` along given dims: a circular shift (Swin's shifted windows)."""
+    x = ctx.node.arg(0, "self")
+    shifts, dims = list(ctx.node.arg(1, "shifts")), list(ctx.node.arg(2, "dims", []))
+    if not dims:
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="roll of the flattened tensor")
+    rank = len(ctx.shape(x))
+    return windowed(ctx, x, {d % rank: (pad_taps(shift, ctx.shape(x)[d % rank], "circular"), Fraction(1))
+                             for shift, d in zip(shifts, dims)})
