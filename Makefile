@@ -1,0 +1,21 @@
+# Set-up and entry points. Everything installs into .venv from a fresh clone.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: analyze test bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+analyze: $(STAMP)  ## the main job: convlens analyze on the built-in default model
+	.venv/bin/convlens analyze
+
+test: $(STAMP)  ## the whole test suite
+	$(PY) -m pytest -n 2
+
+bench: $(STAMP)  ## timings against peers (not part of CI)
+	$(PY) benchmarks/bench_analyze.py
