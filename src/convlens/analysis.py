@@ -190,6 +190,8 @@ class GraphWalk:
 
     def _plans(self, node: OpNode) -> list[Plan | None]:
         outs = [self.cap.tensors[t].shape for t in node.outputs]
+        if not outs:  # .item(), sizes: no tensor comes out
+            return []
         if all(all(isinstance(s, Constant) for s in self.kinds[t]) and not self.gctx[t] for t in node.inputs):
             return [Plan(dims=tuple(plain(s) for s in shape), constant=True) for shape in outs]
         rule = GEOMETRY.get(key_of(node.op))

@@ -46,7 +46,6 @@ def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
 FACTORY = """
 empty empty_like zeros zeros_like ones ones_like full full_like new_empty new_zeros new_ones new_full
 arange scalar_tensor rand rand_like randn randn_like randint empty_strided new_empty_strided fill fill_ zero_
-_local_scalar_dense sym_size sym_stride sym_numel
 """.split()
 
 

@@ -1,0 +1,105 @@
+"""The CLI as a user runs it: a fresh process, exit status, one-line errors, every MODEL form."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import convlens
+from convlens.zoo import dilated_vgg16_voc
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "convlens.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_default_model_table():
+    done = run("analyze")
+    assert done.returncode == 0, done.stderr
+    assert "dilation8_voc on 1x3x900x900" in done.stdout
+    assert "1×21×66×66" in done.stdout  # the released model's output on its 900x900 input
+
+
+def test_default_model_shapes_are_torchs():
+    # torch's own shape inference (a meta forward) for every stage of the built-in model at 900x900
+    import torch
+    with torch.device("meta"):
+        model = dilated_vgg16_voc()
+    report = convlens.analyze(model, (1, 3, 900, 900))
+    x = torch.empty(1, 3, 900, 900, device="meta")
+    for name, module in model.frontend.named_children():
+        x = module(x)
+        assert report[f"frontend.{name}"].output_shape == tuple(x.shape)
+    assert report[""].output_shape == tuple(model.context(x).shape) == (1, 21, 66, 66)
+
+
+def test_json_and_csv_hold_every_row(tmp_path):
+    out = tmp_path / "r.json"
+    done = run("analyze", "torchvision:resnet18", "--input", "3x64x64", "--batch", "2", "--format", "json",
+               "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert data["input_shape"] == [2, 3, 64, 64]
+    assert len(data["layers"]) > 60  # every module call, not the table's depth
+    done = run("analyze", "torchvision:resnet18", "--input", "3x64x64", "--format", "csv")
+    assert done.returncode == 0
+    assert len(done.stdout.strip().splitlines()) == len(data["layers"]) + 1
+
+
+def test_depth_limits_table_rows():
+    shallow = run("analyze", "torchvision:resnet18", "--input", "3x64x64", "--depth", "1").stdout
+    deep = run("analyze", "torchvision:resnet18", "--input", "3x64x64", "--depth", "3").stdout
+    assert "layer1.0.conv1" not in shallow and "layer1.0.conv1" in deep
+
+
+def test_file_and_module_callables(tmp_path):
+    src = tmp_path / "mynet.py"
+    src.write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def build():
+            return nn.Sequential(nn.Conv1d(8, 8, 3, dilation=2), nn.Conv1d(8, 4, 3, dilation=4))
+        net = build()
+    """))
+    done = run("analyze", f"{src}:build", "--input", "8x4096", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layers"][0]["rf"] == [13]
+    done = run("analyze", "mynet:net", "--input", "8x100", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("analyze", "nosuchmodel"), "unknown model"),
+    (("analyze", "torchvision:resnet5"), "torchvision has no model"),
+    (("analyze", "--input", "3x2a4"), "bad --input"),
+    (("analyze", "--input", "224x224", "torchvision:resnet18"), "fails on input shape"),
+    (("analyze", "missing.py:build"), "no file"),
+    (("analyze", "no_such_pkg.mod:build"), "cannot import"),
+    (("analyze", "--batch", "0"), "--batch"),
+    (("arith", "conv", "-i", "5", "-k", "0"), "kernel"),
+    (("arith", "padding", "-i", "5", "-k", "3"), "--target"),
+])
+def test_bad_input_is_one_line_exit_2(args, message):
+    done = run(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_file_that_does_not_import(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("import nonexistent_module_xyz\n")
+    done = run("analyze", f"{bad}:build")
+    assert done.returncode == 2 and "does not import" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_arith_matches_torch():
+    import torch
+    done = run("arith", "conv", "-i", "224", "-k", "7", "-s", "2", "-p", "3")
+    y = torch.nn.functional.conv2d(torch.zeros(1, 1, 224, 224), torch.zeros(1, 1, 7, 7), stride=2, padding=3)
+    assert int(done.stdout) == y.shape[-1]
