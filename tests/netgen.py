@@ -602,6 +602,9 @@ class GeneratedNet:
     def __repr__(self) -> str:
         return self.describe()
 
+    def _repr_pretty_(self, p, cycle) -> None:  # used by hypothesis when printing examples
+        p.text(self.describe())
+
 
 class FamilyCounter:
     """How many generated networks used each family."""
@@ -1101,12 +1104,16 @@ class _Builder:
         if len(set(ss)) > 1 and self.coin():
             ss = (ss[0],) * d
         pads = tuple(self.int_(0, k // 2) if self.coin(1, 3) else 0 for k in ks)
-        out_size = True if any(pads) else self.coin()
         outs_pool = [_pool_out(n, k, s, p, 1, False) for n, k, s, p in zip(ns, ks, ss, pads)]
+        default = [(o - 1) * s - 2 * p + k for o, s, p, k in zip(outs_pool, ss, pads, ks)]
+        # max_unpool reads the pool's indices as flat offsets into its *output*: without output_size
+        # that is only right when every axis but the first keeps its size (and no window reaches
+        # past the default size, i.e. no padding)
+        out_size = True if any(pads) or default[1:] != ns[1:] else self.coin()
         if out_size:
             outs = tuple(ns)
         else:
-            outs = tuple((o - 1) * s - 2 * p + k for o, s, p, k in zip(outs_pool, ss, pads, ks))
+            outs = tuple(default)
         mods = {}
         if self.coin(2, 3):
             mods["pool"] = _nd("MaxPool{d}d", d)(ks, ss, pads, return_indices=True)
@@ -1334,7 +1341,9 @@ class _Builder:
     def g_norm(self, vid, depth=0, arm=False):
         v = self.vals[vid]
         d = len(v.axes)
-        kind = self.pick(["bn", "bn", "gn", "ln"])
+        n_sp = math.prod(a.size for a in v.axes)
+        gn_groups = [g for g in _divisors(v.c) if (v.c // g) * n_sp > 1]  # torch wants > 1 value per group
+        kind = self.pick(["bn", "bn", "ln"] + (["gn"] if gn_groups else []))
         functional = self.coin(1, 3)
         w, b = self._affine(v.c)
         kw: dict[str, Any] = dict(kind=kind, functional=functional)
@@ -1353,7 +1362,7 @@ class _Builder:
                     m.running_var.copy_(rv)
                 self.mods[name] = m
         elif kind == "gn":
-            g = self.pick(_divisors(v.c))
+            g = self.pick(gn_groups)
             kw["groups"] = g
             self.gctx = True
             self.notes.append("GroupNorm statistics span the whole input (global context)")

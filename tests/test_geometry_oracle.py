@@ -160,3 +160,23 @@ def test_case_against_oracle(case):
     checked = check_against_oracle(model, shape, big_shape=big)
     assert checked.windows > 0
     assert not [s for s in checked.skipped if "unknown" in s], checked.skipped
+
+
+@pytest.mark.parametrize("case", ["residual", "misaligned_residual"])
+def test_alignment_verdict_matches_the_branches_centres(case):
+    """A merge is aligned iff its branches' windows have the same centres (oracle, interior units)."""
+    import convlens
+    from oracle import probe_many
+
+    model, shape = CASES[case]
+    report = convlens.analyze(model, shape)
+    units = [(i, j) for i in range(2, shape[2] - 4) for j in range(2, shape[3] - 4)]
+    big = shape[:2] + tuple(4 * s for s in shape[2:])  # the units above are interior there
+    centres = []
+    for branch in ("body", "shortcut"):
+        res = probe_many(model, big, branch, units)
+        centres.append([tuple((lo + hi) / 2 for lo, hi in r.bbox) for r in res])
+    expected = centres[0] == centres[1]
+    assert report[""].aligned is expected
+    if not expected:
+        assert any("misaligned merge" in n and "body" in n and "shortcut" in n for n in report[""].notes)

@@ -303,10 +303,12 @@ class GraphWalk:
         for node in cap.nodes:
             for tid in node.outputs:
                 if any(isinstance(s, _Pending) for s in self.kinds[tid]):
-                    self._fill(node, tid)
+                    per_source = self._fill(tid)
                     self._summarize(tid)
+                    if len(per_source) > 1:
+                        self._check_alignment(node, tid, per_source)
 
-    def _fill(self, node: OpNode, tid: int) -> None:
+    def _fill(self, tid: int) -> dict[int, list[Part]]:
         """The output's parts: every part of every contributing input, mapped along each local axis."""
         pending = {a: s for a, s in enumerate(self.kinds[tid]) if isinstance(s, _Pending)}
         contributors = list(dict.fromkeys(src.tid for p in pending.values() for src in p.sources))
@@ -321,8 +323,7 @@ class GraphWalk:
                 per_source.setdefault(t, []).append(Part(axes))
         parts = [part for ps in per_source.values() for part in ps]
         self.parts[tid] = normalize(parts)
-        if len(per_source) > 1:
-            self._check_alignment(node, tid, per_source)
+        return per_source
 
     def _map(self, tid: int, a: int, n: int, sources: list[Source], arr: AxisArrays) -> AxisArrays:
         lo_d, hi_d = self.demand[(tid, a)]

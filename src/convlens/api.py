@@ -63,8 +63,8 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
     producers = {t: node for node in cap.nodes for t in node.outputs}
     names = {node.outputs[0]: f"{_short(node.name)} in {node.scope or 'the model'}" for node in cap.nodes
              if node.outputs}
-    names.update({t: call.name for call in reversed(cap.calls) for _, t in call.outputs[:1]})
     names[cap.input_id] = "the input"
+    names.update({t: call.name for call in reversed(cap.calls) for _, t in call.outputs[:1] if call.name})
     rows = []
     for call in cap.calls:
         macs = sum(graph.costs[i].macs for i in range(call.first_op, call.end_op))
