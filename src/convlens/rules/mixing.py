@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .plans import axes_of, windowed
+from .plans import axes_of, identity, plain, windowed
 from .registry import Plan, RuleContext, Source, register_geometry
-from .plans import identity
 
 aten = torch.ops.aten
 
@@ -59,39 +58,34 @@ def along_dim(ctx: RuleContext) -> Plan | list[Plan]:
 
 
 def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
-    """a @ b over the last two dims (batch dims broadcast): a's dim -1 and b's dim -2 are contracted.
+    """a @ b over the last two dims, leading (batch) dims broadcast: a's dim -1 and b's dim -2 are
+    contracted, so their axes become global; a's dim -2 and b's dim -1 carry their axes through.
 
     An axis carried by both free dims (query positions x key positions) pairs two positions per
-    unit; that cannot be told per axis and is left Unknown.
+    unit: that cannot be told per axis and is left Unknown.
     """
     out_shape = ctx.out_shape
     rank = len(out_shape)
     da, db = ctx.dims(a), ctx.dims(b)
+    if len(da) < 2 or len(db) < 2:
+        return Plan(dims=tuple(plain(s) for s in out_shape), unsupported="matrix-vector product")
     plan = Plan(dims=())
-    plan.fold.update(axes_of(da[-1]) + (axes_of(db[-2]) if len(db) >= 2 else axes_of(db[-1])))
-    dims = []
-    for d in range(rank):
-        dims.append(((None, out_shape[d]),) if out_shape[d] != 1 else ())
-    free_a = axes_of(da[-2]) if len(da) >= 2 else ()
-    free_b = axes_of(db[-1]) if len(db) >= 2 else ()
-    if len(da) >= 2 and rank >= 2 and not (set(free_a) & set(free_b)):
-        dims[-2 if len(db) >= 2 else -1] = da[-2]
-        for ax in free_a:
-            plan.local[ax] = [Source(a.id, identity)]
-    if len(db) >= 2 and not (set(free_a) & set(free_b)):
-        dims[-1] = db[-1]
-        for ax in free_b:
-            plan.local[ax] = [Source(b.id, identity)]
-    for k in range(rank - 2):  # batch dims, broadcast from both
+    plan.fold.update(axes_of(da[-1]) + axes_of(db[-2]))
+    paired = set(axes_of(da[-2])) & set(axes_of(db[-1]))
+    plan.untracked.update({ax: "pairs positions of one axis (attention scores)" for ax in paired})
+    dims = [plain(s) for s in out_shape]
+    carriers = {rank - 2: (a, da[-2]), rank - 1: (b, db[-1])}
+    for k in range(rank - 2):  # batch dims: from whichever operand has them at full size
         for ref, dd in ((a, da), (b, db)):
             j = k - (rank - len(dd))
             if 0 <= j < len(dd) - 2 and axes_of(dd[j]) and ctx.shape(ref)[j] == out_shape[k]:
-                dims[k] = dd[j]
-                for ax in axes_of(dd[j]):
-                    plan.local.setdefault(ax, []).append(Source(ref.id, identity))
-    for ax in list(plan.local):
-        if ax in plan.fold:
-            del plan.local[ax]
+                carriers[k] = (ref, dd[j])
+    for d, (ref, dim) in carriers.items():
+        if ctx.shape(ref)[d - rank] != out_shape[d]:
+            continue
+        for ax in set(axes_of(dim)) - plan.fold - paired:
+            plan.local.setdefault(ax, []).append(Source(ref.id, identity))
+            dims[d] = dim
     if bias is not None:
         for ax in ctx.local_axes(bias):
             plan.local.setdefault(ax, []).append(Source(bias.id, identity))

@@ -74,22 +74,20 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     for d, dim in enumerate(ctx.dims(x)):
         axes = axes_of(dim)
         size = out_shape[kept.index(d)] if d in kept else None
+        out_dim = plain(size) if size is not None else None
         if d in fold:
             plan.fold.update(axes)
-            dims.append(plain(size)) if size is not None else None
+        elif d in maps and axes and len(dim) == 1:
+            plan.local[axes[0]] = [Source(t.id, *maps[d]) for t in (x, *extra)]
+            out_dim = ((axes[0], size),) if size is not None else None
         elif d in maps:
-            fn, scale = maps[d]
-            if len(axes) == 1 and len(dim) == 1:
-                plan.local[axes[0]] = [Source(t.id, fn, scale) for t in (x, *extra)]
-                if size is not None:
-                    dims.append(((axes[0], size),))
-            elif size is not None:
-                dims.append(plain(size))  # a flattened dim: its axes are left to become Unknown
-        elif size is not None:
-            same = size == in_shape[d]
-            dims.append(dim if same else plain(size))
-            for a in axes if same else ():
+            plan.untracked.update({a: "moves positions along a flattened spatial dim" for a in axes})
+        elif size == in_shape[d]:
+            out_dim = dim
+            for a in axes:
                 plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
+        if out_dim is not None:
+            dims.append(out_dim)
     for a in _virtual_axes(ctx, x):
         plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
     plan.dims = tuple(dims)
