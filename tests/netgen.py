@@ -1252,7 +1252,8 @@ class _Builder:
             if mode == "constant":
                 lo_min = max(-2, 1 - n) if neg else 0
                 lo = self.int_(lo_min, max(lo_min, min(3, room)))
-                hi_lo = max(-2 if neg else 0, 1 - n - lo)
+                # torch narrows by the negative pads before padding: that part must stay >= 1 too
+                hi_lo = max(-2 if neg else 0, 1 - n - min(lo, 0))
                 hi = self.int_(hi_lo, max(hi_lo, min(3, room - lo)))
             else:
                 lim = {"reflect": n - 1, "replicate": 3, "circular": n}[mode]

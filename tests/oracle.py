@@ -105,6 +105,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -358,30 +359,67 @@ for _k in (1, 2, 3):
     _RULES[f"max_unpool{_k}d"] = _max_unpool(_k)
 
 
-class LinearizeMode(TorchFunctionMode):
-    """Rewrites activations, max/lp pooling, unpooling and dropout per ``_RULES`` (see module doc)."""
+# Global paths, detached when checking *local* geometry (DESIGN: "global-context paths are detached"):
+# reductions and products over positions (their results are detached), and normalisations (their
+# statistics are detached: the output keeps a same-position path to the input).
+_REDUCTIONS = set("mean sum amax amin max min std var norm logsumexp prod nanmean nansum std_mean var_mean".split())
+_PRODUCTS = set("matmul bmm __matmul__ __rmatmul__ einsum baddbmm scaled_dot_product_attention softmax "
+                "log_softmax".split())
+_NORMS = set("group_norm layer_norm instance_norm batch_norm".split())
 
-    def __init__(self, weights: str = "positive"):
+
+def _detach_all(out: Any) -> Any:
+    return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, out)
+
+
+def _is_global_reduction(name: str, args, kwargs) -> bool:
+    if name in _REDUCTIONS:
+        # max/min of two tensors are elementwise; with a dim (or none) they reduce
+        return not (name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor))
+    if name.startswith("adaptive_") and "pool" in name:
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        sizes = size if isinstance(size, (tuple, list)) else [size]
+        return all(s == 1 for s in sizes)
+    return name in _PRODUCTS
+
+
+class LinearizeMode(TorchFunctionMode):
+    """Rewrites activations, max/lp pooling, unpooling and dropout per ``_RULES`` (see module doc).
+
+    With ``detach_global`` it also cuts the global paths (see ``_REDUCTIONS``/``_PRODUCTS``/``_NORMS``).
+    """
+
+    def __init__(self, weights: str = "positive", detach_global: bool = False):
         super().__init__()
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         self.ones = weights == "ones"
+        self.detach_global = detach_global
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        rule = _RULES.get(getattr(func, "__name__", None))
+        name = getattr(func, "__name__", None)
+        if self.detach_global and name in _NORMS:
+            x = args[0] if args else kwargs["input"]
+            y = func(x.detach(), *args[1:], **kwargs).detach()
+            return y + (x - x.detach())  # statistics constant: a same-position path with gradient 1
+        out = NotImplemented
+        rule = _RULES.get(name)
         if rule is not None:
             out = rule(self, func, func.__name__, args, kwargs)
-            if out is not NotImplemented:
-                return out
-        return func(*args, **kwargs)
+        if out is NotImplemented:
+            out = func(*args, **kwargs)
+        if self.detach_global and name is not None and _is_global_reduction(name, args, kwargs):
+            out = _detach_all(out)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
 # linearized copy
 
 
-def linearized(model: nn.Module, *, weights: str = "positive", dtype: torch.dtype = torch.float64) -> nn.Module:
+def linearized(model: nn.Module, *, weights: str = "positive", dtype: torch.dtype = torch.float64,
+               detach_global: bool = False) -> nn.Module:
     """A linearized deep copy of ``model`` (see module doc).  The model itself is not touched.
 
     The copy keeps the module tree (same ``named_modules`` paths) and runs its forward under
@@ -415,11 +453,11 @@ def linearized(model: nn.Module, *, weights: str = "positive", dtype: torch.dtyp
     orig_forward = lin.forward
 
     def forward(*args, **kwargs):
-        with LinearizeMode(weights):
+        with LinearizeMode(weights, detach_global):
             return orig_forward(*args, **kwargs)
 
     lin.forward = forward  # instance attribute: Module.__call__ uses it, module paths unchanged
-    lin._oracle_linearized = (weights, dtype)
+    lin._oracle_linearized = (weights, dtype, detach_global)
     return lin
 
 
@@ -541,10 +579,10 @@ def _result(grad: np.ndarray, unit, shape, tol: float) -> ProbeResult:
     return ProbeResult(support=support, bbox=bbox, grad=grad, unit=tuple(unit), shape=tuple(shape))
 
 
-def _lin(model, weights, dtype):
-    if getattr(model, "_oracle_linearized", None) == (weights, dtype):
+def _lin(model, weights, dtype, detach_global=False):
+    if getattr(model, "_oracle_linearized", None) == (weights, dtype, detach_global):
         return model
-    return linearized(model, weights=weights, dtype=dtype)
+    return linearized(model, weights=weights, dtype=dtype, detach_global=detach_global)
 
 
 def probe_many(
@@ -553,6 +591,7 @@ def probe_many(
     layer: str | None = None,
     units: Sequence[Sequence[int]] | None = None,
     *,
+    detach_global: bool = False,
     inputs: int = 2,
     seed: int = 0,
     output_index: Any = 0,
@@ -565,7 +604,7 @@ def probe_many(
 
     ``units=None`` probes every unit of the probed tensor (row-major order).
     """
-    lin = _lin(model, weights, dtype)
+    lin = _lin(model, weights, dtype, detach_global)
     device = _device(lin)
     xs = _probe_inputs(input_shape, inputs, seed, dtype, device)
     spatial = tuple(input_shape[2:])
@@ -597,6 +636,8 @@ def probe_many(
                 idx.append(slice(None) if d == cd else next(it))
             sel = t[tuple(idx)]
             scalar = (sel * r).sum() if cd is not None else sel.sum()
+            if not scalar.requires_grad:  # every path to this unit was detached (global paths cut)
+                continue
             (gx,) = torch.autograd.grad(scalar, x, retain_graph=True, allow_unused=True)
             if gx is not None:
                 grads[i] += gx[0].abs().sum(dim=0).detach().cpu().double().numpy() / len(xs)
@@ -715,7 +756,10 @@ def unbounded_geometry(
     if not lo_all:
         raise ValueError("no probed unit is reachable")
     W = max(hi_all[u] - lo_all[u] + 1 for u in lo_all)
-    interior = [u for u in lo_all if lo_all[u] >= W and hi_all[u] <= n_in - 1 - W]
+    # far from both input borders, and from the output's own borders (reflect/replicate padding
+    # make border units read mirrored pixels that can still lie inside the input)
+    m = max(1, math.ceil(W * n_out / n_in))  # W input pixels, in output units
+    interior = [u for u in lo_all if lo_all[u] >= W and hi_all[u] <= n_in - 1 - W and m <= u <= n_out - 1 - m]
     if not interior:
         raise ValueError(f"no interior unit (widest window {W} on an input of {n_in}); use a larger input")
     lo = {u: lo_all[u] for u in interior}

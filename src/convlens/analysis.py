@@ -307,6 +307,24 @@ class GraphWalk:
                     self._summarize(tid)
                     if len(per_source) > 1:
                         self._check_alignment(node, tid, per_source)
+                for a, s in enumerate(self.kinds[tid]):
+                    if isinstance(s, Global):
+                        self.kinds[tid][a] = Global(self._span(node, a))
+
+    def _span(self, node: OpNode, a: int) -> tuple[int, int] | None:
+        """Real pixels along axis a that reach a global output: everything its inputs reached."""
+        lo, hi = EMPTY_LO, EMPTY_HI
+        for t in node.inputs:
+            state = self.kinds[t][a]
+            if isinstance(state, Global) and state.span is not None:
+                lo, hi = min(lo, state.span[0]), max(hi, state.span[1])
+            elif isinstance(state, Local):
+                for part in self.parts[t]:
+                    arr = part.axes.get(a)
+                    if arr is not None and (arr.clo <= arr.chi).any():
+                        ok = arr.clo <= arr.chi
+                        lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
+        return (int(lo), int(hi)) if lo <= hi else None
 
     def _fill(self, tid: int) -> dict[int, list[Part]]:
         """The output's parts: every part of every contributing input, mapped along each local axis."""

@@ -10,7 +10,7 @@ import torch.nn as nn
 from .analysis import GraphGeometry, Misalignment, offset_of, walk
 from .capture import Capture, ModuleCall, capture
 from .errors import ConvlensError
-from .geometry import Constant, Local, Unknown
+from .geometry import Constant, Global, Local, Unknown
 from .memory import peak_activation_bytes
 from .report import Layer, Report, Totals
 
@@ -77,7 +77,7 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             misaligned = [m for i in range(call.first_op, call.end_op) for m in graph.misaligned.get(i, [])]
             merges = [i for i in range(call.first_op, call.end_op) if i in graph.merges]
             aligned = None if not merges else not any(i in graph.misaligned for i in merges)
-            notes = _notes(geom.axes, geom.global_context, misaligned, names)
+            notes = _notes(geom.axes, geom.global_context, misaligned, names, input_size)
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
@@ -98,13 +98,17 @@ def _short(op_name: str) -> str:
     return parts[1] if len(parts) >= 2 and parts[0] == "aten" else op_name
 
 
-def _notes(axes, global_context: bool, misaligned: list[Misalignment], names: dict[int, str]) -> list[str]:
+def _notes(axes, global_context: bool, misaligned: list[Misalignment], names: dict[int, str],
+           input_size: tuple[int, ...]) -> list[str]:
     notes = []
     for a, state in enumerate(axes):
         if isinstance(state, Unknown):
             notes.append(f"axis {a}: unknown because of {', '.join(sorted(state.ops))}")
         elif isinstance(state, Constant):
             notes.append(f"axis {a}: does not depend on the input")
+        elif isinstance(state, Global) and state.span != (0, input_size[a] - 1):
+            notes.append(f"axis {a}: global, but only over input pixels {state.span} (the rest never reaches it)"
+                         if state.span else f"axis {a}: global over nothing real (only padding reaches it)")
         elif isinstance(state, Local) and state.stride is None:
             notes.append(f"axis {a}: no single effective stride (inputs of a merge move at different rates)")
     if global_context:

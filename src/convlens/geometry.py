@@ -102,7 +102,10 @@ class Local:
 
 @dataclass(frozen=True)
 class Global:
-    pass
+    """Every unit sees the whole axis, or, when ``span`` says less, the real pixels ``span`` — all
+    that reached the reduction (a crop before global pooling, say)."""
+
+    span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,9 @@ class Layer:
         out = []
         for a, state in enumerate(self.axes):
             if isinstance(state, Global):
-                out.append((0, self.input_size[a] - 1))
+                if state.span is None:
+                    return None
+                out.append(state.span)
             elif not found[a]:
                 return None
             else:

@@ -1,0 +1,34 @@
+"""Shared test set-up: hypothesis profiles and the per-family report of the random-network tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+FAMILY_REPORTS = Path(__file__).parent / ".family_counts"
+
+# CI runs a fixed sample (reproducible); local runs explore new networks every time.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.filter_too_much])
+settings.register_profile("dev", deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.filter_too_much])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controller clears the previous run's counts
+        FAMILY_REPORTS.mkdir(exist_ok=True)
+        for old in FAMILY_REPORTS.glob("*.txt"):
+            old.unlink()
+
+
+def pytest_terminal_summary(terminalreporter):
+    reports = sorted(FAMILY_REPORTS.glob("*.txt")) if FAMILY_REPORTS.exists() else []
+    if reports:
+        terminalreporter.section("random networks per op family")
+        for path in reports:
+            terminalreporter.write_line(path.read_text())

@@ -1,0 +1,48 @@
+"""Hypothesis-generated networks against the gradient oracle (DESIGN.md, "The oracle tests use").
+
+Each network (tests/netgen.py: every op family of the core issue, functional calls, slicing, shared
+modules, ops without a rule) is analyzed and compared with torch's shapes and the oracle: the clipped
+window of every row's corner, edge and centre units, and, when the net runs on a larger input and its
+windows do not depend on the input size, every row's rf, stride and offset. The number of networks
+per run is ``CONVLENS_NETWORKS`` (default 500, in two shards); every family must occur in each shard.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from hypothesis import given, settings
+
+from checks import check_against_oracle
+from conftest import FAMILY_REPORTS
+from netgen import FamilyCounter, networks
+
+TOTAL = int(os.environ.get("CONVLENS_NETWORKS", "500"))
+SHARDS = 2
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_random_networks_match_the_oracle(shard):
+    counter = FamilyCounter()
+    windows = unbounded = 0
+    start = time.perf_counter()
+
+    @settings(max_examples=TOTAL // SHARDS, database=None if os.environ.get("CI") else settings().database)
+    @given(net=networks())
+    def check(net):
+        nonlocal windows, unbounded
+        counter.record(net)
+        big = net.larger_input_shape(3) if net.resizable and not net.size_dependent else None
+        checked = check_against_oracle(net.model, net.input_shape, big_shape=big)
+        windows += checked.windows
+        unbounded += checked.unbounded
+
+    check()
+    elapsed = time.perf_counter() - start
+    FAMILY_REPORTS.mkdir(exist_ok=True)
+    (FAMILY_REPORTS / f"shard{shard}.txt").write_text(
+        f"shard {shard}: {counter.report()}\n  windows checked {windows}, rf/stride/offset checked {unbounded}, "
+        f"{elapsed:.0f} s")
+    assert not counter.missing(), f"families never generated: {sorted(counter.missing())}"
