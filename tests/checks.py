@@ -32,6 +32,8 @@ def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
     rank = len(layer.output_shape)
     if rank != k + 2:
         return None
+    if any(d is None and isinstance(s, Local) and s.n > 1 for d, s in zip(layer.axis_dims, layer.axes)):
+        return None  # a local axis flattened into another dim: the oracle cannot index it
     local_dims = [d for d in layer.axis_dims if d is not None]
     if local_dims != sorted(local_dims):
         return None

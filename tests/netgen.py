@@ -36,8 +36,8 @@ whose slopes could not be reconciled). ``global_output``: some spatial axis of t
 (reduction, adaptive pooling to 1, flatten head, attention without residual). ``global_context``:
 local features are combined with a global statistic (squeeze-excitation gates, ``x + mean(x)``,
 GroupNorm's statistics, attention added back to the features). ``resizable``: the model runs at
-``larger_input_shape(k)`` with predictable shapes (false only for a flatten + Linear head or an
-unreconciled merge).
+``larger_input_shape(k)`` with predictable shapes (false for a flatten + Linear head, an
+unreconciled merge, or attention that would see more than 4096 positions at k = 4).
 
 Family bookkeeping: ``families`` lists every op family present in the graph, including helper ops
 (a 1x1 "conv" that fixes channels, the "pad"/"crop" of a ``match``; "lppool" is always preceded
@@ -812,12 +812,16 @@ class _Builder:
             return self.ok("conv")
         if kind == "adaptive_pool":
             return not arm
+        if kind == "lppool":  # softplus in front
+            return self.ok("activation")
         if kind == "pixel_shuffle":
             return self.d == 2 and bool(self._shuffle_options(v))
         return True
 
     def step(self, vid: int, depth: int, arm: bool) -> int:
         kinds = [k for k in MAIN_KINDS if self.valid(k, vid, depth, arm)]
+        if "pixel_shuffle" in kinds:  # 2-D only: weigh it up so it stays common overall
+            kinds.append("pixel_shuffle")
         want = [k for k in kinds if _KIND_FAMILY[k] in self.need and _KIND_FAMILY[k] not in self.fam]
         kind = self.pick(want or kinds)
         return getattr(self, "g_" + kind)(vid, depth, arm)
@@ -1406,7 +1410,7 @@ class _Builder:
         if d >= 2:
             kinds += ["transpose", "transpose"]
         kind = self.pick(kinds)
-        inner = self.pick([None, None, "gelu", "relu", "tanh"])
+        inner = self.pick([None, None, "gelu", "relu", "tanh"]) if self.ok("activation") else None
         fams = {"view"} | ({"activation"} if inner else set())
         if kind == "flatten":
             kw = dict(
@@ -1456,7 +1460,7 @@ class _Builder:
         first = self.conv_node(vid, P)
         name = self.steps[-1].mod
         mid = first
-        if self.coin():
+        if self.ok("activation") and self.coin():
             mid = self.g_activation(first, allow_shared=True)
         P2 = dict(P, outs=outs2)
         out = self.conv_node(mid, P2, name=name)
@@ -1479,8 +1483,10 @@ class _Builder:
 
     def gate(self, vid) -> int:
         v = self.vals[vid]
-        kinds = ["se", "spatial_mean", "spatial_max", "batch_spatial", "ctx_add", "ctx_sub"]
-        if self.ok("conv"):
+        kinds = ["ctx_add", "ctx_sub"]
+        if self.ok("activation"):
+            kinds += ["se", "spatial_mean", "spatial_max", "batch_spatial"]
+        if self.ok("conv") and self.ok("activation"):
             kinds.append("se_conv")
         kind = self.pick(kinds)
         fams = {"elementwise"}
@@ -1508,6 +1514,8 @@ class _Builder:
         if all(s == 1 for s in stride):
             stride = (2,) * d
         kinds = [k for k in ("conv", "maxpool", "avgpool", "lppool", "interpolate", "crop") if self.ok(k)]
+        if not self.ok("activation") and "lppool" in kinds:
+            kinds.remove("lppool")
         if d == 2 and all(a.size % 2 == 0 for a in v.axes) and v.c * 4 <= self.chcap and self.ok("pixel_shuffle"):
             kinds.append("unshuffle")
         kind = self.pick(kinds) if kinds else "conv"
@@ -1632,6 +1640,12 @@ class _Builder:
         b = self.restore(b, self.vals[a])
         ca, cb = self.vals[a].c, self.vals[b].c
         if merge == "cat_channels":
+            if ca >= self.chcap:  # arm a grew the channels (pixel unshuffle): make room
+                a2 = self.conv1x1(a, self.int_(1, self.chcap - 1))
+                self.held.discard(a)
+                a = a2
+                self.held.add(a)
+                ca = self.vals[a].c
             if ca + cb > self.chcap:
                 b = self.conv1x1(b, self.int_(1, self.chcap - ca))
         elif cb != ca:
@@ -1716,6 +1730,15 @@ class _Builder:
         if math.prod(a.size for a in v.axes) > 256:
             vid = self.shrink_to(vid, 256)
             v = self.vals[vid]
+        # the L x L attention matrix must stay small on larger inputs too
+        period = [1] * self.d
+        for w in self.vals:
+            for x in w.axes:
+                period[x.origin] = math.lcm(period[x.origin], x.period)
+        grown = math.prod(x.size + int(4 * period[x.origin] * x.slope) for x in v.axes)
+        if grown > 4096:
+            self.resizable = False
+            self.notes.append(f"attention over {grown} positions at larger_input_shape(4): not resizable")
         dk = self.int_(1, 8)
         name = self.name("attention")
         self.mods[name] = nn.ModuleDict(
@@ -1803,9 +1826,11 @@ class _Builder:
         want_red = "reduce" in missing
         if want_lin and want_red:
             return self.g_linear_head(cur, kind="gap")
+        if want_red:
+            return self.g_reduce(cur)
         if want_lin or choice == "linear_head":
             return self.g_linear_head(cur)
-        if want_red or choice == "reduce":
+        if choice == "reduce":
             return self.g_reduce(cur)
         if choice == "attention_head":
             opts = [k for k, f in (("reduce", "reduce"), ("linear_head", "linear")) if self.ok(f)]

@@ -345,7 +345,27 @@ def _max_unpool(k: int):
     return rule
 
 
+def _max_reduction(mode, func, name, args, kwargs):
+    """amax/amin/max(dim)/min(dim) -> sum over the same dims (every element reaches the result)."""
+    if name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor):
+        return NotImplemented  # elementwise maximum of two tensors
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return NotImplemented
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
+        dim = list(range(x.ndim))
+    total = x.sum(dim=dim, keepdim=keepdim)
+    if name in ("max", "min") and dim is not None and isinstance(args[1] if len(args) > 1 else kwargs.get("dim"), int):
+        indices = _real(func, args, kwargs)[1]
+        return torch.return_types.max((total, indices)) if name == "max" else torch.return_types.min((total, indices))
+    return total
+
+
 _RULES: dict[str, Callable] = {}
+for _n in ("amax", "amin", "max", "min"):
+    _RULES[_n] = _max_reduction
 for _n in _ACTIVATIONS:
     _RULES[_n] = _RULES[_n + "_"] = _identity
 for _n in _DROPOUTS:

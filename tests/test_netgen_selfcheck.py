@@ -1,6 +1,7 @@
 """Self-checks of the random-network generator in tests/netgen.py (no convlens import)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import warnings
@@ -30,7 +31,23 @@ def _check_trace(net: GeneratedNet, x: torch.Tensor, k: int) -> torch.Tensor:
     return vals[-1]
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (several times slower on 2 cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _check_net(net: GeneratedNet) -> None:
+    with _one_thread():
+        _check_net_inner(net)
+
+
+def _check_net_inner(net: GeneratedNet) -> None:
     # the record itself
     assert net.input_shape[0] == 1 and 1 <= net.input_shape[1] <= MAX_CH
     d = len(net.input_shape) - 2
@@ -60,6 +77,10 @@ def _check_net(net: GeneratedNet) -> None:
         w = torch.rand(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.1
         (y * w).sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all(), net.describe()
+        # meta tensors (how a capture pass runs it): nothing in the plan may read tensor data
+        m_meta = copy.deepcopy(net.model).to("meta")
+        y = m_meta(torch.empty(net.input_shape, device="meta"))
+        assert y.device.type == "meta" and tuple(y.shape) == net.output_shape
         # larger input: runs with the predicted shapes
         if net.resizable:
             with torch.no_grad():

@@ -140,47 +140,53 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
     """Reshape: regroup the row-major factors of ``x``'s dims into the new dims.
 
     Flattening H and W into one dim keeps both axes (positions split back exactly); splitting a
-    spatial factor (H -> (H/2, 2)) cannot be tracked per axis, so that axis becomes Unknown.
+    spatial factor (H -> (H/2, 2), window partitions) cannot be tracked per axis, so that axis
+    becomes Unknown. A spatial factor of size 1 goes to a new dim of size 1 where one comes next,
+    else it is carried by no dim (every unit sees its single position).
     """
     out_shape = list(ctx.out_shape if out_shape is None else out_shape)
     factors = [f for dim in ctx.dims(x) for f in dim if f[1] != 1 or f[0] is not None]
     dims: list[Dim] = []
     broken: set[int] = set()
+    lost = False
     i = 0
     for size in out_shape:
         group: list = []
+        if size == 1 and not lost:
+            if i < len(factors) and factors[i][1] == 1:
+                group.append(factors[i])
+                i += 1
+            dims.append(tuple(group))
+            continue
         prod = 1
-        while i < len(factors) and factors[i][1] == 1 and prod == size and size == 1:
-            group.append(factors[i])  # a size-1 spatial factor rides along
-            i += 1
         while prod < size and i < len(factors):
             axis, f = factors[i]
-            if size % (prod * f) == 0:
+            if f == 1:
+                i += 1  # a size-1 spatial factor inside a longer dim: carried by no dim
+            elif size % (prod * f) == 0:
                 group.append(factors[i])
                 prod *= f
                 i += 1
-            elif axis is None and f % (size // prod) == 0:
+            elif f % (size // prod) == 0:  # the factor is split across this dim and the next
                 part = size // prod
+                if axis is not None:
+                    broken.add(axis)
                 group.append((None, part))
                 factors[i] = (None, f // part)
                 prod = size
-            else:
-                if axis is not None:
-                    broken.add(axis)
-                group.append((None, size // prod))  # give up on this dim's structure
-                factors[i] = (axis, f)
-                prod = size
-                i += 1
-        while i < len(factors) and factors[i][1] == 1 and (not dims or size != 1):
-            group.append(factors[i])
-            i += 1
-        dims.append(tuple((a if a not in broken else None, f) for a, f in group))
+            else:  # no common factorisation: give up on the structure of everything left
+                broken.update(a for a, _ in factors[i:] if a is not None)
+                lost = True
+                break
+        if lost:
+            group = [(None, size)]
+        dims.append(tuple(group))
+    dims = [tuple((None, f) if a in broken else (a, f) for a, f in dim) for dim in dims]
+    dims = [dim if any(a is not None for a, _ in dim) or len(dim) <= 1 else ((None, out_shape[d]),)
+            for d, dim in enumerate(dims)]
     plan = Plan(dims=tuple(dims), untracked={a: "splits a spatial axis across dims" for a in broken})
-    carried = {a for dim in dims for a in axes_of(dim)}
     for a in ctx.local_axes(x):
-        if a in broken:
-            continue
-        if a in carried or a in _virtual_axes(ctx, x):
+        if a not in broken:
             plan.local[a] = [Source(x.id, identity)]
     return plan
 
@@ -216,6 +222,7 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     shapes = [tuple(s if d != dim else ctx.out_shape[dim] for d, s in enumerate(ctx.shape(r))) for r in refs]
     plan = pointwise(_ReshapedContext(ctx, others, shapes), others)
     plan.piecewise.add(axis)
+    plan.dims = tuple(((axis, ctx.out_shape[dim]),) if d == dim else dd for d, dd in enumerate(plan.dims))
     plan.local[axis] = [Source(r.id, _piece(int(starts[k]), int(starts[k + 1]), k == 0, k == len(refs) - 1))
                         for k, r in enumerate(refs)]
     return plan
