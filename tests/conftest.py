@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# Tests run two pytest workers on two cores: one intra-op thread each avoids oversubscription,
+# which made the oracle's small forward/backward passes several times slower.
+torch.set_num_threads(1)
 
 FAMILY_REPORTS = Path(__file__).parent / ".family_counts"
 

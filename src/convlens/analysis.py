@@ -19,13 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from .capture import Capture, OpNode
-from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, AxisArrays, AxisState, Constant, Global, Local,
+from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
                        Part, Unknown, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.plans import axes_of, broadcast, plain
 from .rules.registry import Dim
 
-MAX_PERIOD = 4096  # longest stride denominator whose full period is used for rf and offset
 
 
 @dataclass
@@ -62,28 +61,6 @@ class GraphGeometry:
     misaligned: dict[int, list[Misalignment]]  # node index -> merges that do not align
     merges: set[int]  # node indices where several local inputs meet
     unsupported: dict[str, int] = field(default_factory=dict)  # op name -> number of calls
-
-
-def offset_of(state: Local) -> Fraction | None:
-    """Mean of centre(u) - u * stride over one period of units from u = 0 (unbounded model)."""
-    if state.stride is None or state.period > MAX_PERIOD:
-        return None
-    u = np.arange(state.period, dtype=np.int64)
-    lo, hi = state.lo[u - state.ustart], state.hi[u - state.ustart]
-    ok = lo <= hi
-    if not ok.any():
-        return None
-    total = sum(Fraction(int(a + b), 2) - int(x) * state.stride for a, b, x in zip(lo[ok], hi[ok], u[ok]))
-    return total / int(ok.sum())
-
-
-def rf_of(state: Local) -> int | None:
-    """The largest window over the tensor's units and one full period of phases (unbounded model)."""
-    m = max(state.n, min(state.period, MAX_PERIOD))
-    u = np.arange(0, m, dtype=np.int64) - state.ustart
-    lo, hi = state.lo[u], state.hi[u]
-    ok = lo <= hi
-    return int((hi[ok] - lo[ok]).max()) + 1 if ok.any() else None
 
 
 def _union(parts: Sequence[Part]) -> Part:
@@ -395,7 +372,7 @@ class GraphWalk:
             same = all(stride == ref_stride and np.array_equal((lo + hi)[u][both], (ref_lo + ref_hi)[u][both])
                        for lo, hi, stride in pieces.values())
             if not same:
-                info = [(t, stride, offset_of(Local(state.n, stride, state.period, state.ustart, lo, hi)))
+                info = [(t, stride, Local(state.n, stride, state.period, state.ustart, lo, hi).offset)
                         for t, (lo, hi, stride) in pieces.items()]
                 self.misaligned.setdefault(node.index, []).append(Misalignment(node, a, info))
 

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .analysis import GraphGeometry, Misalignment, offset_of, walk
-from .capture import Capture, ModuleCall, capture
+from .analysis import GraphGeometry, Misalignment, walk
+from .capture import Capture, capture
 from .errors import ConvlensError
 from .geometry import Constant, Global, Local, Unknown
 from .memory import peak_activation_bytes

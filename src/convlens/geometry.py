@@ -28,6 +28,7 @@ from typing import Callable, Union
 
 import numpy as np
 
+MAX_PERIOD = 4096  # longest window pattern period spanned for rf and offset
 EMPTY_LO = np.int64(2**62)
 EMPTY_HI = np.int64(-(2**62))
 
@@ -98,6 +99,28 @@ class Local:
     ustart: int
     lo: np.ndarray
     hi: np.ndarray
+
+    @property
+    def rf(self) -> int | None:
+        """The largest window over the tensor's units and one full period of phases."""
+        u = np.arange(0, max(self.n, min(self.period, MAX_PERIOD)), dtype=np.int64) - self.ustart
+        lo, hi = self.lo[u], self.hi[u]
+        ok = lo <= hi
+        return int((hi[ok] - lo[ok]).max()) + 1 if ok.any() else None
+
+    @property
+    def offset(self) -> Fraction | None:
+        """Mean of centre(u) - u * stride over one period of units from u = 0 (unbounded model);
+        unreachable units (phase gaps) are left out of the mean."""
+        if self.stride is None or self.period > MAX_PERIOD:
+            return None
+        u = np.arange(self.period, dtype=np.int64)
+        lo, hi = self.lo[u - self.ustart], self.hi[u - self.ustart]
+        ok = lo <= hi
+        if not ok.any():
+            return None
+        total = sum(Fraction(int(a + b), 2) - int(x) * self.stride for a, b, x in zip(lo[ok], hi[ok], u[ok]))
+        return total / int(ok.sum())
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,7 @@ class Layer:
 
     @property
     def offset(self) -> tuple[Fraction | None, ...]:
-        from .analysis import offset_of
-        return tuple(offset_of(s) if isinstance(s, Local) else None for s in self.axes)
+        return tuple(s.offset if isinstance(s, Local) else None for s in self.axes)
 
     def window(self, *unit: int, clipped: bool = True) -> tuple[Window, ...] | None:
         """Input window of the unit at spatial position ``unit`` (one index per spatial axis of the
@@ -126,8 +125,7 @@ def _rf(state: AxisState) -> int | str | None:
     if isinstance(state, Global):
         return "global"
     if isinstance(state, Local):
-        from .analysis import rf_of
-        return rf_of(state)
+        return state.rf
     return None
 
 
