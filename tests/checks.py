@@ -129,7 +129,7 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                 if not isinstance(state, Local) or state.stride is None:
                     continue
                 try:
-                    geo = unbounded_geometry(lin, big_shape, name, a, max_units=24, tol=tol, channel_dim=channel)
+                    geo = unbounded_geometry(lin, big_shape, name, a, max_units=16, tol=tol, channel_dim=channel)
                 except ValueError as e:
                     out.skipped.append(f"{layer.name} axis {a}: {e}")
                     continue

@@ -651,7 +651,6 @@ def probe_many(
             results_units = nunits
         if not t.requires_grad:  # every path to the probed tensor was detached (global paths cut)
             continue
-        # one vector-Jacobian product per unit, all in one batched backward (vmap over grad_outputs)
         seeds = torch.zeros((len(nunits), *t.shape), dtype=t.dtype, device=t.device)
         for i, u in enumerate(nunits):
             idx: list[Any] = [i, 0]
@@ -659,18 +658,11 @@ def probe_many(
             for d in range(1, t.ndim):
                 idx.append(slice(None) if d == cd else next(it))
             seeds[tuple(idx)] = r if cd is not None else 1.0
-        for lo in range(0, len(nunits), 64):
-            chunk = seeds[lo:lo + 64]
-            try:
-                (gx,) = torch.autograd.grad(t, x, grad_outputs=chunk, retain_graph=True, allow_unused=True,
-                                            is_grads_batched=True)
-                batch = [None if gx is None else gx[j] for j in range(len(chunk))]
-            except Exception:  # noqa: BLE001 - an op without a batching rule: one backward per unit
-                batch = [torch.autograd.grad(t, x, grad_outputs=g, retain_graph=True, allow_unused=True)[0]
-                         for g in chunk]
-            for j, g in enumerate(batch):
-                if g is not None:
-                    grads[lo + j] += g[0].abs().sum(dim=0).detach().cpu().double().numpy() / len(xs)
+        # one vector-Jacobian product per unit (a loop: faster here than a vmapped batch)
+        for i, onehot in enumerate(seeds):
+            (gx,) = torch.autograd.grad(t, x, grad_outputs=onehot, retain_graph=True, allow_unused=True)
+            if gx is not None:
+                grads[i] += gx[0].abs().sum(dim=0).detach().cpu().double().numpy() / len(xs)
     assert grads is not None
     return [_result(g, u, shape, tol) for g, u in zip(grads, results_units)]
 
