@@ -286,7 +286,27 @@ class GraphWalk:
                         self._check_alignment(node, tid, per_source)
                 for a, s in enumerate(self.kinds[tid]):
                     if isinstance(s, Global):
-                        self.kinds[tid][a] = Global(self._span(node, a))
+                        self.kinds[tid][a] = Global(self._span(node, a), self._reach(tid, a))
+
+    def _reach(self, tid: int, a: int) -> np.ndarray | None:
+        """Positions of a global axis that real values reach, when the op moved positions along it."""
+        plan = self.plans.get(tid)
+        size = next((f for dim in self.dims[tid] for ax, f in dim if ax == a), None)
+        if plan is None or a not in plan.local or size is None:
+            return None
+        reach = np.zeros(size, dtype=bool)
+        for src in plan.local[a]:
+            state = self.kinds[src.tid][a]
+            if not isinstance(state, Global):
+                continue
+            n_in = next((f for dim in self.dims[src.tid] for ax, f in dim if ax == a), 1)
+            r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
+            ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)
+            ta, tb = clip_taps(ta, tb, step, len(r_in))
+            got, _ = range_reduce(np.where(r_in, 0, 1).astype(np.int64), np.zeros(len(r_in), dtype=np.int64),
+                                  0, ta, tb, step)
+            reach |= got == 0
+        return None if reach.all() else reach
 
     def _span(self, node: OpNode, a: int) -> tuple[int, int] | None:
         """Real pixels along axis a that reach a global output: everything its inputs reached."""

@@ -22,7 +22,7 @@ range minimum of ``lo`` and a range maximum of ``hi`` (:func:`range_reduce`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Union
 
@@ -126,9 +126,12 @@ class Local:
 @dataclass(frozen=True)
 class Global:
     """Every unit sees the whole axis, or, when ``span`` says less, the real pixels ``span`` — all
-    that reached the reduction (a crop before global pooling, say)."""
+    that reached the reduction (a crop before global pooling, say). ``reach``, when set, tells per
+    position of the dim carrying the axis whether anything real reaches it (a padded conv over a
+    globally pooled map has positions that read only padding)."""
 
     span: tuple[int, int] | None = None
+    reach: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class Layer:
                                     f"(no rule for {', '.join(sorted(state.ops))})")
             if isinstance(state, Constant):
                 return None
+            if isinstance(state, Global) and clipped and state.reach is not None and not state.reach[u]:
+                return None  # this position of the globally pooled map reads only padding
             if isinstance(state, Local) and not 0 <= u < state.n:
                 raise ConvlensError(f"{self.name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
         found: dict[int, list[Window]] = {a: [] for a, s in enumerate(self.axes) if isinstance(s, Local)}

@@ -45,7 +45,7 @@ def reduction(ctx: RuleContext) -> Plan | list[Plan]:
 
 
 @register_geometry([getattr(aten, n) for n in ("_softmax", "_log_softmax", "softmax", "log_softmax", "_safe_softmax",
-                                               "cumsum", "cumprod", "sort", "argsort", "topk") if hasattr(aten, n)])
+                                               "sort", "argsort", "topk") if hasattr(aten, n)])
 def along_dim(ctx: RuleContext) -> Plan | list[Plan]:
     """Ops whose every output along ``dim`` depends on the whole dim."""
     x = ctx.node.arg(0, "self")

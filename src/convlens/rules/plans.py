@@ -77,6 +77,8 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
         out_dim = plain(size) if size is not None else None
         if d in fold:
             plan.fold.update(axes)
+            if size == 1 and axes:  # a pooled-to-1 dim keeps its (now global) axes
+                out_dim = tuple((a, 1) for a in axes)
         elif d in maps and axes and len(dim) == 1:
             plan.local[axes[0]] = [Source(t.id, *maps[d]) for t in (x, *extra)]
             out_dim = ((axes[0], size),) if size is not None else None
