@@ -49,6 +49,12 @@ def affine(scale: int, shift: int, width: int = 1, step: int = 1) -> IndexFn:
     return fn
 
 
+def _tracked(ctx: RuleContext, ref: TRef) -> set[int]:
+    """Axes whose positions ``ref`` keeps: those its dims carry (local, or global with positions)
+    and its local axes carried by no dim."""
+    return {a for dim in ctx.dims(ref) for a in axes_of(dim)} | set(ctx.local_axes(ref))
+
+
 def _virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
     """Local axes of ``ref`` carried by no dimension (a single position, e.g. after ``select``)."""
     carried = {a for dim in ctx.dims(ref) for a in axes_of(dim)}
@@ -117,11 +123,10 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
     plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
                                              for a in conflicted})
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
-    all_local = set().union(*(ctx.local_axes(r) for r in refs)) if refs else set()
-    for a in sorted(all_local - conflicted):
+    for a in sorted(set().union(*(_tracked(ctx, r) for r in refs)) - conflicted):
         sources = []
         for ref in refs:
-            if a not in ctx.local_axes(ref):
+            if a not in _tracked(ctx, ref):
                 continue
             where = [k for k, dim in enumerate(ctx.dims(ref)) if a in axes_of(dim)]
             if not where:  # carried by no dim: one position, seen by every output unit
@@ -187,16 +192,15 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
     dims = [dim if any(a is not None for a, _ in dim) or len(dim) <= 1 else ((None, out_shape[d]),)
             for d, dim in enumerate(dims)]
     plan = Plan(dims=tuple(dims), untracked={a: "splits a spatial axis across dims" for a in broken})
-    for a in ctx.local_axes(x):
-        if a not in broken:
-            plan.local[a] = [Source(x.id, identity)]
+    for a in _tracked(ctx, x) - broken:
+        plan.local[a] = [Source(x.id, identity)]
     return plan
 
 
 def permute(ctx: RuleContext, x: TRef, order: Sequence[int]) -> Plan:
     in_dims = ctx.dims(x)
     plan = Plan(dims=tuple(in_dims[d] for d in order))
-    for a in ctx.local_axes(x):
+    for a in _tracked(ctx, x):
         plan.local[a] = [Source(x.id, identity)]
     return plan
 
@@ -255,3 +259,15 @@ class _ReshapedContext(RuleContext):
     def shape(self, ref):
         rid = ref.id if isinstance(ref, TRef) else ref
         return self._override.get(rid) or self._base.shape(ref)
+
+
+def squeeze_unsqueeze(ctx: RuleContext, x: TRef, insert: Sequence[int] = (), remove: Sequence[int] = ()) -> Plan:
+    """Exact dim bookkeeping for unsqueeze (a new plain dim) and squeeze (size-1 dims removed; a
+    spatial axis they carried stays local at its single position)."""
+    dims = [dim for d, dim in enumerate(ctx.dims(x)) if d not in remove]
+    for d in sorted(insert):
+        dims.insert(d, ())
+    plan = Plan(dims=tuple(dims))
+    for a in _tracked(ctx, x):
+        plan.local[a] = [Source(x.id, identity)]
+    return plan

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import torch
 
-from .plans import affine, concat, constant_index, permute, plain, pointwise, view, windowed
+from .plans import affine, concat, constant_index, permute, plain, pointwise, squeeze_unsqueeze, view, windowed
 from .spatial import pad_taps
 from .registry import Plan, RuleContext, register_geometry
 
@@ -18,10 +18,24 @@ def _ops(*names: str) -> list:
     return [getattr(aten, n) for n in names if hasattr(aten, n)]
 
 
-@register_geometry(_ops("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten", "unflatten",
-                        "view_as", "_reshape_alias"))
+@register_geometry(_ops("view", "_unsafe_view", "reshape", "flatten", "unflatten", "view_as", "_reshape_alias"))
 def reshape(ctx: RuleContext) -> Plan:
     return view(ctx, ctx.node.arg(0, "self"))
+
+
+@register_geometry(_ops("unsqueeze"))
+def unsqueeze(ctx: RuleContext) -> Plan:
+    x = ctx.node.arg(0, "self")
+    return squeeze_unsqueeze(ctx, x, insert=[ctx.node.arg(1, "dim") % (len(ctx.shape(x)) + 1)])
+
+
+@register_geometry(_ops("squeeze"))
+def squeeze(ctx: RuleContext) -> Plan:
+    x = ctx.node.arg(0, "self")
+    shape = ctx.shape(x)
+    dims = ctx.node.arg(1, "dim", None)
+    dims = range(len(shape)) if dims is None else [dims] if isinstance(dims, int) else dims
+    return squeeze_unsqueeze(ctx, x, remove=[d % len(shape) for d in dims if shape[d % len(shape)] == 1])
 
 
 @register_geometry(_ops("expand", "expand_as", "broadcast_to"))
