@@ -17,5 +17,6 @@ analyze: $(STAMP)  ## the main job: convlens analyze on the built-in default mod
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -n 2
 
-bench: $(STAMP)  ## timings against peers (not part of CI)
+bench: $(STAMP)  ## timings against the peers installed side by side (not part of CI)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_analyze.py

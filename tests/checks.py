@@ -86,7 +86,7 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
             continue
         name = layer.name[:-3] if layer.name.endswith("[0]") else layer.name
         if all(isinstance(s, Global) for s in layer.axes) and len(layer.output_shape) == 2:
-            res = probe_many(lin, input_shape, name, [None], channel_dim=None, tol=tol)[0]
+            res = probe_many(lin, input_shape, name, [()], channel_dim=1, tol=tol)[0]  # every feature
             assert layer.window(*([0] * k)) == (None if res.bbox is None else tuple(res.bbox)), \
                 (layer.name, layer.window(*([0] * k)), res.bbox)
             out.windows += 1

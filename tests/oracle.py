@@ -800,7 +800,8 @@ def unbounded_geometry(
         raise ValueError(f"no period <= {max_period} found over interior units {interior[0]}..{interior[-1]}")
     stride = Fraction(p, q)
     rf = max(hi[u] - lo[u] + 1 for u in interior)
-    u0 = min(interior)
+    # a full period of units that are all interior (or truly unreachable: phase gaps)
+    u0 = next((u for u in sorted(interior) if all(v in lo or v in dead for v in range(u, u + q))), min(interior))
     period_units = [u for u in range(u0, u0 + q) if u in lo]
     offset = sum((Fraction(lo[u] + hi[u], 2) - u * stride for u in period_units), Fraction(0)) / len(period_units)
     return Geometry(rf=rf, stride=stride, offset=offset, period=q, step=p, lo=lo, hi=hi, n_in=n_in,

@@ -22,7 +22,7 @@ from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
                        Part, Unknown, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
-from .rules.plans import axes_of, broadcast, plain
+from .rules.plans import axes_of, broadcast, identity, plain
 from .rules.registry import Dim
 
 
@@ -342,6 +342,10 @@ class GraphWalk:
 
     def _map(self, tid: int, a: int, n: int, sources: list[Source], arr: AxisArrays) -> AxisArrays:
         lo_d, hi_d = self.demand[(tid, a)]
+        start, stop = lo_d - arr.ustart, hi_d - arr.ustart
+        if len(sources) == 1 and sources[0].fn is identity and start >= 0 and stop <= len(arr.lo) \
+                and n == len(arr.clo):  # elementwise ops: the input's arrays, as they are
+            return AxisArrays(lo_d, arr.lo[start:stop], arr.hi[start:stop], arr.clo, arr.chi)
         v = np.arange(lo_d, hi_d, dtype=np.int64)
         real = np.arange(n, dtype=np.int64)
         lo, hi = np.full(len(v), EMPTY_LO), np.full(len(v), EMPTY_HI)

@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
 
 from .errors import ConvlensError
 
@@ -99,6 +98,24 @@ class Capture:
     fallback: str | None = None  # why the model ran on CPU instead of meta
 
 
+def _map(fn: Any, value: Any) -> Any:
+    """Apply fn to every tensor in an aten argument (tensors, or lists/tuples of them, any depth).
+    A lean stand-in for pytree: aten arguments hold no other containers, and this runs per op."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: _map(fn, v) for k, v in value.items()}
+    return value
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    _map(out.append, value)
+    return out
+
+
 def _is_pad(func: Any) -> bool:
     return func is F.pad or func is getattr(torch._C._nn, "pad", None)
 
@@ -112,7 +129,7 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         st = self.state
         if st.meta:
-            run_args, run_kwargs = tree_map(st.to_run_device, args), tree_map(st.to_run_device, kwargs)
+            run_args, run_kwargs = _map(st.to_run_device, args), _map(st.to_run_device, kwargs)
         else:
             run_args, run_kwargs = args, kwargs
         out = func(*run_args, **run_kwargs)
@@ -190,13 +207,12 @@ class _State:
                 return TRef(tid)
             return x
 
-        rargs, rkwargs = tree_map(to_ref, args), tree_map(to_ref, kwargs)
-        arg_objs = {id(x) for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)}
+        rargs, rkwargs = _map(to_ref, args), _map(to_ref, kwargs)
+        arg_objs = {id(x) for x in _tensors((args, kwargs))}
         outputs, inplace = [], False
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                inplace |= id(t) in arg_objs
-                outputs.append(self.new_id(t, "activation"))
+        for t in _tensors(out):
+            inplace |= id(t) in arg_objs
+            outputs.append(self.new_id(t, "activation"))
         name = func if isinstance(func, str) else str(func)
         self.nodes.append(OpNode(len(self.nodes), func, name, rargs, rkwargs, inputs, outputs,
                                  self.scope[-1], inplace))

@@ -175,6 +175,10 @@ class _SparseTable:
         return out
 
 
+def _nondecreasing(x: np.ndarray) -> bool:
+    return bool(len(x) < 2 or (x[1:] >= x[:-1]).all())
+
+
 def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: np.ndarray,
                  step: np.ndarray | int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Union of windows ``[lo[j], hi[j]]`` over the taps j = a, a + step, ..., <= b.
@@ -194,7 +198,12 @@ def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: n
         raise RuntimeError("internal error: an op reads positions outside the computed range")
     a0, b0 = np.where(empty, 0, a), np.where(empty, 0, b)
     step = np.broadcast_to(np.asarray(step, dtype=np.int64), a.shape)
-    if np.all(step[~empty] == 1) if np.any(~empty) else True:
+    if _nondecreasing(lo) and _nondecreasing(hi):
+        # the common case (no gaps, no mirrored padding): the first tap has the lowest lo and
+        # the last tap the highest hi
+        last = a0 + (b0 - a0) // np.maximum(step, 1) * np.maximum(step, 1)
+        out_lo, out_hi = lo[a0], hi[last]
+    elif np.all(step[~empty] == 1) if np.any(~empty) else True:
         out_lo = _SparseTable(lo, np.minimum).query(a0, b0)
         out_hi = _SparseTable(hi, np.maximum).query(a0, b0)
     else:
