@@ -780,7 +780,7 @@ def unbounded_geometry(
     W = max(hi_all[u] - lo_all[u] + 1 for u in lo_all)
     # far from both input borders, and from the output's own borders (reflect/replicate padding
     # make border units read mirrored pixels that can still lie inside the input)
-    m = max(1, math.ceil(W * n_out / n_in))  # W input pixels, in output units
+    m = max(1, math.ceil(W * n_out / n_in), n_out // 4)  # W input pixels in output units; the middle half
     interior = [u for u in lo_all if lo_all[u] >= W and hi_all[u] <= n_in - 1 - W and m <= u <= n_out - 1 - m]
     if not interior:
         raise ValueError(f"no interior unit (widest window {W} on an input of {n_in}); use a larger input")

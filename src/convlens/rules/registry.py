@@ -37,7 +37,8 @@ class Source:
 class Plan:
     """How one output tensor's geometry follows from the op's inputs.
 
-    ``dims``: the output's dimensions as factors. ``local``: axes that stay local, with their sources.
+    ``dims``: the output's dimensions as factors. ``local``: axes whose positions the op maps, with
+    their sources (local axes; also global ones, whose positions may then read only padding).
     ``fold``: axes the op consumes (reduced, contracted, attended over): they become global.
     ``piecewise``: axes along which the sources cover disjoint ranges (cat along a spatial axis):
     not a merge, so alignment is not checked there.
