@@ -1348,7 +1348,9 @@ class _Builder:
         d = len(v.axes)
         n_sp = math.prod(a.size for a in v.axes)
         gn_groups = [g for g in _divisors(v.c) if (v.c // g) * n_sp > 1]  # torch wants > 1 value per group
-        kind = self.pick(["bn", "bn", "ln"] + (["gn"] if gn_groups else []))
+        # layer norm over the channels of one position: with a single channel its output is constant
+        # (x - mean(x) = 0), which no gradient oracle can see through, so it needs >= 2 channels
+        kind = self.pick(["bn", "bn"] + (["ln"] if v.c > 1 else []) + (["gn"] if gn_groups else []))
         functional = self.coin(1, 3)
         w, b = self._affine(v.c)
         kw: dict[str, Any] = dict(kind=kind, functional=functional)

@@ -131,6 +131,7 @@ class GraphWalk:
         self.merges: set[int] = set()
         self.parts: dict[int, tuple[Part, ...]] = {}
         self._untracked_calls: dict[str, set[int]] = {}
+        self.context_spans: dict[int, dict[int, tuple[int, int]]] = {}
         self._sources: dict[tuple[int, int], list[Source]] = {}
 
     # -------------------------------------------------------------- helpers
@@ -287,6 +288,39 @@ class GraphWalk:
                 for a, s in enumerate(self.kinds[tid]):
                     if isinstance(s, Global):
                         self.kinds[tid][a] = Global(self._span(node, a), self._reach(tid, a))
+                self.context_spans[tid] = self._context_spans(node, tid)
+
+    def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
+        """All real pixels along axis a that reach any unit of a local tensor."""
+        lo, hi = EMPTY_LO, EMPTY_HI
+        for part in self.parts[tid]:
+            arr = part.axes.get(a)
+            if arr is not None and (arr.clo <= arr.chi).any():
+                ok = arr.clo <= arr.chi
+                lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
+        return (int(lo), int(hi)) if lo <= hi else None
+
+    def _context_spans(self, node: OpNode, tid: int) -> dict[int, tuple[int, int]]:
+        """Per local axis, the real pixels its units also see through global context (a gate, a
+        norm's statistics): they count when the axis is later reduced."""
+        plan = self.plans.get(tid)
+        out = {}
+        for a, s in enumerate(self.kinds[tid]):
+            if not isinstance(s, Local):
+                continue
+            spans = []
+            for t in node.inputs:
+                state = self.kinds[t][a]
+                if isinstance(state, Global) and state.span is not None:
+                    spans.append(state.span)
+                if a in self.context_spans.get(t, {}):
+                    spans.append(self.context_spans[t][a])
+                if plan is not None and a in plan.context and isinstance(state, Local):
+                    spans.append(self._clipped_union(t, a))
+            spans = [x for x in spans if x is not None]
+            if spans:
+                out[a] = (min(x[0] for x in spans), max(x[1] for x in spans))
+        return out
 
     def _reach(self, tid: int, a: int) -> np.ndarray | None:
         """Positions of a global axis that real values reach, when the op moved positions along it."""
@@ -309,19 +343,18 @@ class GraphWalk:
         return None if reach.all() else reach
 
     def _span(self, node: OpNode, a: int) -> tuple[int, int] | None:
-        """Real pixels along axis a that reach a global output: everything its inputs reached."""
-        lo, hi = EMPTY_LO, EMPTY_HI
+        """Real pixels along axis a that reach a global output: everything its inputs reached,
+        their global context included."""
+        spans = []
         for t in node.inputs:
             state = self.kinds[t][a]
-            if isinstance(state, Global) and state.span is not None:
-                lo, hi = min(lo, state.span[0]), max(hi, state.span[1])
+            if isinstance(state, Global):
+                spans.append(state.span)
             elif isinstance(state, Local):
-                for part in self.parts[t]:
-                    arr = part.axes.get(a)
-                    if arr is not None and (arr.clo <= arr.chi).any():
-                        ok = arr.clo <= arr.chi
-                        lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
-        return (int(lo), int(hi)) if lo <= hi else None
+                spans.append(self._clipped_union(t, a))
+                spans.append(self.context_spans.get(t, {}).get(a))
+        spans = [x for x in spans if x is not None]
+        return (min(x[0] for x in spans), max(x[1] for x in spans)) if spans else None
 
     def _fill(self, tid: int) -> dict[int, list[Part]]:
         """The output's parts: every part of every contributing input, mapped along each local axis."""
