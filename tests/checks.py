@@ -111,6 +111,12 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                                detach_global=True)
         for unit, res, res_local in zip(units, full, local):
             got = layer.window(*unit)
+            if layer.global_context and res_local.bbox is None and any(isinstance(s, Global) for s in layer.axes):
+                # the row's own reduction is cut too when global paths are detached: only containment
+                if got is not None and res.bbox is not None:
+                    assert all(f[0] <= w[0] and w[1] <= f[1] for f, w in zip(res.bbox, got)), (layer.name, unit)
+                out.windows += 1
+                continue
             if layer.global_context:
                 # local geometry with global paths cut; the full support contains it
                 want = None if res_local.bbox is None else tuple(res_local.bbox)

@@ -793,7 +793,8 @@ def unbounded_geometry(
         pairs = sum(1 for u in interior if u + q in lo)
         # reachability must repeat with the same period (transposed convs leave phase gaps)
         periodic_gaps = all((u in dead) == (u + q in dead) for u in span if u + q in span)
-        if pairs >= q and len(interior) >= 2 * q + 2 and len(diffs) == 1 and periodic_gaps:
+        # p = 0 is no stride (a run of units inside one upsampled pixel looks like it): keep looking
+        if pairs >= q and len(interior) >= 2 * q + 2 and len(diffs) == 1 and periodic_gaps and 0 not in diffs:
             p = diffs.pop()
             break
     else:

@@ -295,9 +295,10 @@ class GraphWalk:
         lo, hi = EMPTY_LO, EMPTY_HI
         for part in self.parts[tid]:
             arr = part.axes.get(a)
-            if arr is not None and (arr.clo <= arr.chi).any():
-                ok = arr.clo <= arr.chi
-                lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
+            if arr is None or any(not (other.clo <= other.chi).any() for other in part.axes.values()):
+                continue  # a piece that no real pixel reaches along some axis reaches no unit at all
+            ok = arr.clo <= arr.chi
+            lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
         return (int(lo), int(hi)) if lo <= hi else None
 
     def _context_spans(self, node: OpNode, tid: int) -> dict[int, tuple[int, int]]:
