@@ -1347,7 +1347,8 @@ class _Builder:
         v = self.vals[vid]
         d = len(v.axes)
         n_sp = math.prod(a.size for a in v.axes)
-        gn_groups = [g for g in _divisors(v.c) if (v.c // g) * n_sp > 1]  # torch wants > 1 value per group
+        # torch wants > 1 value per group; two normalised values are always -1 and +1 (zero gradient)
+        gn_groups = [g for g in _divisors(v.c) if (v.c // g) * n_sp > 2]
         # layer norm over the channels of one position: with a single channel its output is constant
         # (x - mean(x) = 0), which no gradient oracle can see through, so it needs >= 2 channels
         kind = self.pick(["bn", "bn"] + (["ln"] if v.c > 1 else []) + (["gn"] if gn_groups else []))
@@ -1485,7 +1486,8 @@ class _Builder:
 
     def gate(self, vid) -> int:
         v = self.vals[vid]
-        kinds = ["ctx_add", "ctx_sub"]
+        # x - mean(x) over a single position is exactly 0: no gradient oracle can see through it
+        kinds = ["ctx_add"] + (["ctx_sub"] if math.prod(a.size for a in v.axes) > 1 else [])
         if self.ok("activation"):
             kinds += ["se", "spatial_mean", "spatial_max", "batch_spatial"]
         if self.ok("conv") and self.ok("activation"):

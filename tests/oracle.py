@@ -784,6 +784,23 @@ def unbounded_geometry(
     interior = [u for u in lo_all if lo_all[u] >= W and hi_all[u] <= n_in - 1 - W and m <= u <= n_out - 1 - m]
     if not interior:
         raise ValueError(f"no interior unit (widest window {W} on an input of {n_in}); use a larger input")
+    # keep the longest run of consecutive units that are interior (or phase gaps): a run with
+    # holes (units dropped as non-interior) can show a false period
+    dead_set = set(unreachable)
+    runs, run = [], []
+    for u in us:
+        if u in interior or (u in dead_set and run):
+            run.append(u)
+        else:
+            if run:
+                runs.append(run)
+            run = []
+    if run:
+        runs.append(run)
+    best = max(runs, key=len) if runs else []
+    interior = [u for u in best if u in lo_all]
+    if not interior:
+        raise ValueError("no run of interior units")
     lo = {u: lo_all[u] for u in interior}
     hi = {u: hi_all[u] for u in interior}
     span = range(min(interior), max(interior) + 1)

@@ -133,11 +133,14 @@ register_geometry([getattr(aten, o) for o in ("_adaptive_avg_pool2d", "_adaptive
                    if hasattr(aten, o)])(_adaptive)
 
 
-@register_geometry([aten.max_unpool2d, aten.max_unpool3d])
+@register_geometry(aten.max_unpool2d)
 def max_unpool(ctx: RuleContext) -> Plan:
     """Max-unpooling writes input j to the position its indices name, which lies in the window the
     pairing max pool read for j: the taps are those of a transposed conv with the pool's parameters.
-    The pool is found by following ``indices`` to the op that made it."""
+    The pool is found by following ``indices`` to the op that made it.
+
+    Only 2-D: generated 3-D networks with max_unpool3d disagreed with the gradient oracle in two
+    cases not yet understood, so max_unpool3d has no rule and is reported as unknown."""
     n = ctx.node
     x, idx = n.arg(0, "self"), n.arg(1, "indices")
     pool = ctx.producer(idx)
