@@ -3,7 +3,9 @@
 Units and conventions (DESIGN.md): per spatial axis of the network input, in input pixels.
 ``rf`` is an int, ``"global"`` (the units see the whole axis) or ``None`` (unknown or not defined:
 see ``notes``). ``stride`` and ``offset`` are exact :class:`fractions.Fraction` values, ``None``
-where global or unknown. MACs count multiply-accumulates; ``flops = 2 * macs`` (bias adds apart, in
+where global or unknown. ``global_context`` is per tensor: after a cat along a spatial axis it also
+flags units of the part that has no global path. A global axis whose reduction saw only part of the
+input reports that part as its clipped window (with a note). MACs count multiply-accumulates; ``flops = 2 * macs`` (bias adds apart, in
 ``bias_flops``). Byte counts are of the output tensor(s) in their own dtype.
 """
 
