@@ -27,7 +27,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 def pytest_sessionstart(session):
     if not hasattr(session.config, "workerinput"):  # the controller clears the previous run's counts
         FAMILY_REPORTS.mkdir(exist_ok=True)
-        for old in FAMILY_REPORTS.glob("*.txt"):
+        for old in [*FAMILY_REPORTS.glob("*.txt"), *FAMILY_REPORTS.glob("*.log")]:
             old.unlink()
 
 
