@@ -212,21 +212,19 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     dim = dim % rank
     refs = [r for r in refs if ctx.shape(r) != (0,)]  # torch.cat ignores legacy empty tensors
     axes = {axes_of(ctx.dims(r)[dim]) for r in refs}
-    if axes == {()}:
-        shapes = [tuple(s if d != dim else ctx.out_shape[dim] for d, s in enumerate(ctx.shape(r)))
-                  for r in refs]
-        plan = pointwise(_ReshapedContext(ctx, refs, shapes), refs)
-        plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
-        return plan
     pieces = [ctx.dims(r)[dim] for r in refs]
-    if len(axes) != 1 or any(len(p) != 1 for p in pieces):
+    spatial = axes != {()}
+    if spatial and (len(axes) != 1 or any(len(p) != 1 for p in pieces)):
         return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
                     unsupported="cat along a flattened or mixed spatial dimension")
+    # every other dim is an elementwise merge: pretend each input spans the whole cat dim
+    stretched = [tuple(ctx.out_shape[dim] if d == dim else s for d, s in enumerate(ctx.shape(r))) for r in refs]
+    plan = pointwise(_ReshapedContext(ctx, refs, stretched), refs)
+    if not spatial:
+        plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
+        return plan
     (axis,) = axes.pop()
     starts = np.cumsum([0] + [ctx.shape(r)[dim] for r in refs])
-    others = [r for r in refs]
-    shapes = [tuple(s if d != dim else ctx.out_shape[dim] for d, s in enumerate(ctx.shape(r))) for r in refs]
-    plan = pointwise(_ReshapedContext(ctx, others, shapes), others)
     plan.piecewise.add(axis)
     plan.dims = tuple(((axis, ctx.out_shape[dim]),) if d == dim else dd for d, dd in enumerate(plan.dims))
     plan.local[axis] = [Source(r.id, _piece(int(starts[k]), int(starts[k + 1]), k == 0, k == len(refs) - 1))
