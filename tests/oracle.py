@@ -53,12 +53,18 @@ max_unpool1d/2d/3d (``F.`` versions)         per-channel transposed conv with an
                                              zero-padded to the real output size): every position of
                                              a window receives, whatever the indices.
 avg_pool1d/2d/3d          ("ones" mode only) window sum; adaptive_avg_pool -> x window size
+mul div sub rsub neg (``torch.``, ``Tensor``  the *sum* of the tensor operands (``a * b``, ``a / b``,
+methods, operators, in-place forms)          ``a - b`` -> ``a + b``; ``-a`` -> ``a``); a python-number
+                                             factor c -> |c|.  Windows are paths, values ignored
+                                             (DESIGN): run as is, ``x - relu(x)`` would linearize to
+                                             0 and ``a * b`` would lose ``a``'s paths where ``b`` is
+                                             exactly 0 (zero padding, transposed-conv gaps).
 ==========================================  ==========================================================
 
 Everything else runs as is: convolutions, linear layers, norms, interpolation (bicubic keeps its
-negative taps), softmax, division, elementwise products.  Ops that are data dependent (softmax,
-division, products of two tensors, norms using batch/instance statistics) are probed at two fixed
-random inputs (``inputs=2``) and the supports united.  Negative-tap *linear* ops (bicubic) need no
+negative taps), softmax, matmul.  Ops that are data dependent (softmax, attention, norms using
+batch/instance statistics) are probed at two fixed random inputs (``inputs=2``) and the supports
+united.  Negative-tap *linear* ops (bicubic) need no
 such help: with random positive weights an exact cancellation is a measure-zero event.
 
 Not rewritten (documented limits): hand-written activations (``torch.where(x > 0, ...)``,
@@ -363,6 +369,43 @@ def _max_reduction(mode, func, name, args, kwargs):
     return total
 
 
+# Products, quotients, differences and negation -> sums of their operands (DESIGN: windows and
+# coverage are *paths* through the taps, values ignored).  Run as is, they break the premise that no
+# two paths cancel and that every path carries a nonzero weight: ``x - relu(x)`` linearizes to 0, and
+# ``a * b`` has no gradient to ``a`` where ``b`` is exactly 0 (zero padding, a transposed conv's
+# phase gaps, both without bias).  ``a + b`` has the union of the operands' supports and, in "ones"
+# mode, the sum of their path counts.  A python-number factor c becomes |c| (1 when c == 0).
+_SIGNED = {
+    "mul": "mul", "multiply": "mul", "__mul__": "mul", "__rmul__": "mul", "mul_": "mul", "__imul__": "mul",
+    "div": "div", "divide": "div", "true_divide": "div", "__truediv__": "div", "div_": "div",
+    "__itruediv__": "div", "__rtruediv__": "rdiv",
+    "sub": "sub", "subtract": "sub", "__sub__": "sub", "sub_": "sub", "__isub__": "sub",
+    "rsub": "sub", "__rsub__": "sub",
+    "neg": "neg", "negative": "neg", "__neg__": "neg", "neg_": "neg",
+}
+
+
+def _as_sum(mode, func, name, args, kwargs):
+    a = args[0] if args else kwargs.get("input")
+    b = args[1] if len(args) > 1 else kwargs.get("other")
+    live = [t for t in (a, b) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    if not live:
+        return NotImplemented  # index / coordinate arithmetic on constants
+    inplace = _is_inplace(func, name, args, kwargs) or name.startswith("__i")
+    kind = _SIGNED[name]
+    if kind == "neg" or b is None:
+        return a if inplace else a.clone()
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.add_(b) if inplace else a + b
+    x, c = (a, b) if isinstance(a, torch.Tensor) else (b, a)
+    c = abs(c) or 1
+    if kind == "mul":
+        return x.mul_(c) if inplace else x * c
+    if kind == "div":
+        return x.div_(c) if inplace else x / c
+    return x if inplace else x.clone()  # differences with a number; c / x (one path per position)
+
+
 _RULES: dict[str, Callable] = {}
 for _n in ("amax", "amin", "max", "min"):
     _RULES[_n] = _max_reduction
@@ -377,6 +420,8 @@ for _k in (1, 2, 3):
     _RULES[f"avg_pool{_k}d"] = _avg_pool(_k)
     _RULES[f"lp_pool{_k}d"] = _lp_pool(_k)
     _RULES[f"max_unpool{_k}d"] = _max_unpool(_k)
+for _n in _SIGNED:
+    _RULES[_n] = _as_sum
 
 
 # Global paths, detached when checking *local* geometry (DESIGN: "global-context paths are detached"):

@@ -88,6 +88,22 @@ class SEGate(nn.Module):
         return y * torch.sigmoid(self.fc(y.mean((2, 3), keepdim=True)))
 
 
+class GapProduct(nn.Module):
+    """A conv gated by a bias-free transposed conv, exactly 0 at its odd outputs, and a difference
+    of a branch with its own activation: windows follow paths, values ignored (DESIGN)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 3, padding=1)
+        self.up = nn.ConvTranspose2d(2, 2, 1, stride=2, bias=False)
+
+    def forward(self, x):
+        y = self.a(x)
+        g = self.up(x[:, :, : x.shape[2] // 2, : x.shape[3] // 2])
+        y = y[:, :, : g.shape[2], : g.shape[3]] * g
+        return y - F.relu(y)
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()
@@ -135,6 +151,7 @@ CASES = {
                      (1, 2, 10, 8)),
     "cat_spatial": (TwoBranchCat(nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, (3, 1), stride=(1, 2)), 3), (1, 2, 10, 8)),
     "shared_module": (Shared(), (1, 2, 15, 14)),
+    "product_with_gap": (GapProduct(), (1, 2, 12, 10)),
     "se_gate": (SEGate(), (1, 2, 10, 9)),
     "views": (seq(nn.Conv2d(2, 3, 3), Fn(lambda x: x.flatten(2).unflatten(2, x.shape[2:])),
                   Fn(lambda x: x.permute(0, 2, 3, 1)), nn.LayerNorm(3), Fn(lambda x: x.permute(0, 3, 1, 2)),

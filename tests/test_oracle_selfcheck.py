@@ -119,6 +119,60 @@ def test_inplace_on_identity_result_does_not_touch_input():
     assert probe(M(), (1, 1, 9)).bbox == [(3, 5)]
 
 
+class _Signed(nn.Module):
+    """conv(x) combined with a second branch by a signed or product op (1-D)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.a = nn.Conv1d(1, 1, 3, padding=1)
+        self.up = nn.ConvTranspose1d(1, 1, 1, stride=2, bias=False)  # zero at odd outputs
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.kind == "x - relu(x)":
+            return y - F.relu(y)
+        if self.kind == "-x + x":
+            return -y + y
+        if self.kind == "x.sub_(x)":
+            return y.clone().sub_(y)
+        up = self.up(x[..., : x.shape[-1] // 2])  # length 2 * (n // 2) - 1: even outputs read x
+        y = y[..., : up.shape[-1]]
+        if self.kind == "a * gap":
+            return y * up
+        if self.kind == "a / gap":
+            return y / (up + 1)
+        if self.kind == "torch.mul(gap, a)":
+            return torch.mul(up, y)
+        y *= up
+        return y
+
+
+@pytest.mark.parametrize("kind", ["x - relu(x)", "-x + x", "x.sub_(x)"])
+def test_differences_do_not_cancel(kind):
+    m = _Signed(kind)
+    if kind != "x - relu(x)":  # min(x, 0): the real net has a gradient, its linearization would not
+        x = torch.randn(1, 1, 9, requires_grad=True)
+        m(x)[0, 0, 4].backward()
+        assert x.grad.abs().sum() == 0  # exactly 0 as is
+    # conv 3, padding 1: unit 4 reads [3, 5]; a path exists, values ignored (DESIGN)
+    assert probe(m, (1, 1, 9), unit=(4,)).bbox == [(3, 5)]
+
+
+@pytest.mark.parametrize("kind", ["a * gap", "a / gap", "torch.mul(gap, a)", "a *= gap"])
+def test_products_keep_paths_through_a_zero_factor(kind):
+    # up[o] = w * x[o / 2] at even o, exactly 0 at odd o (no bias); unit 3 of the product reads
+    # a's window [2, 4] and nothing of up: the real product's gradient there is 0
+    m = _Signed(kind)
+    x = torch.randn(1, 1, 12, requires_grad=True)
+    if kind != "a / gap":
+        m(x)[0, 0, 3].backward()
+        assert x.grad.abs().sum() == 0
+    assert probe(m, (1, 1, 12), unit=(3,)).bbox == [(2, 4)]
+    # unit 4: a's window [3, 5] and up's tap x[2]
+    assert probe(m, (1, 1, 12), unit=(4,)).bbox == [(2, 5)]
+
+
 def test_bilinear_upsample_x2():
     # src = o/2 - 1/4: o = 2m sees m-1, m; o = 2m+1 sees m, m+1
     g = unbounded_geometry(nn.Upsample(scale_factor=2, mode="bilinear"), (1, 1, 16, 16), None, 0)
