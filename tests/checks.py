@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -23,6 +24,7 @@ class Checked:
     windows: int = 0
     shapes: int = 0
     unbounded: int = 0
+    coverage: int = 0
     skipped: list[str] = field(default_factory=list)
 
 
@@ -129,6 +131,16 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                 want = None if chosen is None else tuple(chosen)
             assert got == want, f"{layer.name} unit {unit}: convlens {got}, oracle {want}"
             out.windows += 1
+            if all(isinstance(s, Local) for s in layer.axes):
+                # coverage leaves global paths out, like the detached oracle
+                support = res_local.support if layer.global_context or res.bbox is None else res.support
+                cov = report.coverage(layer.name, unit).map != 0
+                if not np.array_equal(cov, support):
+                    extra, missing = np.argwhere(cov & ~support), np.argwhere(support & ~cov)
+                    raise AssertionError(f"{layer.name} unit {unit}: coverage has {len(extra)} pixels the oracle "
+                                         f"lacks (first {extra[:3].tolist()}), lacks {len(missing)} "
+                                         f"(first {missing[:3].tolist()})")
+                out.coverage += 1
         if big_shape is not None and not layer.global_context:
             for a, state in enumerate(layer.axes):
                 if not isinstance(state, Local) or state.stride is None:

@@ -844,12 +844,13 @@ class _Builder:
             return right <= n
         return True
 
-    def conv_params(self, v: Val, out_c: int, stride=None, module_only=False, kernel1=False, allow_same=True):
+    def conv_params(self, v: Val, out_c: int, stride=None, module_only=False, kernel1=False, allow_same=True,
+                    mix=False):
         d = len(v.axes)
         ns = [a.size for a in v.axes]
         functional = False if module_only else self.coin(1, 3)
         divs = _divisors(math.gcd(v.c, out_c))
-        groups = self.pick(divs) if len(divs) > 1 and self.coin() else 1
+        groups = self.pick(divs) if len(divs) > 1 and not mix and self.coin() else 1
         if kernel1:
             mode = "zeros"
             stride = stride or (1,) * d
@@ -971,11 +972,12 @@ class _Builder:
         v = self.vals[vid]
         return self.conv_node(vid, self.conv_params(v, self._out_c(v), stride=stride))
 
-    def conv1x1(self, vid: int, out_c: int) -> int:
+    def conv1x1(self, vid: int, out_c: int, mix: bool = False) -> int:
+        """A 1x1 conv (or a linear layer over channels); ``mix``: every output channel reads every input one."""
         v = self.vals[vid]
         if not self.ok("conv") and self.ok("linear"):
             return self.linear_node(vid, out_c)
-        return self.conv_node(vid, self.conv_params(v, out_c, kernel1=True))
+        return self.conv_node(vid, self.conv_params(v, out_c, kernel1=True, mix=mix))
 
     # -- conv transpose --------------------------------------------------------------------------
     def g_conv_transpose(self, vid, depth=0, arm=False, stride=None):
@@ -1234,7 +1236,13 @@ class _Builder:
         else:
             axes = tuple(_ax_scale(a, a.size // r, 1, r) for a in v.axes)
             c = v.c * r * r
-        return self.add("pixel_shuffle", [vid], dict(kind=kind, r=r), Val(c, axes), {"pixel_shuffle"}, name)
+        out = self.add("pixel_shuffle", [vid], dict(kind=kind, r=r), Val(c, axes), {"pixel_shuffle"}, name)
+        if kind == "unshuffle":
+            # convlens treats channels as mixed: an unshuffle whose channel phases reach a shuffle
+            # through per-channel ops only is reported with the whole r x r block (README,
+            # "Conventions"); generated nets mix the channels right away
+            out = self.conv1x1(out, c, mix=True)
+        return out
 
     def g_pixel_shuffle(self, vid, depth=0, arm=False):
         kind, r = self.pick(self._shuffle_options(self.vals[vid]))

@@ -2,7 +2,7 @@
 
 Each network (tests/netgen.py: every op family of the core issue, functional calls, slicing, shared
 modules, ops without a rule) is analyzed and compared with torch's shapes and the oracle: the clipped
-window of every row's corner, edge and centre units, and, when the net runs on a larger input and its
+window and the coverage support of every row's corner, edge and centre units, and, when the net runs on a larger input and its
 windows do not depend on the input size, every row's rf, stride and offset. The number of networks
 per run is ``CONVLENS_NETWORKS`` (default 500, in two shards); every family must occur in each shard.
 """
@@ -29,14 +29,14 @@ SEED = int(os.environ["CONVLENS_SEED"]) if "CONVLENS_SEED" in os.environ else (2
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_random_networks_match_the_oracle(shard):
     counter = FamilyCounter()
-    windows = unbounded = 0
+    windows = unbounded = covered = 0
     start = time.perf_counter()
 
     @settings(max_examples=TOTAL // SHARDS, database=None if os.environ.get("CI") else settings().database)
     @given(net=networks())
     @seed(SEED + shard) if SEED is not None else (lambda f: f)
     def check(net):
-        nonlocal windows, unbounded
+        nonlocal windows, unbounded, covered
         counter.record(net)
         big = None
         if net.resizable and not net.size_dependent:
@@ -50,6 +50,7 @@ def test_random_networks_match_the_oracle(shard):
         checked = check_against_oracle(net.model, net.input_shape, big_shape=big)
         windows += checked.windows
         unbounded += checked.unbounded
+        covered += checked.coverage
         if counter.n % 100 == 0:  # progress of long runs (CONVLENS_NETWORKS=10000)
             FAMILY_REPORTS.mkdir(exist_ok=True)
             (FAMILY_REPORTS / f"progress{shard}.log").write_text(
@@ -59,6 +60,7 @@ def test_random_networks_match_the_oracle(shard):
     elapsed = time.perf_counter() - start
     FAMILY_REPORTS.mkdir(exist_ok=True)
     (FAMILY_REPORTS / f"shard{shard}.txt").write_text(
-        f"shard {shard}: {counter.report()}\n  windows checked {windows}, rf/stride/offset checked {unbounded}, "
+        f"shard {shard}: {counter.report()}\n  windows checked {windows}, coverage maps {covered}, "
+        f"rf/stride/offset checked {unbounded}, "
         f"{elapsed:.0f} s")
     assert not counter.missing(), f"families never generated: {sorted(counter.missing())}"

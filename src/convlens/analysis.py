@@ -61,6 +61,7 @@ class GraphGeometry:
     misaligned: dict[int, list[Misalignment]]  # node index -> merges that do not align
     merges: set[int]  # node indices where several local inputs meet
     unsupported: dict[str, int] = field(default_factory=dict)  # op name -> number of calls
+    sources: dict[tuple[int, int], list[Source]] = field(default_factory=dict)  # (tensor, axis) -> local sources
 
 
 def _union(parts: Sequence[Part]) -> Part:
@@ -445,7 +446,7 @@ class GraphWalk:
         for node in self.cap.nodes:
             rule = COST.get(key_of(node.op))
             costs[node.index] = rule(self._context(node)) if rule is not None else Cost()
-        return GraphGeometry(geoms, costs, self.misaligned, self.merges, self.unsupported)
+        return GraphGeometry(geoms, costs, self.misaligned, self.merges, self.unsupported, self._sources)
 
 
 def walk(cap: Capture) -> GraphGeometry:

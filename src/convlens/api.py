@@ -66,7 +66,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
                     bias_flops=sum(c.bias_flops for c in graph.costs.values()),
                     peak_activation_bytes=peak_activation_bytes(cap))
     return Report(name or type(model).__name__, shape, layers, totals, notes, dict(graph.unsupported),
-                  backend="cpu" if cap.fallback else "meta")
+                  backend="cpu" if cap.fallback else "meta", graph=(cap, graph.geoms, graph.sources))
 
 
 def _module_params(model: nn.Module) -> dict[str, int]:
@@ -99,7 +99,7 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
                 global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size,
-                parts=geom.parts, axis_dims=_axis_dims(geom)))
+                parts=geom.parts, axis_dims=_axis_dims(geom), tensor=tid))
     return rows
 
 

@@ -16,8 +16,9 @@ import io
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+from .coverage import CoverageResult, coverage
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Part, Unknown
 
@@ -46,6 +47,8 @@ class Layer:
     axis_dims: tuple[int | None, ...] = field(repr=False, default=())
     """For each spatial axis of the input, the output tensor dimension along which it is local
     (None where global, unknown, or folded into a flattened dimension)."""
+    tensor: int | None = field(repr=False, default=None)
+    """The captured tensor id of the row's output (what :meth:`Report.coverage` walks back from)."""
 
     @property
     def flops(self) -> int:
@@ -160,6 +163,9 @@ class Report:
     notes: list[str]
     unsupported_ops: dict[str, int]
     backend: str = "meta"
+    graph: Any = field(repr=False, default=None, compare=False)
+    """The captured graph and its geometry (capture, per-tensor states, per-axis sources): what the
+    unit-level queries (:meth:`coverage`) walk. Not part of the JSON."""
 
     def __post_init__(self) -> None:
         self._by_name = {}
@@ -179,6 +185,30 @@ class Report:
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    def coverage(self, name: str, unit: Sequence[int] | None = None) -> CoverageResult:
+        """Path counts from every input pixel to one unit of row ``name`` (DESIGN: coverage).
+
+        ``unit``: one index per spatial axis of the input (default: the centre, n // 2 per axis).
+        The row must be local along every axis (not global, unknown or constant)."""
+        layer = self[name]
+        for a, state in enumerate(layer.axes):
+            if not isinstance(state, Local):
+                what = {Global: "global", Unknown: "unknown", Constant: "constant"}[type(state)]
+                raise ConvlensError(f"{name!r} is {what} along axis {a}: coverage needs a row whose units see a "
+                                    f"local window along every axis")
+        if self.graph is None or layer.tensor is None:
+            raise ConvlensError("this report carries no graph (it was not made by convlens.analyze)")
+        if unit is None:
+            unit = tuple(s.n // 2 for s in layer.axes)
+        unit = tuple(unit)
+        if len(unit) != len(layer.axes) or not all(isinstance(u, int) for u in unit):
+            raise ConvlensError(f"{name!r}: give one integer index per spatial axis ({len(layer.axes)}), got {unit}")
+        for a, (u, state) in enumerate(zip(unit, layer.axes)):
+            if not 0 <= u < state.n:
+                raise ConvlensError(f"{name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
+        cap, geoms, sources = self.graph
+        return coverage(cap, geoms, sources, layer.tensor, unit, name)
 
     @property
     def output(self) -> Layer:
