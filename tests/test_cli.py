@@ -103,3 +103,34 @@ def test_arith_matches_torch():
     done = run("arith", "conv", "-i", "224", "-k", "7", "-s", "2", "-p", "3")
     y = torch.nn.functional.conv2d(torch.zeros(1, 1, 224, 224), torch.zeros(1, 1, 7, 7), stride=2, padding=3)
     assert int(done.stdout) == y.shape[-1]
+
+
+def test_coverage_outputs(tmp_path):
+    import numpy as np
+    args = ("coverage", "torchvision:resnet18", "--input", "3x64x48", "--layer", "layer1", "--unit", "3,4")
+    done = run(*args, "-o", str(tmp_path / "c.npy"))
+    assert done.returncode == 0, done.stderr
+    assert "holes per axis (0, 0)" in done.stdout
+    counts = np.load(tmp_path / "c.npy")
+    assert counts.shape == (64, 48)  # the map over the input
+    done = run(*args, "-o", str(tmp_path / "c.json"))
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["unit"] == [3, 4] and data["covered"] == int(np.count_nonzero(counts))
+    nz = np.argwhere(counts)
+    assert data["window"] == [[int(nz[:, 0].min()), int(nz[:, 0].max())], [int(nz[:, 1].min()), int(nz[:, 1].max())]]
+    done = run(*args, "-o", str(tmp_path / "c.png"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--layer", "layer1", "--unit", "1"), "one integer index per spatial axis"),
+    (("--unit", "a,b"), "--unit must be integers"),
+    ((), "the output is global along axis 0"),
+    (("--layer", "fc"), "'fc' is global along axis 0"),
+    (("-o", "c.txt"), "-o must end in one of"),
+])
+def test_coverage_errors_are_one_line(extra, message, tmp_path):
+    done = run("coverage", "torchvision:resnet18", "--input", "3x64x64", *extra, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -7,27 +7,35 @@ as well.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from . import arith
 from .api import analyze
 from .errors import ConvlensError
 from .loading import FORMS, build_model, model_factory, parse_shape
 from .render import DEFAULT_DEPTH, render_table
+from .report import Report
 from .zoo import DEFAULT_INPUT, DEFAULT_MODEL
 
 
-def _analyze(args: argparse.Namespace) -> None:
+def _report(args: argparse.Namespace) -> Report:
     factory = model_factory(args.model)
     shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
     shape = (args.batch, *parse_shape(shape_text))
     try:
-        report = analyze(build_model(factory, on_meta=True), shape, name=args.model)
+        return analyze(build_model(factory, on_meta=True), shape, name=args.model)
     except ConvlensError:
         # a model built on meta cannot fall back to a real run: build it for real and try again
-        report = analyze(build_model(factory, on_meta=False), shape, name=args.model)
+        return analyze(build_model(factory, on_meta=False), shape, name=args.model)
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    report = _report(args)
     if args.format == "table":
         if args.output:
             from rich.console import Console
@@ -41,6 +49,41 @@ def _analyze(args: argparse.Namespace) -> None:
         Path(args.output).write_text(text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+COVERAGE_SUFFIXES = (".png", ".svg", ".pdf", ".npy", ".json")
+
+
+def _coverage(args: argparse.Namespace) -> None:
+    suffix = Path(args.output).suffix.lower() if args.output else ".json"
+    if suffix not in COVERAGE_SUFFIXES:
+        raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
+    report = _report(args)
+    unit = None if args.unit is None else _parse_unit(args.unit)
+    cov = report.coverage(args.layer, unit)
+    summary = (f"{args.layer or 'output'} unit {cov.unit}: window {cov.window}, {cov.covered} of {cov.pixels} pixels "
+               f"covered, holes per axis {cov.holes}")
+    if not args.output:
+        sys.stdout.write(json.dumps(cov.to_dict(), indent=2) + "\n")
+        return
+    if suffix == ".npy":
+        np.save(args.output, cov.map)
+    elif suffix == ".json":
+        Path(args.output).write_text(json.dumps(cov.to_dict(), indent=2) + "\n")
+    else:
+        from .render.figures import save_coverage_figure
+        save_coverage_figure(cov, args.output)
+    print(summary)
+    for note in cov.notes:
+        print(f"note: {note}")
+
+
+def _parse_unit(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConvlensError(f"--unit must be integers separated by commas (one per spatial axis), got {text!r}") \
+            from None
 
 
 ARITH_HELP = """\
@@ -89,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"table rows up to this module depth (default {DEFAULT_DEPTH}; JSON/CSV hold every row)")
     a.add_argument("-o", "--output", help="write to this file instead of stdout")
     a.set_defaults(run=_analyze)
+
+    c = sub.add_parser("coverage", help="path counts from every input pixel to one unit")
+    c.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    c.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
+    c.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
+    c.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    c.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    c.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (input-sized map), .json "
+                   "(default: JSON on stdout)")
+    c.set_defaults(run=_coverage)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -195,8 +195,8 @@ class Report:
         for a, state in enumerate(layer.axes):
             if not isinstance(state, Local):
                 what = {Global: "global", Unknown: "unknown", Constant: "constant"}[type(state)]
-                raise ConvlensError(f"{name!r} is {what} along axis {a}: coverage needs a row whose units see a "
-                                    f"local window along every axis")
+                raise ConvlensError(f"{repr(name) if name else 'the output'} is {what} along axis {a}: coverage "
+                                    f"needs a row whose units see a local window along every axis (--layer)")
         if self.graph is None or layer.tensor is None:
             raise ConvlensError("this report carries no graph (it was not made by convlens.analyze)")
         if unit is None:
