@@ -19,6 +19,7 @@ from fractions import Fraction
 from typing import Any, Iterator, Sequence
 
 from .coverage import CoverageResult, coverage
+from .diagnostics import Diagnostic
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Part, Unknown
 
@@ -163,6 +164,8 @@ class Report:
     notes: list[str]
     unsupported_ops: dict[str, int]
     backend: str = "meta"
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    """Verdicts about what layers do to the input they see (:mod:`convlens.diagnostics`)."""
     graph: Any = field(repr=False, default=None, compare=False)
     """The captured graph and its geometry (capture, per-tensor states, per-axis sources): what the
     unit-level queries (:meth:`coverage`) walk. Not part of the JSON."""
@@ -223,6 +226,7 @@ class Report:
                        "bias_flops": self.totals.bias_flops,
                        "peak_activation_bytes": self.totals.peak_activation_bytes},
             "notes": list(self.notes), "unsupported_ops": dict(self.unsupported_ops), "backend": self.backend,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
 
     def to_json(self, indent: int | None = 2) -> str:

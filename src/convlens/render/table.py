@@ -10,6 +10,7 @@ from rich.text import Text
 
 from ..report import Layer, Report
 
+MAX_DIAGNOSTICS = 20
 DEFAULT_DEPTH = 2
 """Rows shown by default: the model, its children and grandchildren (ResNet blocks, VGG stages'
 layers). JSON and CSV always hold every row."""
@@ -71,6 +72,12 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
     console.print(f"output: rf {_axes(out.rf)}, stride {_stride(out)}, offset {offset}")
     for note in report.notes:
         console.print(f"note: {note}", markup=False)
+    if report.diagnostics:
+        console.print(f"diagnostics ({len(report.diagnostics)}):")
+        for d in report.diagnostics[:MAX_DIAGNOSTICS]:
+            console.print(f"  {d.row or '(model)'}: {d.message}", markup=False)
+        if len(report.diagnostics) > MAX_DIAGNOSTICS:
+            console.print(f"  ... and {len(report.diagnostics) - MAX_DIAGNOSTICS} more (JSON holds them all)")
     flagged = [layer for layer in report if layer.aligned is False]
     for layer in flagged[:10]:
         for note in layer.notes:

@@ -1,0 +1,200 @@
+"""Diagnostics: short verdicts about what a layer does to the input it sees.
+
+Op-level checks read one recorded op and its shapes (a registry keyed by aten op, like the rules);
+row-level checks read the computed geometry. Each yields :class:`Diagnostic` values with a one-sentence
+``message``; the report lists them and adds each message to its row's notes.
+
+Conventions: sizes along one axis of the op's own input (``i``), kernel ``k``, stride ``s``, padding
+``p`` (left and right), dilation ``d``, effective kernel ``k_eff = d (k - 1) + 1``. Axes are the
+op's spatial dims in order (axis 0 = the first spatial dim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .arith import unread_border
+from .capture import Capture, OpNode
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    kind: str  # see KINDS
+    row: str  # the row (module call) that issued the op, or the row the verdict is about
+    message: str
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "row": self.row, "message": self.message, "data": _plain(self.data)}
+
+
+KINDS = {
+    "unread-border": "real border pixels that a stride never reads",
+    "dead-taps": "kernel taps that never read a real pixel (dilation at least the map size)",
+    "half-pixel-shift": "an even (effective) kernel centres the outputs between input pixels",
+    "sparse-gradient": "max pooling passes gradient to at most a fraction of its inputs",
+    "mostly-padding": "units whose window is mostly padding (the rf exceeds the input)",
+    "misaligned-merge": "inputs of a merge do not share stride and centres",
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Fraction):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+OpCheck = Callable[[OpNode, Capture], list[tuple[str, str, dict]]]  # -> (kind, message, data)
+OP_CHECKS: dict[Any, OpCheck] = {}
+
+
+def register_check(*ops: Any) -> Callable[[OpCheck], OpCheck]:
+    def decorator(fn: OpCheck) -> OpCheck:
+        for op in ops:
+            OP_CHECKS[op] = fn
+        return fn
+    return decorator
+
+
+def _ints(value: Any, k: int, default: Any = None) -> list[int]:
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
+        value = default
+    if isinstance(value, int):
+        return [value] * k
+    value = [int(v) for v in value]
+    return value * k if len(value) == 1 else value
+
+
+def _window_checks(node: OpNode, cap: Capture, kernel: list[int], stride: list[int], padding: list[int],
+                   dilation: list[int], ceil_mode: bool = False, what: str = "conv") -> list[tuple[str, str, dict]]:
+    """Checks shared by convolutions and pools (not transposed)."""
+    x = cap.tensors[node.inputs[0]].shape
+    out = cap.tensors[node.outputs[0]].shape
+    k = len(kernel)
+    sizes, out_sizes = x[-k:], out[-k:]
+    found = []
+    unread = [0 if ceil_mode else unread_border(i, kk, s, p, d) for i, kk, s, p, d in
+              zip(sizes, kernel, stride, padding, dilation)]
+    if any(unread):
+        axes = ", ".join(f"{u} of {i} along axis {a}" for a, (u, i) in enumerate(zip(unread, sizes)) if u)
+        found.append(("unread-border", f"{what} stride never reads the last real pixels: {axes}",
+                      {"pixels": unread, "input": list(sizes)}))
+    dead = []
+    for i, kk, s, p, d, o in zip(sizes, kernel, stride, padding, dilation, out_sizes):
+        # tap t reads a real pixel for some output v in [0, o) iff p - t d <= v s <= i - 1 + p - t d
+        live = sum(1 for t in range(kk) if max(0, -(-(p - t * d) // s)) <= min(o - 1, (i - 1 + p - t * d) // s))
+        dead.append(kk - live)
+    if any(dead):
+        axes = ", ".join(f"{n} of {kk} taps along axis {a} (dilation {d}, map {i})" for a, (n, kk, d, i) in
+                         enumerate(zip(dead, kernel, dilation, sizes)) if n)
+        centre = all(kk - n <= 1 for kk, n in zip(kernel, dead))
+        found.append(("dead-taps", f"{what} taps that never read a real pixel: {axes}"
+                      + ("; the kernel degenerates to one tap" if centre else ""),
+                      {"dead": dead, "kernel": kernel, "dilation": dilation, "input": list(sizes)}))
+    # output v is centred on input v s - p + d (k - 1) / 2: off the grid when d (k - 1) is odd
+    shift = [Fraction(d * (kk - 1), 2) - p for kk, p, d in zip(kernel, padding, dilation)]
+    moved = [a for a, sh in enumerate(shift) if sh.denominator == 2]
+    if moved and what == "conv":
+        axes = ", ".join(f"axis {a}" for a in moved)
+        found.append(("half-pixel-shift", f"{what} with an even kernel: its outputs are centred between input "
+                      f"pixels along {axes} (half-pixel shift)", {"shift": shift}))
+    return found
+
+
+@register_check(aten.convolution, aten._convolution)
+def _conv(node: OpNode, cap: Capture):
+    if bool(node.arg(6, "transposed")):
+        return []
+    w = cap.tensors[node.inputs[1]].shape
+    k = len(w) - 2
+    return _window_checks(node, cap, list(w[2:]), _ints(node.arg(3, "stride"), k), _ints(node.arg(4, "padding"), k),
+                          _ints(node.arg(5, "dilation"), k))
+
+
+def _max_pool(k: int):
+    def check(node: OpNode, cap: Capture):
+        kernel = _ints(node.arg(1, "kernel_size"), k)
+        stride = _ints(node.arg(2, "stride"), k, kernel)
+        padding = _ints(node.arg(3, "padding", 0), k, 0)
+        dilation = _ints(node.arg(4, "dilation", 1), k, 1)
+        ceil = bool(node.arg(5, "ceil_mode", False))
+        found = _window_checks(node, cap, kernel, stride, padding, dilation, ceil, what="max pool")
+        x = cap.tensors[node.inputs[0]].shape[-k:]
+        o = cap.tensors[node.outputs[0]].shape[-k:]
+        share = min(1.0, float(np.prod([oo / ii for oo, ii in zip(o, x)])))
+        if share < 1:
+            found.append(("sparse-gradient", f"max pool passes gradient to at most {100 * share:.0f} % of its "
+                          f"inputs (one per window)", {"share": share}))
+        return found
+    return check
+
+
+for _k in (1, 2, 3):
+    register_check(*[getattr(aten, f"max_pool{_k}d{s}") for s in ("", "_with_indices")
+                     if hasattr(aten, f"max_pool{_k}d{s}")])(_max_pool(_k))
+
+
+def op_diagnostics(cap: Capture, row_of: dict[int, str]) -> list[Diagnostic]:
+    """Every op-level check over the captured ops; ``row_of`` maps a node index to its row."""
+    found = []
+    for node in cap.nodes:
+        check = OP_CHECKS.get(getattr(node.op, "overloadpacket", node.op))
+        if check is None:
+            continue
+        for kind, message, data in check(node, cap):
+            found.append(Diagnostic(kind, row_of.get(node.index, ""), message, data))
+    return found
+
+
+def mostly_padding_share(parts, input_size: tuple[int, ...], n: tuple[int, ...]) -> float:
+    """Share of a row's units whose unbounded window lies more than half outside the real input
+    (1 - prod over axes of the real fraction < 1/2); ``parts`` as in :class:`convlens.geometry.Part`."""
+    k = len(input_size)
+    chunk = max(1, (1 << 22) // max(1, int(np.prod(n[1:]))))
+    hits = total = 0
+    for start in range(0, n[0], chunk):
+        ranges = [np.arange(start, min(n[0], start + chunk))] + [np.arange(m) for m in n[1:]]
+        lo = [None] * k
+        hi = [None] * k
+        for part in parts:
+            if set(part.axes) != set(range(k)):
+                continue
+            arrs = [part.axes[a] for a in range(k)]
+            plo = [arr.lo[r - arr.ustart] for arr, r in zip(arrs, ranges)]
+            phi = [arr.hi[r - arr.ustart] for arr, r in zip(arrs, ranges)]
+            present = np.ones([len(r) for r in ranges], dtype=bool)
+            for a in range(k):
+                shape = [1] * k
+                shape[a] = -1
+                present &= (plo[a] <= phi[a]).reshape(shape)
+            for a in range(k):
+                shape = [1] * k
+                shape[a] = -1
+                cand_lo = np.where(present, plo[a].reshape(shape), np.iinfo(np.int64).max)
+                cand_hi = np.where(present, phi[a].reshape(shape), np.iinfo(np.int64).min)
+                lo[a] = cand_lo if lo[a] is None else np.minimum(lo[a], cand_lo)
+                hi[a] = cand_hi if hi[a] is None else np.maximum(hi[a], cand_hi)
+        if lo[0] is None:
+            return 0.0
+        reached = lo[0] <= hi[0]
+        real = np.ones(reached.shape)
+        for a in range(k):
+            width = (hi[a] - lo[a] + 1).astype(np.float64)
+            inside = np.clip(np.minimum(hi[a], input_size[a] - 1) - np.maximum(lo[a], 0) + 1, 0, None)
+            real = real * np.where(reached, inside / np.where(reached, width, 1), 1)
+        hits += int(((real < 0.5) & reached).sum())
+        total += int(reached.sum())
+    return hits / total if total else 0.0

@@ -1,0 +1,117 @@
+"""Diagnostics: each one on a model that shows it and one that does not.
+
+Expected values are worked out by hand (in the comments) or by brute force with torch itself (real
+convolutions of all-ones inputs and one-hot kernels, real gradients), never by convlens's rules.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convlens
+
+
+def _kinds(report, kind):
+    return [d for d in report.diagnostics if d.kind == kind]
+
+
+def _brute_unread(i, k, s, p, d) -> int:
+    """Trailing real pixels that no output of the conv reads: zero gradient of the output sum."""
+    x = torch.ones(1, 1, i, dtype=torch.float64, requires_grad=True)
+    F.conv1d(x, torch.ones(1, 1, k, dtype=torch.float64), stride=s, padding=p, dilation=d).sum().backward()
+    read = (x.grad[0, 0] != 0).nonzero()
+    return i if len(read) == 0 else i - 1 - int(read.max())
+
+
+def _brute_dead(i, k, s, p, d) -> int:
+    """Taps whose one-hot kernel gives an all-zero output on an all-ones input."""
+    x = torch.ones(1, 1, i, dtype=torch.float64)
+    dead = 0
+    for t in range(k):
+        w = torch.zeros(1, 1, k, dtype=torch.float64)
+        w[0, 0, t] = 1
+        dead += int(not F.conv1d(x, w, stride=s, padding=p, dilation=d).any())
+    return dead
+
+
+@settings(max_examples=150, deadline=None)
+@given(i=st.integers(1, 30), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 3), d=st.integers(1, 12))
+def test_unread_border_and_dead_taps_match_brute_force(i, k, s, p, d):
+    if p > d * (k - 1) // 2 or i + 2 * p < d * (k - 1) + 1:
+        return  # torch refuses the conv
+    report = convlens.analyze(nn.Conv1d(1, 1, k, stride=s, padding=p, dilation=d), (1, 1, i))
+    unread, dead = _brute_unread(i, k, s, p, d), _brute_dead(i, k, s, p, d)
+    got = _kinds(report, "unread-border")
+    assert (got[0].data["pixels"] if got else [0]) == [unread]
+    got = _kinds(report, "dead-taps")
+    assert (got[0].data["dead"] if got else [0]) == [dead]
+
+
+def test_dilation_larger_than_the_map_degenerates_to_one_tap():
+    # DeepLab v3's remark: a 3x3 conv at rate 24 on a 9x9 map with padding 24 reads real pixels
+    # only through its centre tap (the others land 24 pixels away, outside the map)
+    report = convlens.analyze(nn.Conv2d(1, 1, 3, padding=24, dilation=24), (1, 1, 9, 9))
+    (diag,) = _kinds(report, "dead-taps")
+    assert diag.data["dead"] == [2, 2] and "one tap" in diag.message
+    assert diag.message in report[""].notes
+    # rate 6 on the same map: every tap reads real pixels for some output
+    assert not _kinds(convlens.analyze(nn.Conv2d(1, 1, 3, padding=6, dilation=6), (1, 1, 9, 9)), "dead-taps")
+
+
+def test_max_pool_gradient_share():
+    x = torch.randn(1, 1, 8, 8, requires_grad=True)
+    nn.MaxPool2d(2)(x).sum().backward()
+    assert (x.grad != 0).float().mean() == 0.25  # brute force: one input per 2x2 window
+    (diag,) = _kinds(convlens.analyze(nn.MaxPool2d(2), (1, 1, 8, 8)), "sparse-gradient")
+    assert diag.data["share"] == 0.25 and "25 %" in diag.message
+    # stride 1, padding 1: as many outputs as inputs, no bound below 100 %
+    assert not _kinds(convlens.analyze(nn.MaxPool2d(3, 1, 1), (1, 1, 8, 8)), "sparse-gradient")
+
+
+def test_half_pixel_shift_of_even_kernels():
+    # 4 taps: output v is centred on v + 1.5 (between pixels); 3 taps: on v + 1; 2 taps at dilation 2:
+    # on v + 1 (effective kernel 3)
+    (diag,) = _kinds(convlens.analyze(nn.Conv2d(1, 1, (4, 3)), (1, 1, 9, 9)), "half-pixel-shift")
+    assert "axis 0" in diag.message and "axis 1" not in diag.message
+    assert not _kinds(convlens.analyze(nn.Conv2d(1, 1, 3), (1, 1, 9, 9)), "half-pixel-shift")
+    assert not _kinds(convlens.analyze(nn.Conv2d(1, 1, 2, dilation=2), (1, 1, 9, 9)), "half-pixel-shift")
+    assert _kinds(convlens.analyze(nn.Conv2d(1, 1, 4, padding="same"), (1, 1, 9, 9)), "half-pixel-shift")
+
+
+def test_units_that_see_mostly_padding():
+    # 7x7 conv, padding 3, on 5x5: unit u sees [u-3, u+3], of which 4, 5, 5, 5, 4 pixels are real
+    # (u = 0..4). Mostly padding: (a/7)(b/7) < 1/2, i.e. a*b < 24.5: every unit with a border
+    # coordinate (4*4, 4*5) but not the 3x3 interior (5*5): 16 of 25 units = 64 %
+    report = convlens.analyze(nn.Conv2d(1, 1, 7, padding=3), (1, 1, 5, 5))
+    (diag,) = _kinds(report, "mostly-padding")
+    assert diag.data["share"] == 16 / 25 and "64.0 %" in diag.message
+    # rf 3 on a 5x5 input never exceeds it
+    assert not _kinds(convlens.analyze(nn.Conv2d(1, 1, 3, padding=1), (1, 1, 5, 5)), "mostly-padding")
+
+
+def test_misaligned_merge_is_listed():
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ZeroPad2d((0, 2, 0, 2)))
+
+        def forward(self, x):
+            return self.body(x) + x  # body's unit u is centred on u + 1, the shortcut's on u
+
+    found = _kinds(convlens.analyze(Shifted(), (1, 1, 9, 9)), "misaligned-merge")
+    assert sorted(d.data["axis"] for d in found) == [0, 1] and all(d.row == "" for d in found)
+    aligned = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1))
+    assert not _kinds(convlens.analyze(aligned, (1, 1, 9, 9)), "misaligned-merge")
+
+
+def test_diagnostics_in_json_and_table(capsys):
+    report = convlens.analyze(nn.Sequential(nn.Conv2d(1, 1, 3, stride=2), nn.MaxPool2d(2)), (1, 1, 10, 10))
+    data = report.to_dict()["diagnostics"]
+    assert {d["kind"] for d in data} >= {"unread-border", "sparse-gradient"}
+    from convlens.render import render_table
+    render_table(report)
+    assert "diagnostics (" in capsys.readouterr().out
