@@ -238,10 +238,17 @@ class CoverageResult:
 
 
 def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int,
-             unit: Sequence[int], layer: str) -> CoverageResult:
-    """Path counts from the network input to unit ``unit`` of tensor ``tid`` (one index per axis)."""
-    k = len(cap.tensors[cap.input_id].shape) - 2
-    input_size = tuple(cap.tensors[cap.input_id].shape[2:])
+             unit: Sequence[int], layer: str, axes: Sequence[int] | None = None) -> CoverageResult:
+    """Path counts from the network input to unit ``unit`` of tensor ``tid`` (one index per axis).
+
+    ``axes``: count paths along these input axes only (the others are ignored, as if the network were
+    1-D along each of them); the result then spans only those axes. For a network whose taps are
+    separable the full map is the product of the per-axis ones."""
+    all_axes = range(len(cap.tensors[cap.input_id].shape) - 2)
+    chosen = list(all_axes if axes is None else axes)
+    k = len(chosen)
+    unit = tuple(unit[a] for a in chosen)
+    input_size = tuple(cap.tensors[cap.input_id].shape[2:][a] for a in chosen)
     maps: dict[int, _Map] = {tid: _Map([_Term(tuple(unit), tuple(np.ones(1, dtype=np.int64) for _ in range(k)))])}
     counts = _Counts()
     cut_global = False
@@ -253,7 +260,7 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
                 if not (info.dtype.is_floating_point or info.dtype.is_complex):
                     continue  # indices and masks address values; no path runs through them
                 states = geoms[t].axes if t in geoms else ()
-                per_axis = [[s for s in sources.get((out, a), []) if s.tid == t] for a in range(k)]
+                per_axis = [[s for s in sources.get((out, a), []) if s.tid == t] for a in all_axes]
                 if not all(isinstance(s, Local) for s in states) or not all(per_axis):
                     cut_global |= not all(isinstance(s, Constant) for s in states)
                     continue
@@ -261,7 +268,7 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
                     raise ConvlensError(f"coverage cannot pair the operands of {node.name} along the axes")
                 target = maps.setdefault(t, _Map())
                 for operand in zip(*per_axis):
-                    _propagate(counts, m, operand, [s.n for s in states], target)
+                    _propagate(counts, m, [operand[a] for a in chosen], [states[a].n for a in chosen], target)
                 if len(target.terms) > MAX_TERMS:
                     counts.densify(target)
     final = maps.get(cap.input_id, _Map())

@@ -20,6 +20,7 @@ import torch
 
 from .arith import unread_border
 from .capture import Capture, OpNode
+from .checkerboard import FIX
 
 aten = torch.ops.aten
 
@@ -42,6 +43,7 @@ KINDS = {
     "sparse-gradient": "max pooling passes gradient to at most a fraction of its inputs",
     "mostly-padding": "units whose window is mostly padding (the rf exceeds the input)",
     "misaligned-merge": "inputs of a merge do not share stride and centres",
+    "checkerboard": "a transposed conv's output phases get different numbers of taps",
 }
 
 
@@ -116,12 +118,30 @@ def _window_checks(node: OpNode, cap: Capture, kernel: list[int], stride: list[i
 
 @register_check(aten.convolution, aten._convolution)
 def _conv(node: OpNode, cap: Capture):
-    if bool(node.arg(6, "transposed")):
-        return []
     w = cap.tensors[node.inputs[1]].shape
     k = len(w) - 2
-    return _window_checks(node, cap, list(w[2:]), _ints(node.arg(3, "stride"), k), _ints(node.arg(4, "padding"), k),
-                          _ints(node.arg(5, "dilation"), k))
+    stride, padding, dilation = (_ints(node.arg(i, name), k) for i, name in
+                                 ((3, "stride"), (4, "padding"), (5, "dilation")))
+    if bool(node.arg(6, "transposed")):
+        return _overlap(list(w[2:]), stride, padding, dilation)
+    return _window_checks(node, cap, list(w[2:]), stride, padding, dilation)
+
+
+def transposed_overlap(kernel: int, stride: int, padding: int, dilation: int) -> list[int]:
+    """Taps of a transposed conv that reach an interior output o, per phase o mod stride:
+    output o receives tap t from input j when o = j s - p + t d."""
+    return [sum(1 for t in range(kernel) if (r + padding - t * dilation) % stride == 0) for r in range(stride)]
+
+
+def _overlap(kernel: list[int], stride: list[int], padding: list[int], dilation: list[int]):
+    counts = [transposed_overlap(k, s, p, d) for k, s, p, d in zip(kernel, stride, padding, dilation)]
+    ratios = [max(c) / min(c) if min(c) else float("inf") for c in counts]
+    if all(r == 1 for r in ratios):
+        return []
+    total = float(np.prod(ratios))
+    axes = ", ".join(f"{':'.join(map(str, c))} along axis {a}" for a, c in enumerate(counts))
+    return [("checkerboard", f"transposed conv overlap per output phase {axes} (max/min {total:g} over the phase "
+             f"grid): checkerboard; {FIX}", {"per_axis": counts, "ratio": total})]
 
 
 def _max_pool(k: int):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterator, Sequence
 
+from .checkerboard import Checkerboard, checkerboard
 from .coverage import CoverageResult, coverage
 from .diagnostics import Diagnostic
 from .errors import ConvlensError
@@ -189,11 +190,13 @@ class Report:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def coverage(self, name: str, unit: Sequence[int] | None = None) -> CoverageResult:
+    def coverage(self, name: str, unit: Sequence[int] | None = None, axes: Sequence[int] | None = None
+                 ) -> CoverageResult:
         """Path counts from every input pixel to one unit of row ``name`` (DESIGN: coverage).
 
         ``unit``: one index per spatial axis of the input (default: the centre, n // 2 per axis).
-        The row must be local along every axis (not global, unknown or constant)."""
+        The row must be local along every axis (not global, unknown or constant). ``axes``: count
+        paths along these axes only (:func:`convlens.coverage.coverage`)."""
         layer = self[name]
         for a, state in enumerate(layer.axes):
             if not isinstance(state, Local):
@@ -210,8 +213,14 @@ class Report:
         for a, (u, state) in enumerate(zip(unit, layer.axes)):
             if not 0 <= u < state.n:
                 raise ConvlensError(f"{name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
+        if axes is not None and not all(isinstance(a, int) and 0 <= a < len(unit) for a in axes):
+            raise ConvlensError(f"axes must be spatial axis indices 0..{len(unit) - 1}, got {axes}")
         cap, geoms, sources = self.graph
-        return coverage(cap, geoms, sources, layer.tensor, unit, name)
+        return coverage(cap, geoms, sources, layer.tensor, unit, name, axes)
+
+    def checkerboard(self, name: str) -> Checkerboard:
+        """Overlap counts per output phase of row ``name`` (:mod:`convlens.checkerboard`)."""
+        return checkerboard(self, name)
 
     @property
     def output(self) -> Layer:
