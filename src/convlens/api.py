@@ -12,6 +12,7 @@ import torch.nn as nn
 from .analysis import GraphGeometry, Misalignment, walk
 from .capture import Capture, capture
 from .diagnostics import Diagnostic, mostly_padding_share, op_diagnostics
+from .gridding import describe, dilated_runs, verdict
 from .errors import ConvlensError
 from .geometry import Constant, Global, Local, Unknown
 from .memory import peak_activation_bytes
@@ -72,20 +73,11 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
                   diagnostics=diagnostics)
 
 
-def _row_of_nodes(cap: Capture) -> dict[int, str]:
-    """The innermost module call that issued each op."""
-    row_of: dict[int, str] = {}
-    for call in sorted(cap.calls, key=lambda c: c.depth):
-        for i in range(call.first_op, call.end_op):
-            row_of[i] = call.name
-    return row_of
-
-
 def _diagnostics(cap: Capture, graph: GraphGeometry, layers: list[Layer], input_size: tuple[int, ...]
                  ) -> list[Diagnostic]:
     """Op-level checks, misaligned merges, and where units first see mostly padding; each message is
     also added to its row's notes (misaligned merges are there already)."""
-    row_of = _row_of_nodes(cap)
+    row_of = cap.row_of_nodes()
     found = op_diagnostics(cap, row_of)
     for index, items in sorted(graph.misaligned.items()):
         for m in items:
@@ -107,6 +99,13 @@ def _diagnostics(cap: Capture, graph: GraphGeometry, layers: list[Layer], input_
             found.append(Diagnostic("mostly-padding", layer.name,
                                     f"{100 * share:.1f} % of units see mostly padding (rf {_fmt_rf(layer.rf)} > input "
                                     f"{'x'.join(map(str, input_size))})", {"share": share, "rf": list(layer.rf)}))
+    geoms = graph.geoms
+    for run in dilated_runs(cap, row_of):
+        if not all(isinstance(s, Local) for s in geoms[run.end_tensor].axes):
+            continue
+        g = verdict(cap, geoms, graph.sources, run.end_tensor, run.rows[-1], [run])
+        if g.grids:
+            found.append(Diagnostic("gridding", run.rows[-1], describe(g, run), g.to_dict()))
     by_name = {layer.name: layer for layer in layers}
     for d in found:
         layer = by_name.get(d.row) or by_name.get(d.row + "[0]")

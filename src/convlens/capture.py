@@ -97,6 +97,14 @@ class Capture:
     output_ids: list[tuple[str, int]]
     fallback: str | None = None  # why the model ran on CPU instead of meta
 
+    def row_of_nodes(self) -> dict[int, str]:
+        """The row (innermost module call) that issued each op, by op index."""
+        row_of: dict[int, str] = {}
+        for call in sorted(self.calls, key=lambda c: c.depth):
+            for i in range(call.first_op, call.end_op):
+                row_of[i] = call.name
+        return row_of
+
 
 def _map(fn: Any, value: Any) -> Any:
     """Apply fn to every tensor in an aten argument (tensors, or lists/tuples of them, any depth).

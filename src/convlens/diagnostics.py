@@ -44,6 +44,7 @@ KINDS = {
     "mostly-padding": "units whose window is mostly padding (the rf exceeds the input)",
     "misaligned-merge": "inputs of a merge do not share stride and centres",
     "checkerboard": "a transposed conv's output phases get different numbers of taps",
+    "gridding": "the centre unit of a run of dilated convs sees only part of its window",
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 from .checkerboard import Checkerboard, checkerboard
 from .coverage import CoverageResult, coverage
 from .diagnostics import Diagnostic
+from .gridding import Gridding, dilated_runs, verdict
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Part, Unknown
 
@@ -217,6 +218,13 @@ class Report:
             raise ConvlensError(f"axes must be spatial axis indices 0..{len(unit) - 1}, got {axes}")
         cap, geoms, sources = self.graph
         return coverage(cap, geoms, sources, layer.tensor, unit, name, axes)
+
+    def gridding(self, name: str) -> Gridding:
+        """Holes in what row ``name``'s centre unit sees, with the runs of dilated convs feeding it and
+        Wang et al.'s rule for each (:mod:`convlens.gridding`)."""
+        self.coverage(name)  # the same checks and errors
+        cap, geoms, sources = self.graph
+        return verdict(cap, geoms, sources, self[name].tensor, name, dilated_runs(cap, cap.row_of_nodes()))
 
     def checkerboard(self, name: str) -> Checkerboard:
         """Overlap counts per output phase of row ``name`` (:mod:`convlens.checkerboard`)."""
