@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, settings
 # which made the oracle's small forward/backward passes several times slower.
 torch.set_num_threads(1)
 
-FAMILY_REPORTS = Path(__file__).parent / ".family_counts"
+# per-family counts and progress logs of the random-network tests (a long run in the background can
+# point CONVLENS_REPORTS elsewhere, so that other test runs do not clear its logs)
+FAMILY_REPORTS = Path(os.environ.get("CONVLENS_REPORTS", Path(__file__).parent / ".family_counts"))
 
 # CI runs a fixed sample (seeded in the tests: reproducible); local runs explore new examples.
 settings.register_profile("ci", deadline=None, print_blob=True,

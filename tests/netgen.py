@@ -1193,6 +1193,10 @@ class _Builder:
                     scales = tuple(self.pick([s for s in o if s <= 1]) for o in opts)
             fr = [Fraction(s) for s in scales]
             outs = tuple(math.floor(n * f) for n, f in zip(ns, fr))
+            if mode == "nearest" and any(o in (n, 2 * n) and f not in (1, 2) for n, o, f in zip(ns, outs, fr)):
+                # torch's nearest kernel copies (out == in) or halves (out == 2 in) the index at this
+                # size whatever the scale factor: the windows differ on another input size
+                self.size_dep = True
             axes = tuple(_ax_scale(a, o, f.numerator, f.denominator) for a, o, f in zip(v.axes, outs, fr))
             scales = tuple(int(s) if float(s).is_integer() and self.coin() else float(s) for s in scales)
             scale_arg = scales[0] if len(set(scales)) == 1 and self.coin() else scales

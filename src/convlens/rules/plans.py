@@ -224,6 +224,11 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
         plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
         return plan
     (axis,) = axes.pop()
+    if not any(axis in ctx.local_axes(r) for r in refs) and len({r.id for r in refs}) > 1:
+        # each position along the cat dim comes from one piece, but pieces are told apart only along
+        # local axes: along a global one the other axes' windows (and reach) would be united
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="cat along a global axis: its pieces see different windows along the others")
     starts = np.cumsum([0] + [ctx.shape(r)[dim] for r in refs])
     plan.piecewise.add(axis)
     plan.dims = tuple(((axis, ctx.out_shape[dim]),) if d == dim else dd for d, dd in enumerate(plan.dims))

@@ -262,6 +262,8 @@ def _upsample_rule(k: int, kind: str, has_align: bool):
                 fn = cubic_taps(n_in, n_out, scales[i], align, ftype)
             exact = (Fraction(n_in - 1, n_out - 1) if n_out > 1 else Fraction(0)) if align else \
                 (1 / Fraction(scales[i]).limit_denominator(10**6) if scales[i] else Fraction(n_in, n_out))
+            if kind == "nearest" and n_out in (n_in, 2 * n_in):
+                exact = Fraction(n_in, n_out)  # torch copies or halves the index here, whatever the scale
             maps[d] = (fn, exact)
         return windowed(ctx, x, maps)
     return rule
