@@ -134,3 +134,14 @@ def test_coverage_errors_are_one_line(extra, message, tmp_path):
     done = run("coverage", "torchvision:resnet18", "--input", "3x64x64", *extra, cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_erf_cli(tmp_path):
+    import numpy as np
+    done = run("erf", "torchvision:resnet18", "--input", "3x64x64", "--layer", "layer2", "--samples", "2",
+               "-o", str(tmp_path / "e.npy"))
+    assert done.returncode == 0, done.stderr
+    assert "ERF std per axis" in done.stdout
+    assert np.load(tmp_path / "e.npy").shape == (64, 64)
+    done = run("erf", "torchvision:resnet18", "--input", "3x64x64", "--layer", "nope")
+    assert done.returncode == 2 and "no row named 'nope'" in done.stderr

@@ -7,8 +7,9 @@
 """
 
 from .api import analyze
+from .erf import ERFResult, erf
 from .errors import ConvlensError
 from .report import Layer, Report, Totals
 
-__all__ = ["analyze", "ConvlensError", "Layer", "Report", "Totals"]
+__all__ = ["analyze", "erf", "ConvlensError", "ERFResult", "Layer", "Report", "Totals"]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import arith
 from .api import analyze
+from .erf import erf
 from .errors import ConvlensError
 from .loading import FORMS, build_model, model_factory, parse_shape
 from .render import DEFAULT_DEPTH, render_table
@@ -76,6 +77,33 @@ def _coverage(args: argparse.Namespace) -> None:
     print(summary)
     for note in cov.notes:
         print(f"note: {note}")
+
+
+def _erf(args: argparse.Namespace) -> None:
+    suffix = Path(args.output).suffix.lower() if args.output else ".json"
+    if suffix not in COVERAGE_SUFFIXES:
+        raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
+    factory = model_factory(args.model)
+    shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
+    shape = (1, *parse_shape(shape_text))
+    model = build_model(factory, on_meta=False)  # the ERF needs real weights (as built: random or the file's)
+    unit = None if args.unit is None else _parse_unit(args.unit)
+    result = erf(model, shape, layer=args.layer, unit=unit, samples=args.samples, batch_size=args.batch_size,
+                 seed=args.seed)
+    text = json.dumps(result.to_dict(include_map=suffix == ".json" and bool(args.output)), indent=2) + "\n"
+    if not args.output:
+        sys.stdout.write(text)
+        return
+    if suffix == ".npy":
+        np.save(args.output, result.map)
+    elif suffix == ".json":
+        Path(args.output).write_text(text)
+    else:
+        from .render.figures import save_erf_figure
+        save_erf_figure(result, args.output)
+    print(f"{args.layer or 'output'} unit {result.unit}: ERF std per axis "
+          f"{', '.join(f'{s:.2f}' for s in result.std)} px, 99 % of the mass within radius "
+          f"{', '.join(map(str, result.radius[0.99]))}, rf {'x'.join(map(str, result.rf))}")
 
 
 def _parse_unit(text: str) -> tuple[int, ...]:
@@ -142,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (input-sized map), .json "
                    "(default: JSON on stdout)")
     c.set_defaults(run=_coverage)
+
+    e = sub.add_parser("erf", help="effective receptive field: mean |d unit / d input| over samples")
+    e.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    e.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
+    e.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
+    e.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    e.add_argument("--samples", type=int, default=16, help="random normal inputs to average (default 16)")
+    e.add_argument("--batch-size", type=int, default=8, help="inputs per forward/backward (default 8)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (the map), .json "
+                   "(default: summary JSON on stdout)")
+    e.set_defaults(run=_erf)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

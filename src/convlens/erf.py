@@ -1,0 +1,231 @@
+"""Effective receptive field (Luo et al. 2016): how much each input pixel actually moves one unit.
+
+``ERF(u)`` is the mean over input samples of ``|d T[u] / d X|`` (DESIGN), for the model's own weights,
+where ``T[u]`` sums the unit's output channels and ``|.|`` is summed over input channels. Unlike
+everything else in convlens this runs the real model forward and backward (in ``eval()`` mode,
+restored afterwards; no parameter gradients are accumulated).
+
+Statistics per input axis, of the map normalised to mass 1 and reduced to that axis (marginal):
+``std`` (standard deviation of the position, in pixels), ``radius[q]`` for q in 50/90/99 % (the
+smallest r such that [c - r, c + r] around the marginal's mean c, rounded, holds at least q of the
+mass) and ``ratio`` = (2 radius[99] + 1) / rf, the share of the theoretical rf that carries 99 % of
+the gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import ConvlensError
+
+QUANTILES = (0.5, 0.9, 0.99)
+_LAYER = re.compile(r"^(?P<path>.*?)(?:#(?P<call>\d+))?(?:\[(?P<key>[^\]]+)\])?$")
+
+
+@dataclass
+class ERFResult:
+    layer: str
+    unit: tuple[int, ...]
+    map: np.ndarray  # float64 over the input's spatial grid
+    samples: int
+    rf: tuple[Any, ...]  # the theoretical rf per axis (from convlens.analyze)
+    std: tuple[float, ...] = field(init=False)
+    radius: dict[float, tuple[int, ...]] = field(init=False)
+    ratio: tuple[float | None, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        total = float(self.map.sum())
+        k = self.map.ndim
+        stds, radii = [], {q: [] for q in QUANTILES}
+        for a in range(k):
+            marginal = self.map.sum(axis=tuple(b for b in range(k) if b != a))
+            if total == 0:
+                stds.append(0.0)
+                for q in QUANTILES:
+                    radii[q].append(0)
+                continue
+            p = marginal / total
+            pos = np.arange(len(p), dtype=np.float64)
+            mean = float((p * pos).sum())
+            stds.append(float(np.sqrt((p * (pos - mean) ** 2).sum())))
+            c = int(round(mean))
+            cum = np.concatenate([[0.0], np.cumsum(p)])
+            for q in QUANTILES:
+                r = 0
+                while cum[min(len(p), c + r + 1)] - cum[max(0, c - r)] < q - 1e-12 and r < len(p):
+                    r += 1
+                radii[q].append(r)
+        self.std = tuple(stds)
+        self.radius = {q: tuple(v) for q, v in radii.items()}
+        self.ratio = tuple((2 * r + 1) / rf if isinstance(rf, int) and rf > 0 else None
+                           for r, rf in zip(self.radius[0.99], self.rf))
+
+    def to_dict(self, include_map: bool = False) -> dict[str, Any]:
+        out = {"layer": self.layer, "unit": list(self.unit), "samples": self.samples, "rf": list(self.rf),
+               "std": list(self.std), "radius": {f"{int(q * 100)}%": list(r) for q, r in self.radius.items()},
+               "ratio": list(self.ratio)}
+        if include_map:
+            out["map"] = self.map.tolist()
+        return out
+
+
+def _batches(inputs: Any, input_shape: Sequence[int], samples: int, batch_size: int, dtype: torch.dtype,
+             seed: int) -> Iterator[torch.Tensor]:
+    """Input batches: random normal ones (seeded), the rows of a tensor, or a DataLoader's first items."""
+    if inputs is None:
+        gen = torch.Generator().manual_seed(seed)
+        done = 0
+        while done < samples:
+            b = min(batch_size, samples - done)
+            yield torch.randn((b, *input_shape[1:]), generator=gen, dtype=dtype)
+            done += b
+        return
+    if isinstance(inputs, torch.Tensor):
+        for start in range(0, min(samples, len(inputs)), batch_size):
+            yield inputs[start:min(start + batch_size, samples)]
+        return
+    if isinstance(inputs, Iterable):
+        done = 0
+        for item in inputs:
+            x = item[0] if isinstance(item, (list, tuple)) else item
+            if not isinstance(x, torch.Tensor):
+                raise ConvlensError(f"inputs must yield tensors or (tensor, ...) tuples, got {type(x).__name__}")
+            x = x[: samples - done]
+            yield x
+            done += len(x)
+            if done >= samples:
+                return
+        return
+    raise ConvlensError(f"inputs must be None, a tensor or an iterable of batches (a DataLoader), "
+                        f"got {type(inputs).__name__}")
+
+
+def _find(model: nn.Module, layer: str) -> tuple[nn.Module, int, str | None]:
+    m = _LAYER.match(layer)
+    path, call, key = m["path"], int(m["call"] or 1), m["key"]
+    modules = dict(model.named_modules())
+    if path not in modules:
+        close = [n for n in modules if path and path in n][:5]
+        raise ConvlensError(f"no module named {path!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    return modules[path], call, key
+
+
+def _pick(out: Any, key: str | None) -> torch.Tensor:
+    if key is not None:
+        out = out[key] if isinstance(out, dict) else out[int(key)]
+    elif isinstance(out, dict):
+        out = next(iter(out.values()))
+    elif isinstance(out, (list, tuple)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ConvlensError(f"the layer's output is a {type(out).__name__}, not a tensor")
+    return out
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, unit: Sequence[int] | None = None,
+        samples: int = 16, inputs: Any = None, *, batch_size: int = 8, seed: int = 0,
+        progress: bool | None = None, device: torch.device | str | None = None) -> ERFResult:
+    """The effective receptive field of one unit (see the module doc).
+
+    ``layer``: a row name as in :func:`convlens.analyze` (default: the model's output); ``unit``: one
+    index per spatial axis of that output (default: the centre, n // 2). ``inputs``: None (random
+    normal inputs of ``input_shape``, seeded), a tensor of samples, or an iterable of batches (a
+    DataLoader; ``(x, y)`` items use x). ``samples``: how many inputs to average. ``progress``: a
+    progress bar (default: when there is more than one batch and stderr is a terminal). When
+    ``torch.distributed`` is initialized the map is averaged over every rank's samples.
+    """
+    from .api import analyze  # the theoretical rf (and the row's shape) on meta
+
+    if samples < 1 or batch_size < 1:
+        raise ConvlensError("samples and batch_size must be at least 1")
+    shape = tuple(input_shape)
+    report = analyze(model, shape)
+    row = report[layer or ""]
+    k = len(shape) - 2
+    if len(row.output_shape) != k + 2:
+        raise ConvlensError(f"{layer or 'the output'} has shape {row.output_shape}: the ERF needs (N, C, *spatial) "
+                            f"with the input's {k} spatial axes")
+    spatial = row.output_shape[2:]
+    unit = tuple(n // 2 for n in spatial) if unit is None else tuple(unit)
+    if len(unit) != k or not all(0 <= u < n for u, n in zip(unit, spatial)):
+        raise ConvlensError(f"unit {unit} is not a position of {layer or 'the output'} (spatial size {spatial})")
+    dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
+                                                               torch.device("cpu"))
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    target, call, key = _find(model, layer or "")
+    total = torch.zeros(shape[2:], dtype=torch.float64, device=dev)
+    count = 0
+    captured: list[torch.Tensor] = []
+    calls = [0]
+
+    def hook(_m, _i, out):
+        calls[0] += 1
+        if calls[0] == call:
+            captured.append(_pick(out, key))
+
+    handle = target.register_forward_hook(hook)
+    n_batches = -(-samples // batch_size)
+    show = progress if progress is not None else (n_batches > 1 and _stderr_is_terminal())
+    try:
+        with _eval(model), _progress(show, n_batches) as advance:
+            for x in _batches(inputs, shape, samples, batch_size, dtype, seed):
+                if tuple(x.shape[1:]) != shape[1:]:
+                    raise ConvlensError(f"an input batch has shape {tuple(x.shape)}, not (B, {shape[1:]})")
+                x = x.to(dev, dtype).requires_grad_(True)
+                captured.clear()
+                calls[0] = 0
+                out = model(x)
+                t = captured[0] if captured else (_pick(out, key) if not layer else None)
+                if t is None:
+                    raise ConvlensError(f"{layer!r} was not called {call} time(s) in the forward pass")
+                index = (slice(None), slice(None), *unit)
+                (grad,) = torch.autograd.grad(t[index].sum(), x)
+                total += grad.abs().sum(dim=1).sum(dim=0).double()
+                count += len(x)
+                advance()
+    finally:
+        handle.remove()
+    count_t = torch.tensor(float(count), dtype=torch.float64, device=dev)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+        torch.distributed.all_reduce(count_t)
+    if count_t.item() == 0:
+        raise ConvlensError("no input samples were given")
+    return ERFResult(layer or "", unit, (total / count_t).cpu().numpy(), int(count_t.item()), row.rf)
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int):
+    if not show:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("ERF"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("erf", total=total)
+        yield lambda: bar.advance(task)
