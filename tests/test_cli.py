@@ -145,3 +145,13 @@ def test_erf_cli(tmp_path):
     assert np.load(tmp_path / "e.npy").shape == (64, 64)
     done = run("erf", "torchvision:resnet18", "--input", "3x64x64", "--layer", "nope")
     assert done.returncode == 2 and "no row named 'nope'" in done.stderr
+
+
+def test_shift_cli():
+    done = run("shift", "torchvision:resnet18", "--input", "3x160x160", "--layer", "layer1", "--shift", "4",
+               "--format", "json")
+    assert done.returncode == 0, done.stderr
+    axes = json.loads(done.stdout)["axes"]
+    assert [a["smallest"] for a in axes] == [4, 4]  # stride 4 after the stem's conv and max pool
+    done = run("shift", "torchvision:resnet18", "--input", "3x64x64")
+    assert done.returncode == 2 and "before the global pooling" in done.stderr

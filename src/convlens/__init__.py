@@ -10,6 +10,7 @@ from .api import analyze
 from .erf import ERFResult, erf
 from .errors import ConvlensError
 from .report import Layer, Report, Totals
+from .shift import ShiftResult, shift_check
 
-__all__ = ["analyze", "erf", "ConvlensError", "ERFResult", "Layer", "Report", "Totals"]
+__all__ = ["analyze", "erf", "shift_check", "ConvlensError", "ERFResult", "Layer", "Report", "ShiftResult", "Totals"]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ import numpy as np
 from . import arith
 from .api import analyze
 from .erf import erf
+from .shift import shift_check
 from .errors import ConvlensError
 from .loading import FORMS, build_model, model_factory, parse_shape
 from .render import DEFAULT_DEPTH, render_table
@@ -106,6 +107,21 @@ def _erf(args: argparse.Namespace) -> None:
           f"{', '.join(map(str, result.radius[0.99]))}, rf {'x'.join(map(str, result.rf))}")
 
 
+def _shift(args: argparse.Namespace) -> None:
+    factory = model_factory(args.model)
+    shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
+    result = shift_check(build_model(factory, on_meta=False), (1, *parse_shape(shape_text)), args.shift,
+                         layer=args.layer, seed=args.seed)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    for axis in result.axes:
+        errors = ", ".join(f"{t}: {e:.1e}" for t, e in axis.errors.items())
+        verdict = "every shift" if axis.equivariant else (
+            f"multiples of {axis.smallest} px" if axis.smallest else f"no shift up to {max(axis.errors)} px")
+        print(f"axis {axis.axis}: stride {axis.stride}, follows {verdict}; relative error per shift {errors}")
+
+
 def _parse_unit(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace("x", ",").split(","))
@@ -182,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (the map), .json "
                    "(default: summary JSON on stdout)")
     e.set_defaults(run=_erf)
+
+    h = sub.add_parser("shift", help="shift equivariance, measured: which input shifts the output follows")
+    h.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    h.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
+    h.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    h.add_argument("--shift", type=int, default=8, help="try shifts 1 .. SHIFT pixels per axis (default 8)")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--format", choices=("text", "json"), default="text")
+    h.set_defaults(run=_shift)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
