@@ -20,3 +20,4 @@ test: $(STAMP)  ## the whole test suite
 bench: $(STAMP)  ## timings against the peers installed side by side (not part of CI)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_analyze.py
+	$(PY) benchmarks/bench_units.py

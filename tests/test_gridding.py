@@ -62,3 +62,16 @@ def test_a_dense_conv_before_the_run_fills_the_holes():
     g = report.gridding("")
     assert not g.grids and g.covered == int(probe(model, (1, 1, 64, 64), unit=g.unit).support.sum())
     assert not [d for d in report.diagnostics if d.kind == "gridding"]
+
+
+def test_strided_taps_grid_and_are_named_as_the_cause():
+    # a 1x1 conv at stride 2 keeps even pixels only; the 3x3 conv after it reaches 3 of them per
+    # axis over 5 pixels: 9 of 25
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, stride=2), nn.Conv2d(1, 1, 3, padding=1))
+    report = convlens.analyze(model, (1, 1, 40, 40))
+    g = report.gridding("")
+    assert (g.covered, g.pixels) == (int(probe(model, (1, 1, 40, 40), unit=g.unit).support.sum()), 25)
+    assert g.causes == ["0"] and not g.runs
+    # a 3x3 conv in front fills the gaps
+    filled = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), *model)
+    assert not convlens.analyze(filled, (1, 1, 40, 40)).gridding("").grids

@@ -87,7 +87,7 @@ def normalize(parts: Sequence[Part]) -> tuple[Part, ...]:
     return tuple(_union(group) if len(group) > 1 else group[0] for group in full.values()) + tuple(partial)
 
 
-def _reachable_centre(parts: Sequence[Part], a: int, n: int) -> int:
+def reachable_centre(parts: Sequence[Part], a: int, n: int) -> int:
     """The reachable position along axis a nearest to n // 2 (units in phase gaps are skipped)."""
     reach = np.zeros(n, dtype=bool)
     for part in parts:
@@ -288,7 +288,7 @@ class GraphWalk:
                         self._check_alignment(node, tid, per_source)
                 for a, s in enumerate(self.kinds[tid]):
                     if isinstance(s, Global):
-                        self.kinds[tid][a] = Global(self._span(node, a), self._reach(tid, a))
+                        self.kinds[tid][a] = Global(self._span(node, a), self._reach(node, tid, a))
                 self.context_spans[tid] = self._context_spans(node, tid)
 
     def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
@@ -324,12 +324,16 @@ class GraphWalk:
                 out[a] = (min(x[0] for x in spans), max(x[1] for x in spans))
         return out
 
-    def _reach(self, tid: int, a: int) -> np.ndarray | None:
+    def _reach(self, node: OpNode, tid: int, a: int) -> np.ndarray | None:
         """Positions of a global axis that real values reach, when the op moved positions along it."""
         plan = self.plans.get(tid)
         size = next((f for dim in self.dims[tid] for ax, f in dim if ax == a), None)
         if plan is None or a not in plan.local or size is None:
             return None
+        mapped = {src.tid for src in plan.local[a]}
+        if any(isinstance(self.kinds[t][a], Global) and self.kinds[t][a].span is not None
+               for t in node.inputs if t not in mapped):
+            return None  # an input that sees the input, not mapped along a: it reaches every position
         reach = np.zeros(size, dtype=bool)
         for src in plan.local[a]:
             state = self.kinds[src.tid][a]
@@ -399,7 +403,7 @@ class GraphWalk:
         """Replace each pending axis by its :class:`Local` summary (profile at the centre of the others)."""
         kinds = self.kinds[tid]
         parts = self.parts[tid]
-        centre = {a: _reachable_centre(parts, a, s.n) for a, s in enumerate(kinds) if isinstance(s, _Pending)}
+        centre = {a: reachable_centre(parts, a, s.n) for a, s in enumerate(kinds) if isinstance(s, _Pending)}
         for a, s in enumerate(kinds):
             if isinstance(s, _Pending):
                 lo, hi = profile(parts, a, centre)
@@ -416,7 +420,7 @@ class GraphWalk:
             if len(moving) < 2:
                 continue
             self.merges.add(node.index)
-            centre = {b: _reachable_centre(self.parts[tid], b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
+            centre = {b: reachable_centre(self.parts[tid], b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
             pieces = {}
             for t, src in moving.items():
                 lo, hi = profile(per_source[t], a, centre)

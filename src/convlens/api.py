@@ -89,10 +89,10 @@ def _diagnostics(cap: Capture, graph: GraphGeometry, layers: list[Layer], input_
               and any(isinstance(rf, int) and rf > n for rf, n in zip(layer.rf, input_size))]
     # where the rf first outgrows the input: the smallest such rf, the deepest row with it
     first = min(padded, key=lambda x: (max(r for r in x.rf if isinstance(r, int)), -x.depth), default=None)
-    output = next((x for x in padded if x.name == ""), None)
+    last = next((x for x in padded if x.name == ""), None)
     chosen = [first] if first is not None else []
-    if output is not None and output is not first:
-        chosen.append(output)
+    if last is not None and last is not first:
+        chosen.append(last)
     for layer in chosen:
         share = mostly_padding_share(layer.parts, input_size, tuple(s.n for s in layer.axes))
         if share > 0:
@@ -100,8 +100,10 @@ def _diagnostics(cap: Capture, graph: GraphGeometry, layers: list[Layer], input_
                                     f"{100 * share:.1f} % of units see mostly padding (rf {_fmt_rf(layer.rf)} > input "
                                     f"{'x'.join(map(str, input_size))})", {"share": share, "rf": list(layer.rf)}))
     geoms = graph.geoms
+    # runs of two or more convs (where the hybrid-dilation rule applies); any other row on demand
+    # with report.gridding(name), which walks the whole graph behind the row
     for run in dilated_runs(cap, row_of):
-        if not all(isinstance(s, Local) for s in geoms[run.end_tensor].axes):
+        if len(run.rows) < 2 or not all(isinstance(s, Local) for s in geoms[run.end_tensor].axes):
             continue
         g = verdict(cap, geoms, graph.sources, run.end_tensor, run.rows[-1], [run])
         if g.grids:

@@ -17,10 +17,13 @@ from typing import Any
 
 import torch
 
+from .analysis import reachable_centre
 from .capture import Capture, OpNode
 from .coverage import coverage
+from .rules.elementwise import pointwise_ops
 
 aten = torch.ops.aten
+_POINTWISE = set(pointwise_ops())
 
 
 def hdc_max_distance(rates: list[int]) -> int | None:
@@ -61,6 +64,9 @@ class Gridding:
     pixels: int
     holes: tuple[int, ...]  # per axis: positions of the window's interval no covered pixel projects onto
     runs: list[DilatedRun] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
+    """When it grids: the rows of the ops feeding the unit that leave gaps between their taps (dilation
+    > 1, a stride longer than the kernel, a transposed conv whose kernel skips phases)."""
 
     @property
     def grids(self) -> bool:
@@ -68,7 +74,7 @@ class Gridding:
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "unit": list(self.unit), "covered": self.covered, "pixels": self.pixels,
-                "holes": list(self.holes), "grids": self.grids,
+                "holes": list(self.holes), "grids": self.grids, "causes": list(self.causes),
                 "runs": [{"rows": r.rows, "kernel": list(r.kernel), "rates": [list(x) for x in r.rates],
                           "hdc_m2": list(r.hdc_m2), "hdc_ok": list(r.hdc_ok)} for r in self.runs]}
 
@@ -88,6 +94,12 @@ def _conv_params(node: OpNode, cap: Capture) -> tuple[tuple[int, ...], tuple[int
     return kernel, ints(node.arg(3, "stride")), ints(node.arg(5, "dilation"))
 
 
+def _per_position(node: OpNode) -> bool:
+    """Ops that act position by position (activations, norms in eval mode, dropout, copies)."""
+    packet = getattr(node.op, "overloadpacket", None)
+    return packet is not None and (packet in _POINTWISE or "batch_norm" in packet.__name__)
+
+
 def _previous_conv(node: OpNode, cap: Capture, producers: dict[int, OpNode]) -> OpNode | None:
     """The conv whose output ``node`` reads through per-position ops with one activation input."""
     tid = node.inputs[0]
@@ -98,7 +110,7 @@ def _previous_conv(node: OpNode, cap: Capture, producers: dict[int, OpNode]) -> 
         if _conv_params(prev, cap) is not None:
             return prev
         live = [t for t in dict.fromkeys(prev.inputs) if cap.tensors[t].kind in ("activation", "input")]
-        if len(live) != 1 or len(prev.outputs) < 1:
+        if len(live) != 1 or not _per_position(prev):
             return None
         tid = live[0]
 
@@ -154,12 +166,49 @@ def ancestors(cap: Capture, tid: int) -> set[int]:
     return seen
 
 
+def gap_makers(cap: Capture, feeding: set[int], row_of: dict[int, str]) -> list[str]:
+    """Rows of the convs and pools feeding these tensors whose taps leave gaps along some axis."""
+    rows = []
+    for node in cap.nodes:
+        if not set(node.outputs) & feeding:
+            continue
+        packet = getattr(node.op, "overloadpacket", None)
+        if packet in (aten.convolution, aten._convolution):
+            kernel = cap.tensors[node.inputs[1]].shape[2:]
+            k = len(kernel)
+            stride, dilation = _ints(node.arg(3, "stride"), k), _ints(node.arg(5, "dilation"), k)
+            if bool(node.arg(6, "transposed")):
+                gaps = any(kk * d < s or d % s for kk, s, d in zip(kernel, stride, dilation) if s > 1)
+            else:
+                gaps = any(d > 1 or d * (kk - 1) + 1 < s for kk, s, d in zip(kernel, stride, dilation))
+        elif packet is not None and packet.__name__.startswith("max_pool"):
+            kernel = _ints(node.arg(1, "kernel_size"), 1)
+            k = len(cap.tensors[node.inputs[0]].shape) - 2
+            kernel = _ints(node.arg(1, "kernel_size"), k)
+            stride, dilation = _ints(node.arg(2, "stride") or kernel, k), _ints(node.arg(4, "dilation", 1), k)
+            gaps = any(d > 1 or d * (kk - 1) + 1 < s for kk, s, d in zip(kernel, stride, dilation))
+        else:
+            continue
+        if gaps:
+            rows.append(row_of.get(node.index, ""))
+    return list(dict.fromkeys(rows))
+
+
+def _ints(v, k: int) -> tuple[int, ...]:
+    v = [v] if isinstance(v, int) else list(v)
+    return tuple(v * k if len(v) == 1 else v)
+
+
 def verdict(cap: Capture, geoms: dict, sources: dict, tid: int, name: str, runs: list[DilatedRun]) -> Gridding:
     """The coverage verdict for the centre unit of tensor ``tid`` (local along every axis)."""
-    unit = tuple(s.n // 2 for s in geoms[tid].axes)
+    parts = geoms[tid].parts
+    unit = tuple(reachable_centre(parts, a, s.n) for a, s in enumerate(geoms[tid].axes))  # not a phase gap
     cov = coverage(cap, geoms, sources, tid, unit, name)
     feeding = ancestors(cap, tid)
-    return Gridding(name, unit, cov.covered, cov.pixels, cov.holes, [r for r in runs if r.end_tensor in feeding])
+    grids = cov.covered < cov.pixels
+    causes = gap_makers(cap, feeding, cap.row_of_nodes()) if grids else []
+    return Gridding(name, unit, cov.covered, cov.pixels, cov.holes, [r for r in runs if r.end_tensor in feeding],
+                    causes)
 
 
 def describe(g: Gridding, run: DilatedRun | None = None) -> str:

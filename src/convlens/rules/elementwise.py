@@ -28,11 +28,11 @@ hardsigmoid_ gelu_ mish_ threshold_ masked_fill_ pow_ neg_ abs_ sqrt_ exp_ rsqrt
 """.split()
 
 
-def _pointwise_ops() -> list:
+def pointwise_ops() -> list:
     return [getattr(aten, n) for n in dict.fromkeys(POINTWISE) if hasattr(aten, n)]
 
 
-@register_geometry(_pointwise_ops())
+@register_geometry(pointwise_ops())
 def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
     refs = ctx.tensor_args()
     if ctx.node.name.startswith("aten.copy_"):
