@@ -244,12 +244,44 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
     ``axes``: count paths along these input axes only (the others are ignored, as if the network were
     1-D along each of them); the result then spans only those axes. For a network whose taps are
     separable the full map is the product of the per-axis ones."""
-    all_axes = range(len(cap.tensors[cap.input_id].shape) - 2)
-    chosen = list(all_axes if axes is None else axes)
+    chosen = list(range(len(cap.tensors[cap.input_id].shape) - 2) if axes is None else axes)
     k = len(chosen)
     unit = tuple(unit[a] for a in chosen)
     input_size = tuple(cap.tensors[cap.input_id].shape[2:][a] for a in chosen)
-    maps: dict[int, _Map] = {tid: _Map([_Term(tuple(unit), tuple(np.ones(1, dtype=np.int64) for _ in range(k)))])}
+    start = _Map([_Term(tuple(unit), tuple(np.ones(1, dtype=np.int64) for _ in range(k)))])
+    final, counts, cut_global = _walk(cap, geoms, sources, tid, start, chosen, lead=0)
+    notes = []
+    if cut_global:
+        notes.append("paths through global context (gates, spatial statistics, reductions) are not counted")
+    if not counts.exact:
+        notes.append("path counts may exceed int64: float64, rounded")
+    if final.dense is None:
+        return CoverageResult(layer, tuple(unit), input_size, (0,) * k, np.zeros((1,) * k, dtype=np.int64),
+                              True, cut_global, notes)
+    return CoverageResult(layer, tuple(unit), input_size, final.dense.starts, final.dense.counts, counts.exact,
+                          cut_global, notes)
+
+
+def axis_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int, axis: int,
+                  units: Sequence[int]) -> tuple[int, np.ndarray, bool]:
+    """1-D coverage along ``axis`` alone (as ``coverage(..., axes=[axis])``) of many units at once:
+    (first input position, counts[len(units), positions], exact). One walk for all the units."""
+    units = list(units)
+    lo = min(units)
+    eye = np.zeros((len(units), max(units) - lo + 1), dtype=np.int64)
+    eye[np.arange(len(units)), np.asarray(units) - lo] = 1
+    final, counts, _ = _walk(cap, geoms, sources, tid, _Map(dense=_Dense((0, lo), eye)), [axis], lead=1)
+    if final.dense is None:
+        return 0, np.zeros((len(units), 1), dtype=np.int64), True
+    return final.dense.starts[1], final.dense.counts, counts.exact
+
+
+def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int, start: _Map,
+          chosen: Sequence[int], lead: int) -> tuple[_Map, _Counts, bool]:
+    """Carry ``start`` (the map at tensor ``tid``) back to the network input along axes ``chosen``;
+    ``lead`` leading dims of dense maps are carried along unmapped (a batch of units)."""
+    all_axes = range(len(cap.tensors[cap.input_id].shape) - 2)
+    maps: dict[int, _Map] = {tid: start}
     counts = _Counts()
     cut_global = False
     for node in reversed(cap.nodes):
@@ -268,24 +300,16 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
                     raise ConvlensError(f"coverage cannot pair the operands of {node.name} along the axes")
                 target = maps.setdefault(t, _Map())
                 for operand in zip(*per_axis):
-                    _propagate(counts, m, [operand[a] for a in chosen], [states[a].n for a in chosen], target)
+                    _propagate(counts, m, [operand[a] for a in chosen], [states[a].n for a in chosen], target, lead)
                 if len(target.terms) > MAX_TERMS:
                     counts.densify(target)
     final = maps.get(cap.input_id, _Map())
     counts.densify(final)
-    notes = []
-    if cut_global:
-        notes.append("paths through global context (gates, spatial statistics, reductions) are not counted")
-    if not counts.exact:
-        notes.append("path counts may exceed int64: float64, rounded")
-    if final.dense is None:
-        return CoverageResult(layer, tuple(unit), input_size, (0,) * k, np.zeros((1,) * k, dtype=np.int64),
-                              True, cut_global, notes)
-    return CoverageResult(layer, tuple(unit), input_size, final.dense.starts, final.dense.counts, counts.exact,
-                          cut_global, notes)
+    return final, counts, cut_global
 
 
-def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequence[int], target: _Map) -> None:
+def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequence[int], target: _Map,
+               lead: int = 0) -> None:
     """Add the map of one operand (its source along each axis) into ``target``."""
     for term in m.terms:
         mapped = []
@@ -299,7 +323,54 @@ def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequen
     if m.dense is not None:
         dense: _Dense | None = m.dense
         for a, src in enumerate(operand):
-            dense = counts.map_dense(dense, a, src.fn, n_in[a])
+            dense = counts.map_dense(dense, lead + a, src.fn, n_in[a])
             if dense is None:
                 return
         target.dense = dense if target.dense is None else counts.add_into(target.dense, dense.starts, dense.counts)
+
+
+def forward_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], axis: int,
+                     wanted: dict[int, Sequence[int]]) -> dict[int, np.ndarray]:
+    """For many tensors at once, 1-D coverage along ``axis`` alone of some of their units (float64
+    path counts; zeros are exact, large counts are rounded): ``{tid: counts[len(units), N]}``.
+
+    One forward pass over the graph: the profile matrix of a tensor (its positions x the input's N
+    positions) is the sum over its operands of tap matrix x operand's matrix, with the same operands
+    as :func:`axis_profiles` (floating tensors, local along every axis). Memory: one N-column matrix
+    per live tensor."""
+    n_in = cap.tensors[cap.input_id].shape[2 + axis]
+    last_use: dict[int, int] = {}
+    for node in cap.nodes:
+        for t in node.inputs:
+            last_use[t] = node.index
+    mats: dict[int, np.ndarray] = {cap.input_id: np.eye(n_in)}
+    out: dict[int, np.ndarray] = {}
+    if cap.input_id in wanted:
+        out[cap.input_id] = mats[cap.input_id][list(wanted[cap.input_id])]
+    k = len(cap.tensors[cap.input_id].shape) - 2
+    for node in cap.nodes:
+        for tid in node.outputs:
+            if tid not in geoms or not all(isinstance(s, Local) for s in geoms[tid].axes):
+                continue
+            n = geoms[tid].axes[axis].n
+            acc = None
+            for t in dict.fromkeys(node.inputs):
+                if t not in mats:
+                    continue
+                per_axis = [[s for s in sources.get((tid, a), []) if s.tid == t] for a in range(k)]
+                if not all(per_axis):
+                    continue
+                for src in per_axis[axis]:
+                    taps, which = _taps(0, n, src.fn, mats[t].shape[0])
+                    part = np.zeros((n, n_in))
+                    np.add.at(part, which, mats[t][taps])
+                    acc = part if acc is None else acc + part
+            if acc is None:
+                continue
+            mats[tid] = acc
+            if tid in wanted:
+                out[tid] = acc[list(wanted[tid])]
+        for t in node.inputs:
+            if last_use.get(t) == node.index and t != cap.input_id:
+                mats.pop(t, None)
+    return out
