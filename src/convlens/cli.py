@@ -38,6 +38,8 @@ def _report(args: argparse.Namespace) -> Report:
 
 def _analyze(args: argparse.Namespace) -> None:
     report = _report(args)
+    if args.html:
+        report.save_html(args.html)
     if args.format == "table":
         if args.output:
             from rich.console import Console
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
                    help=f"table rows up to this module depth (default {DEFAULT_DEPTH}; JSON/CSV hold every row)")
     a.add_argument("-o", "--output", help="write to this file instead of stdout")
+    a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (table, plots, "
+                   "coverage maps)")
     a.set_defaults(run=_analyze)
 
     c = sub.add_parser("coverage", help="path counts from every input pixel to one unit")

@@ -246,6 +246,16 @@ class Report:
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
 
+    def save_html(self, path, erf=None) -> None:
+        """One self-contained HTML file (:mod:`convlens.render.html`); ``erf``: an
+        :class:`convlens.ERFResult` to draw beside the coverage map."""
+        from .render.html import save_html
+        save_html(self, path, erf)
+
+    def _repr_html_(self) -> str:
+        from .render.html import render_html
+        return render_html(self, compact=True)
+
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
