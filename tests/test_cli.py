@@ -155,3 +155,13 @@ def test_shift_cli():
     assert [a["smallest"] for a in axes] == [4, 4]  # stride 4 after the stem's conv and max pool
     done = run("shift", "torchvision:resnet18", "--input", "3x64x64")
     assert done.returncode == 2 and "before the global pooling" in done.stderr
+
+
+def test_animate_cli(tmp_path):
+    from PIL import Image
+    done = run("animate", "--input", "5x6", "--kernel", "3", "--stride", "2", "--padding", "1",
+               "-o", str(tmp_path / "c.gif"))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "c.gif").n_frames == 3 * 3  # outputs (5+2-3)//2+1 = 3 and (6+2-3)//2+1 = 3
+    done = run("animate", "--input", "3", "--kernel", "5", "-o", str(tmp_path / "c.gif"))
+    assert done.returncode == 2 and "kernel does not fit" in done.stderr

@@ -124,6 +124,28 @@ def _shift(args: argparse.Namespace) -> None:
         print(f"axis {axis.axis}: stride {axis.stride}, follows {verdict}; relative error per shift {errors}")
 
 
+def _animate(args: argparse.Namespace) -> None:
+    from .render.animate import ConvSpec, animate, still
+
+    def sizes(text: str, name: str):
+        try:
+            return tuple(int(x) for x in str(text).split("x"))
+        except ValueError:
+            raise ConvlensError(f"--{name} must be integers like 5 or 5x7, got {text!r}") from None
+    spec = ConvSpec.make(sizes(args.input, "input"), sizes(args.kernel, "kernel"), sizes(args.stride, "stride"),
+                         sizes(args.padding, "padding"), sizes(args.dilation, "dilation"), args.transposed,
+                         sizes(args.output_padding, "output-padding"), dims=args.dims)
+    suffix = Path(args.output).suffix.lower()
+    if suffix == ".gif":
+        found = animate(spec, args.output, args.ms)
+        print(f"{len(found)} frames, output {'x'.join(map(str, spec.output))}")
+    elif suffix in (".png", ".svg", ".pdf"):
+        still(spec, args.output)
+        print(f"output {'x'.join(map(str, spec.output))}")
+    else:
+        raise ConvlensError(f"-o must end in .gif (animation) or .png/.svg/.pdf (still), got {args.output!r}")
+
+
 def _parse_unit(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace("x", ",").split(","))
@@ -211,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--format", choices=("text", "json"), default="text")
     h.set_defaults(run=_shift)
+
+    n = sub.add_parser("animate", help="animate one convolution's arithmetic (GIF) or draw it (PNG/SVG)")
+    n.add_argument("--input", required=True, help="input size: 5 or 5x7")
+    n.add_argument("--kernel", required=True, help="kernel size: 3 or 3x2")
+    n.add_argument("--stride", default="1")
+    n.add_argument("--padding", default="0")
+    n.add_argument("--dilation", default="1")
+    n.add_argument("--transposed", action="store_true", help="a transposed convolution (one frame per input)")
+    n.add_argument("--output-padding", default="0")
+    n.add_argument("--dims", type=int, choices=(1, 2), default=2, help="axes when every size is one number "
+                   "(default 2: --input 5 is 5x5)")
+    n.add_argument("--ms", type=int, default=600, help="milliseconds per frame (default 600)")
+    n.add_argument("-o", "--output", required=True, help="conv.gif (animation) or conv.png / .svg / .pdf (still)")
+    n.set_defaults(run=_animate)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
