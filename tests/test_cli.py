@@ -165,3 +165,20 @@ def test_animate_cli(tmp_path):
     assert Image.open(tmp_path / "c.gif").n_frames == 3 * 3  # outputs (5+2-3)//2+1 = 3 and (6+2-3)//2+1 = 3
     done = run("animate", "--input", "3", "--kernel", "5", "-o", str(tmp_path / "c.gif"))
     assert done.returncode == 2 and "kernel does not fit" in done.stderr
+
+
+def test_plot_cli(tmp_path):
+    (tmp_path / "up.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def build():
+            return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ConvTranspose2d(4, 1, 3, stride=2))
+    """))
+    model = str(tmp_path / "up.py") + ":build"
+    for kind, suffix in (("rf", "svg"), ("cost", "png"), ("coverage", "png"), ("checkerboard", "png"),
+                         ("erf", "png")):
+        out = tmp_path / f"{kind}.{suffix}"
+        done = run("plot", model, "--input", "1x16x16", "--kind", kind, "--samples", "2", "-o", str(out))
+        assert done.returncode == 0, (kind, done.stderr)
+        assert out.stat().st_size > 1000
+    done = run("plot", model, "--input", "1x16x16", "--kind", "rf", "-o", str(tmp_path / "x.txt"))
+    assert done.returncode == 2 and "-o must end in" in done.stderr

@@ -146,6 +146,29 @@ def _animate(args: argparse.Namespace) -> None:
         raise ConvlensError(f"-o must end in .gif (animation) or .png/.svg/.pdf (still), got {args.output!r}")
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from .render import figures
+    if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
+    unit = None if args.unit is None else _parse_unit(args.unit)
+    if args.kind == "erf":
+        factory = model_factory(args.model)
+        shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
+        result = erf(build_model(factory, on_meta=False), (1, *parse_shape(shape_text)), layer=args.layer,
+                     unit=unit, samples=args.samples)
+        figures.save_erf_figure(result, args.output)
+        return
+    report = _report(args)
+    if args.kind == "rf":
+        figures.save_figure(figures.rf_figure(report), args.output)
+    elif args.kind == "cost":
+        figures.save_figure(figures.cost_figure(report), args.output)
+    elif args.kind == "coverage":
+        figures.save_coverage_figure(report.coverage(args.layer, unit), args.output)
+    else:
+        figures.save_figure(figures.checkerboard_figure(report.checkerboard(args.layer)), args.output)
+
+
 def _parse_unit(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace("x", ",").split(","))
@@ -247,6 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--ms", type=int, default=600, help="milliseconds per frame (default 600)")
     n.add_argument("-o", "--output", required=True, help="conv.gif (animation) or conv.png / .svg / .pdf (still)")
     n.set_defaults(run=_animate)
+
+    f = sub.add_parser("plot", help="one figure: rf against depth, coverage, ERF, checkerboard or cost")
+    f.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    f.add_argument("--kind", choices=("rf", "coverage", "erf", "checkerboard", "cost"), required=True)
+    f.add_argument("--layer", default="", help="row name for coverage, erf, checkerboard (default: the output)")
+    f.add_argument("--unit", help="unit index per spatial axis (coverage, erf; default: the centre)")
+    f.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    f.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    f.add_argument("--samples", type=int, default=16, help="ERF samples (default 16)")
+    f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
+    f.set_defaults(run=_plot)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

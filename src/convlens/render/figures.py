@@ -73,3 +73,69 @@ def save_map_figure(counts: np.ndarray, path: str | Path, title: str, label: str
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def rf_figure(report):
+    """rf per axis against the leaf modules in call order (log scale), input sizes dashed; None when
+    no row has a local rf."""
+    plt = _pyplot()
+    names = [layer.name for layer in report]
+    leaves = [layer for layer in report if layer.depth > 0 and not any(n.startswith(layer.name + ".") for n in names)]
+    points = [(i, layer) for i, layer in enumerate(leaves) if any(isinstance(r, int) for r in layer.rf)]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=100)
+    for a, n in enumerate(report.input_shape[2:]):
+        xs = [i for i, layer in points if isinstance(layer.rf[a], int)]
+        ys = [layer.rf[a] for i, layer in points if isinstance(layer.rf[a], int)]
+        line, = ax.plot(xs, ys, marker=".", linewidth=1, label=f"rf, axis {a}")
+        ax.axhline(n, color=line.get_color(), linestyle="--", linewidth=0.8, label=f"input size, axis {a}")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (leaf modules in call order)")
+    ax.set_ylabel("receptive field (px)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def cost_figure(report, top: int = 20):
+    """MACs of the (up to ``top``) costliest top-level modules; None when nothing costs MACs."""
+    plt = _pyplot()
+    rows = sorted([layer for layer in report if layer.depth == 1 and layer.macs > 0], key=lambda x: x.macs,
+                  reverse=True)[:top]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(rows) + 1.0), dpi=100)
+    ax.barh([layer.name for layer in rows][::-1], [layer.macs / 1e9 for layer in rows][::-1], color="tab:blue")
+    ax.set_xlabel("GMACs")
+    ax.set_title("cost by top-level module", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def checkerboard_figure(cb):
+    """Overlap counts over one period of output phases (the grid for 2-D rows, bars for 1-D)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=100)
+    if cb.grid is not None and cb.grid.ndim == 2:
+        image = ax.imshow(cb.grid, cmap="viridis", interpolation="nearest")
+        for (r, c), v in np.ndenumerate(cb.grid):
+            ax.text(c, r, str(v), ha="center", va="center", color="white", fontsize=8)
+        fig.colorbar(image, ax=ax, label="paths")
+        ax.set_xlabel("phase, axis 1")
+        ax.set_ylabel("phase, axis 0")
+    else:
+        counts = cb.per_axis[0]
+        ax.bar(range(len(counts)), counts, color="tab:blue")
+        ax.set_xlabel("phase, axis 0")
+        ax.set_ylabel("paths")
+    ax.set_title(f"overlap per output phase of {cb.layer or 'the output'}: max/min {cb.ratio:g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    if fig is None:
+        raise ConvlensError("nothing to draw for this model (no local rows, or no MACs)")
+    fig.savefig(path)
+    _pyplot().close(fig)

@@ -74,43 +74,22 @@ def _svg(fig) -> str:
 
 
 def _rf_plot(report: Report) -> str | None:
-    from .figures import _pyplot
-    plt = _pyplot()
-    leaves = [layer for layer in report if layer.depth > 0 and not any(
-        other.name.startswith(layer.name + ".") for other in report if layer.name)]
-    points = [(i, layer) for i, layer in enumerate(leaves) if any(isinstance(r, int) for r in layer.rf)]
-    if not points:
+    from .figures import _pyplot, rf_figure
+    fig = rf_figure(report)
+    if fig is None:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=100)
-    for a, n in enumerate(report.input_shape[2:]):
-        xs = [i for i, layer in points if isinstance(layer.rf[a], int)]
-        ys = [layer.rf[a] for i, layer in points if isinstance(layer.rf[a], int)]
-        line, = ax.plot(xs, ys, marker=".", linewidth=1, label=f"rf, axis {a}")
-        ax.axhline(n, color=line.get_color(), linestyle="--", linewidth=0.8, label=f"input size, axis {a}")
-    ax.set_yscale("log")
-    ax.set_xlabel("layer (leaf modules in call order)")
-    ax.set_ylabel("receptive field (px)")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
     svg = _svg(fig)
-    plt.close(fig)
+    _pyplot().close(fig)
     return svg
 
 
 def _cost_plot(report: Report) -> str | None:
-    from .figures import _pyplot
-    plt = _pyplot()
-    top = [layer for layer in report if layer.depth == 1 and layer.macs > 0]
-    if not top:
+    from .figures import _pyplot, cost_figure
+    fig = cost_figure(report)
+    if fig is None:
         return None
-    top = sorted(top, key=lambda x: x.macs, reverse=True)[:20]
-    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(top) + 1.0), dpi=100)
-    ax.barh([layer.name for layer in top][::-1], [layer.macs / 1e9 for layer in top][::-1], color="tab:blue")
-    ax.set_xlabel("GMACs")
-    ax.set_title("cost by top-level module", fontsize=9)
-    fig.tight_layout()
     svg = _svg(fig)
-    plt.close(fig)
+    _pyplot().close(fig)
     return svg
 
 
