@@ -7,6 +7,8 @@
   at full size (what the gradient oracle does). No peer tool computes coverage.
 * ERF: ``convlens.erf`` per image against one plain forward + backward per image of the same model at
   the same batch size (the floor for any gradient-based ERF).
+* HTML: writing densenet121's report against analyzing it; its load in headless Chromium against the
+  same rows as a bare HTML table.
 
 Each row is the median of ``--repeats`` runs in this process, after one warm-up run. Quote ratios.
 """
@@ -90,6 +92,48 @@ def erf_rows(repeats: int, samples: int = 16, batch: int = 8) -> list[tuple[str,
     return rows
 
 
+def html_rows(repeats: int) -> list[tuple[str, float, float]]:
+    """The HTML report of densenet121 (433 rows): writing it against analyzing, and its load time in
+    headless Chromium against loading the same rows as a bare HTML table (when chromium is installed)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    with torch.device("meta"):
+        model = torchvision.models.densenet121(weights=None)
+    shape = (1, 3, 224, 224)
+    t_analyze = _median_time(lambda: convlens.analyze(model, shape), repeats)
+    report = convlens.analyze(model, shape)
+    tmp = Path(tempfile.mkdtemp())
+    page_path, bare_path = tmp / "report.html", tmp / "bare.html"
+    t_save = _median_time(lambda: report.save_html(page_path), repeats)
+    rows = [(f"HTML report, densenet121 224x224 ({len(report)} rows, "
+             f"{page_path.stat().st_size / 2**20:.1f} MiB): save_html vs analyze", t_save, t_analyze)]
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        return rows
+    import html
+    bare_path.write_text("<table>" + "".join(f"<tr><td>{html.escape(x.name)}</td><td>{x.op}</td></tr>"
+                                             for x in report) + "</table>")
+    from playwright.sync_api import sync_playwright
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+
+        def load(path):
+            def run():
+                page = browser.new_page()
+                page.goto(path.as_uri(), wait_until="load")
+                page.close()
+            return run
+        t_page = _median_time(load(page_path), repeats)
+        t_bare = _median_time(load(bare_path), repeats)
+        browser.close()
+    rows.append(("HTML report, densenet121: Chromium load vs the same rows as a bare table", t_page, t_bare))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -97,12 +141,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("| case | convlens | reference | convlens / reference |")
     print("|---|---|---|---|")
-    for label, ours, ref in coverage_rows(args.repeats) + erf_rows(max(1, args.repeats // 2)):
+    for label, ours, ref in (coverage_rows(args.repeats) + erf_rows(max(1, args.repeats // 2))
+                             + html_rows(max(1, args.repeats // 2))):
         ratio = "–" if ref != ref else f"{ours / ref:.2g}x"
         ref_text = "–" if ref != ref else f"{ref * 1000:.1f} ms"
         print(f"| {label} | {ours * 1000:.1f} ms | {ref_text} | {ratio} |", flush=True)
     print("\nreference: coverage rows -> one forward+backward of the all-ones one-channel net (brute force); "
-          "ERF rows -> one plain forward+backward per image at the same batch size.")
+          "ERF rows -> one plain forward+backward per image at the same batch size; HTML rows as labelled.")
     return 0
 
 
