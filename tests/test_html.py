@@ -85,6 +85,12 @@ def _check_report(browser, report: convlens.Report, tmp_path, shot: str):
     page.fill("#unit-0", "0")
     page.dispatch_event("#unit-0", "input")
     assert page.evaluate("document.getElementById('coverage').toDataURL()") != after
+    # a diagnostic's link selects its row
+    links = page.locator("#diagnostics a[data-row]")
+    if links.count():
+        row = links.first.get_attribute("data-row")
+        links.first.click()
+        assert page.get_attribute(f"#modules tbody tr[data-i='{row}']", "class").split().count("selected") == 1
     page.screenshot(path=str(tmp_path / shot), full_page=True)
     assert not errors and not dialogs
     page.close()
@@ -94,6 +100,20 @@ def _check_report(browser, report: convlens.Report, tmp_path, shot: str):
 def test_report_in_chromium(browser, tmp_path):
     report = convlens.analyze(torchvision.models.resnet18(weights=None), (1, 3, 96, 96))
     _check_report(browser, report, tmp_path, "resnet18.png")
+
+
+def test_erf_is_drawn_beside_the_coverage(browser, tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 1, 3, padding=2, dilation=2))
+    report = convlens.analyze(model, (1, 1, 24, 24))
+    report.save_html(tmp_path / "erf.html", erf=convlens.erf(model, (1, 1, 24, 24), samples=2))
+    page, errors, dialogs = _open(browser, tmp_path / "erf.html")
+    assert page.is_visible("#erf") and "ERF of (model) unit (12, 12)" in page.text_content("#erf-title")
+    pixels = page.evaluate("""() => { const c = document.getElementById('erf');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (!(d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255)) n++;
+        return n; }""")
+    assert pixels > 0 and not errors and not dialogs
+    page.close()
 
 
 def test_densenet121_report_stays_small(browser, tmp_path):
