@@ -47,7 +47,8 @@ def _open(browser, path):
 
 
 def _numbers(page, column: str) -> list[int]:
-    return page.eval_on_selector_all("#modules tbody tr:not([hidden])", f"rs => rs.map(r => Number(r.dataset.{column}))")
+    return page.eval_on_selector_all("#modules tbody tr:not([hidden])",
+                                      f"rs => rs.map(r => Number(r.dataset.{column}))")
 
 
 def _check_report(browser, report: convlens.Report, tmp_path, shot: str):

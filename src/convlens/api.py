@@ -11,8 +11,7 @@ import torch.nn as nn
 
 from .analysis import GraphGeometry, Misalignment, walk
 from .capture import Capture, capture
-from .diagnostics import Diagnostic, mostly_padding_share, op_diagnostics
-from .gridding import describe, dilated_runs, verdict
+from .diagnostics import collect_diagnostics
 from .errors import ConvlensError
 from .geometry import Constant, Global, Local, Unknown
 from .memory import peak_activation_bytes
@@ -54,7 +53,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
         cap = capture(model, shape, dtype)
         graph = walk(cap)
         layers = _rows(model, cap, graph, shape[2:])
-        diagnostics = _diagnostics(cap, graph, layers, shape[2:])
+        diagnostics = collect_diagnostics(cap, graph, layers, shape[2:])
     notes = []
     if cap.fallback:
         notes.append(cap.fallback)
@@ -71,53 +70,6 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
     return Report(name or type(model).__name__, shape, layers, totals, notes, dict(graph.unsupported),
                   backend="cpu" if cap.fallback else "meta", graph=(cap, graph.geoms, graph.sources),
                   diagnostics=diagnostics)
-
-
-def _diagnostics(cap: Capture, graph: GraphGeometry, layers: list[Layer], input_size: tuple[int, ...]
-                 ) -> list[Diagnostic]:
-    """Op-level checks, misaligned merges, and where units first see mostly padding; each message is
-    also added to its row's notes (misaligned merges are there already)."""
-    row_of = cap.row_of_nodes()
-    found = op_diagnostics(cap, row_of)
-    for index, items in sorted(graph.misaligned.items()):
-        for m in items:
-            found.append(Diagnostic("misaligned-merge", row_of.get(index, ""),
-                                    f"misaligned merge along axis {m.axis} at {m.node.name}",
-                                    {"axis": m.axis, "strides": [s for _, s, _ in m.inputs],
-                                     "offsets": [o for _, _, o in m.inputs]}))
-    padded = [layer for layer in layers if all(isinstance(s, Local) for s in layer.axes)
-              and any(isinstance(rf, int) and rf > n for rf, n in zip(layer.rf, input_size))]
-    # where the rf first outgrows the input: the smallest such rf, the deepest row with it
-    first = min(padded, key=lambda x: (max(r for r in x.rf if isinstance(r, int)), -x.depth), default=None)
-    last = next((x for x in padded if x.name == ""), None)
-    chosen = [first] if first is not None else []
-    if last is not None and last is not first:
-        chosen.append(last)
-    for layer in chosen:
-        share = mostly_padding_share(layer.parts, input_size, tuple(s.n for s in layer.axes))
-        if share > 0:
-            found.append(Diagnostic("mostly-padding", layer.name,
-                                    f"{100 * share:.1f} % of units see mostly padding (rf {_fmt_rf(layer.rf)} > input "
-                                    f"{'x'.join(map(str, input_size))})", {"share": share, "rf": list(layer.rf)}))
-    geoms = graph.geoms
-    # runs of two or more convs (where the hybrid-dilation rule applies); any other row on demand
-    # with report.gridding(name), which walks the whole graph behind the row
-    for run in dilated_runs(cap, row_of):
-        if len(run.rows) < 2 or not all(isinstance(s, Local) for s in geoms[run.end_tensor].axes):
-            continue
-        g = verdict(cap, geoms, graph.sources, run.end_tensor, run.rows[-1], [run])
-        if g.grids:
-            found.append(Diagnostic("gridding", run.rows[-1], describe(g, run), g.to_dict()))
-    by_name = {layer.name: layer for layer in layers}
-    for d in found:
-        layer = by_name.get(d.row) or by_name.get(d.row + "[0]")
-        if layer is not None and d.kind != "misaligned-merge":
-            layer.notes.append(d.message)
-    return found
-
-
-def _fmt_rf(rf) -> str:
-    return "x".join(str(r) for r in rf)
 
 
 def _module_params(model: nn.Module) -> dict[str, int]:

@@ -21,6 +21,8 @@ import torch
 from .arith import unread_border
 from .capture import Capture, OpNode
 from .checkerboard import FIX
+from .geometry import Local
+from .gridding import describe, dilated_runs, verdict
 
 aten = torch.ops.aten
 
@@ -219,3 +221,50 @@ def mostly_padding_share(parts, input_size: tuple[int, ...], n: tuple[int, ...])
         hits += int(((real < 0.5) & reached).sum())
         total += int(reached.sum())
     return hits / total if total else 0.0
+
+
+def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int, ...]) -> list[Diagnostic]:
+    """Every diagnostic of an analysis: op-level checks, misaligned merges, where units first see mostly
+    padding, runs of dilated convs that grid. Each message is also added to its row's notes
+    (misaligned merges are there already). ``graph`` is the :class:`convlens.analysis.GraphGeometry`."""
+    row_of = cap.row_of_nodes()
+    found = op_diagnostics(cap, row_of)
+    for index, items in sorted(graph.misaligned.items()):
+        for m in items:
+            found.append(Diagnostic("misaligned-merge", row_of.get(index, ""),
+                                    f"misaligned merge along axis {m.axis} at {m.node.name}",
+                                    {"axis": m.axis, "strides": [s for _, s, _ in m.inputs],
+                                     "offsets": [o for _, _, o in m.inputs]}))
+    padded = [layer for layer in layers if all(isinstance(s, Local) for s in layer.axes)
+              and any(isinstance(rf, int) and rf > n for rf, n in zip(layer.rf, input_size))]
+    # where the rf first outgrows the input: the smallest such rf, the deepest row with it
+    first = min(padded, key=lambda x: (max(r for r in x.rf if isinstance(r, int)), -x.depth), default=None)
+    last = next((x for x in padded if x.name == ""), None)
+    chosen = [first] if first is not None else []
+    if last is not None and last is not first:
+        chosen.append(last)
+    for layer in chosen:
+        share = mostly_padding_share(layer.parts, input_size, tuple(s.n for s in layer.axes))
+        if share > 0:
+            found.append(Diagnostic("mostly-padding", layer.name,
+                                    f"{100 * share:.1f} % of units see mostly padding (rf {_fmt_rf(layer.rf)} > input "
+                                    f"{'x'.join(map(str, input_size))})", {"share": share, "rf": list(layer.rf)}))
+    geoms = graph.geoms
+    # runs of two or more convs (where the hybrid-dilation rule applies); any other row on demand
+    # with report.gridding(name), which walks the whole graph behind the row
+    for run in dilated_runs(cap, row_of):
+        if len(run.rows) < 2 or not all(isinstance(s, Local) for s in geoms[run.end_tensor].axes):
+            continue
+        g = verdict(cap, geoms, graph.sources, run.end_tensor, run.rows[-1], [run])
+        if g.grids:
+            found.append(Diagnostic("gridding", run.rows[-1], describe(g, run), g.to_dict()))
+    by_name = {layer.name: layer for layer in layers}
+    for d in found:
+        layer = by_name.get(d.row) or by_name.get(d.row + "[0]")
+        if layer is not None and d.kind != "misaligned-merge":
+            layer.notes.append(d.message)
+    return found
+
+
+def _fmt_rf(rf) -> str:
+    return "x".join(str(r) for r in rf)

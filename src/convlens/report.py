@@ -5,8 +5,9 @@ Units and conventions (DESIGN.md): per spatial axis of the network input, in inp
 see ``notes``). ``stride`` and ``offset`` are exact :class:`fractions.Fraction` values, ``None``
 where global or unknown. ``global_context`` is per tensor: after a cat along a spatial axis it also
 flags units of the part that has no global path. A global axis whose reduction saw only part of the
-input reports that part as its clipped window (with a note). MACs count multiply-accumulates; ``flops = 2 * macs`` (bias adds apart, in
-``bias_flops``). Byte counts are of the output tensor(s) in their own dtype.
+input reports that part as its clipped window (with a note). MACs count multiply-accumulates;
+``flops = 2 * macs`` (bias adds apart, in ``bias_flops``). Byte counts are of the output tensor(s) in
+their own dtype.
 """
 
 from __future__ import annotations
