@@ -39,12 +39,15 @@ def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
     local_dims = [d for d in layer.axis_dims if d is not None]
     if local_dims != sorted(local_dims):
         return None
+    found = []
     for c in range(1, rank):
         spatial = [d for d in range(1, rank) if d != c]
         if all(d in spatial for d in local_dims) and all(
                 d is None or spatial[a] == d for a, d in enumerate(layer.axis_dims)):
-            return c, spatial
-    return None
+            found.append((c, spatial))
+    if len(found) > 1 and any(d is None for d in layer.axis_dims):
+        return None  # a global axis's dim is not known: the channel dim is ambiguous
+    return found[0] if found else None
 
 
 def _units(layer: convlens.Layer) -> list[tuple[int, ...]]:

@@ -353,6 +353,8 @@ class GraphWalk:
         their global context included."""
         spans = []
         for t in node.inputs:
+            if any(isinstance(s, Global) and s.reach is not None and not s.reach.any() for s in self.kinds[t]):
+                continue  # no position of this input is reached by anything real (phase gaps, padding)
             state = self.kinds[t][a]
             if isinstance(state, Global):
                 spans.append(state.span)
