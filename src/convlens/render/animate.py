@@ -2,11 +2,11 @@
 
 A direct convolution gets one frame per output position: the padded input (padding cells grey,
 real cells blue), the taps that output reads highlighted, and the output grid with that cell
-marked. A transposed convolution gets one frame per *input* position: the output cells that input
-writes (its taps). The still shows the whole arithmetic: for a direct conv the input with its
-padding and the first window; for a transposed conv the zero-inserted view, the direct convolution
-it equals (stride - 1 zeros between input cells, d (k - 1) - p padding around them, o_p extra on
-the far side).
+marked. A transposed convolution gets one frame per *input* position, drawn on the zero-inserted
+view (the direct convolution it equals: stride - 1 zeros between input cells, d (k - 1) - p padding
+around them, o_p extra on the far side; zeros white): the input cell and the output cells it writes
+(its taps). The still shows the whole arithmetic: the first window of a direct conv; the
+zero-inserted input of a transposed one.
 
 Index arithmetic here is written out from the definitions (one loop per tap), independently of the
 analysis rules. Sizes are per axis; 1-D configurations are drawn as one row.
@@ -119,16 +119,18 @@ def _grid(ax, origin, shape, colors, label):
     ax.text(x0, y0 - 0.35, label, fontsize=9, va="bottom")
 
 
-def _draw(spec: ConvSpec, frame: Frame | None, still: bool = False):
+def _draw(spec: ConvSpec, frame: Frame | None):
     plt = _pyplot()
     two = len(spec.input) == 2
     pads = spec.padding
-    shape_in = tuple(n + 2 * p for n, p in zip(spec.input, pads))
-    if spec.transposed and still:
-        # the zero-inserted view: (i - 1)(s - 1) zeros between cells, d(k - 1) - p around, o_p after
-        q = [d * (k - 1) - p for k, p, d in zip(spec.kernel, spec.padding, spec.dilation)]
+    # a transposed conv is drawn on its zero-inserted input: s - 1 zeros between cells, d(k - 1) - p
+    # around them, o_p more on the far side (the direct convolution it equals)
+    q = [d * (k - 1) - p for k, p, d in zip(spec.kernel, spec.padding, spec.dilation)]
+    if spec.transposed:
         shape_in = tuple((n - 1) * s + 1 + 2 * qq + op for n, s, qq, op in
                          zip(spec.input, spec.stride, q, spec.output_padding))
+    else:
+        shape_in = tuple(n + 2 * p for n, p in zip(spec.input, pads))
     w_in = shape_in[-1]
     rows = max(shape_in[0], spec.output[0]) if two else 1
     fig_w = (w_in + spec.output[-1] + 3) * 0.42 + 0.4
@@ -143,22 +145,19 @@ def _draw(spec: ConvSpec, frame: Frame | None, still: bool = False):
     def coord(r, c):
         return (r, c) if two else (c,)
 
-    if spec.transposed and still:
-        q = [d * (k - 1) - p for k, p, d in zip(spec.kernel, spec.padding, spec.dilation)]
+    taps = set(frame.taps) if frame is not None else set()
+    size = f"{'x'.join(map(str, spec.input))}"
+    if spec.transposed:
+        current = None if frame is None else tuple(qq + c * s for qq, c, s in zip(q, frame.cell, spec.stride))
 
         def colors_in(r, c):
             pos = coord(r, c)
+            if pos == current:
+                return TAP
             inside = all(qq <= x and (x - qq) % s == 0 and (x - qq) // s < n
                          for x, qq, s, n in zip(pos, q, spec.stride, spec.input))
             return REAL if inside else ZERO
-        _grid(ax, (0, 0), shape_in, colors_in, "zero-inserted input (the equivalent direct conv)")
-        _grid(ax, (out_x, 0), spec.output, lambda r, c: OUT, f"output {'x'.join(map(str, spec.output))}")
-        return fig
-    taps = set(frame.taps) if frame is not None else set()
-    if spec.transposed:
-        _grid(ax, (0, 0), spec.input,
-              lambda r, c: TAP if frame is not None and coord(r, c) == frame.cell else REAL,
-              f"input {'x'.join(map(str, spec.input))}")
+        _grid(ax, (0, 0), shape_in, colors_in, f"input {size}, zero-inserted (the equivalent direct conv)")
         _grid(ax, (out_x, 0), spec.output, lambda r, c: TAP if coord(r, c) in taps else OUT,
               f"output {'x'.join(map(str, spec.output))}")
     else:
@@ -167,7 +166,7 @@ def _draw(spec: ConvSpec, frame: Frame | None, still: bool = False):
             if pos in taps:
                 return TAP
             return REAL if all(0 <= x < n for x, n in zip(pos, spec.input)) else PAD
-        _grid(ax, (0, 0), shape_in, colors_in, f"input {'x'.join(map(str, spec.input))} + padding")
+        _grid(ax, (0, 0), shape_in, colors_in, f"input {size} + padding")
         _grid(ax, (out_x, 0), spec.output,
               lambda r, c: OUT_CELL if frame is not None and coord(r, c) == frame.cell else OUT,
               f"output {'x'.join(map(str, spec.output))}")
@@ -208,7 +207,7 @@ def animate(spec: ConvSpec, path: str | Path, ms_per_frame: int = 600) -> list[F
 def still(spec: ConvSpec, path: str | Path) -> None:
     """The whole arithmetic in one picture (PNG/SVG/PDF by suffix; see the module doc)."""
     plt = _pyplot()
-    fig = _draw(spec, frames(spec)[0] if not spec.transposed else None, still=True)
+    fig = _draw(spec, frames(spec)[0] if not spec.transposed else None)
     fig.suptitle(_title(spec), fontsize=7)
     fig.savefig(path)
     plt.close(fig)
