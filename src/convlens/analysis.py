@@ -148,7 +148,9 @@ class GraphWalk:
 
     def _context(self, node: OpNode) -> RuleContext:
         return RuleContext(node, self.cap.tensors, self.producers, self.dims,
-                           {t: self._local_axes(t) for t in node.inputs})
+                           {t: self._local_axes(t) for t in node.inputs},
+                           {t: frozenset(a for a, s in enumerate(self.kinds[t]) if isinstance(s, Global))
+                            for t in node.inputs})
 
     # -------------------------------------------------------------- pass 1
     def structure(self) -> None:

@@ -70,12 +70,14 @@ class RuleContext:
     """What a rule may read: the node, tensor shapes and the dims (factors) of its inputs."""
 
     def __init__(self, node: OpNode, tensors: dict[int, TensorInfo], producers: dict[int, OpNode],
-                 dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]]):
+                 dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]],
+                 global_: dict[int, frozenset[int]] | None = None):
         self.node = node
         self._tensors = tensors
         self._producers = producers
         self._dims = dims
         self._local = local
+        self._global = global_ or {}
 
     def info(self, ref: TRef | int) -> TensorInfo:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref]
@@ -90,6 +92,10 @@ class RuleContext:
     def local_axes(self, ref: TRef | int) -> frozenset[int]:
         """The spatial axes along which ``ref``'s units see a local window."""
         return self._local.get(ref.id if isinstance(ref, TRef) else ref, frozenset())
+
+    def global_axes(self, ref: TRef | int) -> frozenset[int]:
+        """The spatial axes along which ``ref``'s units see the whole axis."""
+        return self._global.get(ref.id if isinstance(ref, TRef) else ref, frozenset())
 
     def shape(self, ref: TRef | int) -> tuple[int, ...]:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref].shape
