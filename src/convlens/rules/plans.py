@@ -76,10 +76,11 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     in_shape = ctx.shape(x)
     carried = {a for dim in ctx.dims(x) for a in axes_of(dim)}
     kept = [d for d in range(len(in_shape)) if d not in drop]
-    if ctx.global_axes(x) - carried and any(d in maps and not axes_of(dim) and out_shape[kept.index(d)] != in_shape[d]
-                                            for d, dim in enumerate(ctx.dims(x)) if d in kept):
-        # a global axis lost its dim (a flatten and back), and this op pads or resamples an unlabeled
-        # dim: it may be that axis, whose positions can no longer be told apart
+    unlabeled = (ctx.global_axes(x) | ctx.local_axes(x)) - carried
+    if unlabeled and any(d in maps and not axes_of(dim) and out_shape[kept.index(d)] != in_shape[d]
+                         for d, dim in enumerate(ctx.dims(x)) if d in kept):
+        # a spatial axis lost its dim (a size-1 axis through a flatten and back), and this op pads or
+        # resamples an unlabeled dim: it may be that axis, whose positions can no longer be told apart
         return Plan(dims=tuple(plain(s) for s in out_shape),
                     unsupported="moves positions along a dim that lost its spatial label")
     plan = Plan(dims=())
