@@ -225,6 +225,13 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     if spatial and (len(axes) != 1 or any(len(p) != 1 for p in pieces)):
         return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
                     unsupported="cat along a flattened or mixed spatial dimension")
+    lost = set().union(*((ctx.local_axes(r) | ctx.global_axes(r)) - {a for d in ctx.dims(r) for a in axes_of(d)}
+                         for r in refs))
+    if not spatial and lost and any(ctx.shape(r)[dim] == 1 for r in refs):
+        # a size-1 spatial axis that lost its dim (through a flatten and back) may be this one: its
+        # pieces could not be told apart
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="cat along a dim that may be a spatial axis that lost its label")
     # every other dim is an elementwise merge: pretend each input spans the whole cat dim
     stretched = [tuple(ctx.out_shape[dim] if d == dim else s for d, s in enumerate(ctx.shape(r))) for r in refs]
     plan = pointwise(_ReshapedContext(ctx, refs, stretched), refs)
