@@ -16,14 +16,13 @@ torch.set_num_threads(1)
 # point CONVLENS_REPORTS elsewhere, so that other test runs do not clear its logs)
 FAMILY_REPORTS = Path(os.environ.get("CONVLENS_REPORTS", Path(__file__).parent / ".family_counts"))
 
-# CI runs a fixed sample (seeded in the tests: reproducible); local runs explore new examples.
-settings.register_profile("ci", deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                 HealthCheck.filter_too_much])
-settings.register_profile("dev", deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                 HealthCheck.filter_too_much])
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# The test command runs a fixed sample (derandomized, and seeded in the random-network tests), so that
+# a run is reproducible wherever it happens; CONVLENS_EXPLORE=1 draws new examples instead.
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("fixed", deadline=None, print_blob=True, derandomize=True, database=None,
+                          suppress_health_check=_SUPPRESS)
+settings.register_profile("explore", deadline=None, print_blob=True, suppress_health_check=_SUPPRESS)
+settings.load_profile("explore" if os.environ.get("CONVLENS_EXPLORE") else "fixed")
 
 
 def pytest_sessionstart(session):
