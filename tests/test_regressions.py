@@ -1,0 +1,107 @@
+"""Networks the 10,000-network runs found convlens wrong on, kept as cases (expected values from the
+oracle via checks.py, or torch's own indexing)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import convlens
+from checks import check_against_oracle
+from oracle import probe
+
+
+class AttentionAddedBack(nn.Module):
+    """A global axis with positions (pooled, then padded by a conv) plus attention over them: the
+    attention output reaches every position, padding ones included."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 2, 1, padding=1)
+        self.q, self.k, self.v = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        x = self.conv(F.adaptive_avg_pool1d(x, 1))
+        t = x.transpose(1, 2)
+        a = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2), dim=-1)
+        return x + (a @ self.v(t)).transpose(1, 2)
+
+
+class GapsBeforeGlobalPool(nn.Module):
+    """Every output of the transposed conv is a phase gap: the pooled value sees nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 2, 2, stride=(2, 1), padding=(3, 0), dilation=2)
+
+    def forward(self, x):
+        return self.up(F.pixel_shuffle(x, 3)).mean((2, 3))
+
+
+class LostLabel(nn.Module):
+    """A size-1 axis through flatten and back loses its dim; then a pad, or a cat, along it."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv2d(1, 1, (2, 1), padding="same")
+
+    def forward(self, x):
+        y = x.flatten(2).unflatten(2, x.shape[2:])
+        if self.kind == "pad":
+            return F.pad(y, (1, 0))
+        return torch.cat([y, self.conv(self.conv(y))], 3)
+
+
+class CatGlobalPieces(nn.Module):
+    """Pieces of a pooled-to-1 axis concatenated along it: each position comes from one piece."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, stride=2)
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(x, (x.shape[2], 1))
+        return torch.cat([y[:, :, : (x.shape[2] + 1) // 2], self.conv(y)], 3)
+
+
+def test_attention_output_reaches_every_position():
+    model, shape = AttentionAddedBack(), (1, 2, 4)
+    report = convlens.analyze(model, shape)
+    for u in range(3):  # position 0 and 2 are the conv's padding, yet attention brings everything there
+        assert report[""].window(u) == tuple(probe(model, shape, unit=(u,)).bbox)
+
+
+@pytest.mark.parametrize("model, shape", [
+    (GapsBeforeGlobalPool(), (1, 18, 1, 1)),
+    (LostLabel("pad"), (1, 1, 2, 1)),
+    (LostLabel("cat"), (1, 1, 2, 1)),
+    (CatGlobalPieces(), (1, 1, 3, 1)),
+])
+def test_found_by_long_runs(model, shape):
+    checked = check_against_oracle(model, shape)
+    assert checked.windows + len(checked.skipped) > 0
+
+
+@pytest.mark.parametrize("model", [LostLabel("pad"), LostLabel("cat"), CatGlobalPieces()])
+def test_untracked_cases_are_named(model):
+    report = convlens.analyze(model, (1, 1, 3, 1) if isinstance(model, CatGlobalPieces) else (1, 1, 2, 1))
+    assert any("untracked" in note for note in report.notes), report.notes
+
+
+def test_nearest_copies_or_halves_the_index_whatever_the_scale():
+    # torch: out == 2 * in -> index v >> 1, even with scale_factor=2.5 (its own fast path)
+    x = torch.arange(1.0, 2.0).reshape(1, 1, 1)
+    y = F.interpolate(x, scale_factor=2.5, mode="nearest")
+    assert y.shape[-1] == 2 and y.flatten().tolist() == [1.0, 1.0]
+
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2.5, mode="nearest")
+
+    assert convlens.analyze(Up(), (1, 1, 1))[""].stride == (Fraction(1, 2),)
+    assert convlens.analyze(Up(), (1, 1, 4))[""].stride == (Fraction(2, 5),)
