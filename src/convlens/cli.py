@@ -25,10 +25,15 @@ from .report import Report
 from .zoo import DEFAULT_INPUT, DEFAULT_MODEL
 
 
+def _shape(args: argparse.Namespace) -> tuple[int, ...]:
+    """(N, C, *spatial) from --batch and --input (default: the model's own input, else 3x224x224)."""
+    text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
+    return (getattr(args, "batch", 1), *parse_shape(text))
+
+
 def _report(args: argparse.Namespace) -> Report:
     factory = model_factory(args.model)
-    shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
-    shape = (args.batch, *parse_shape(shape_text))
+    shape = _shape(args)
     try:
         return analyze(build_model(factory, on_meta=True), shape, name=args.model)
     except ConvlensError:
@@ -86,10 +91,8 @@ def _erf(args: argparse.Namespace) -> None:
     suffix = Path(args.output).suffix.lower() if args.output else ".json"
     if suffix not in COVERAGE_SUFFIXES:
         raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
-    factory = model_factory(args.model)
-    shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
-    shape = (1, *parse_shape(shape_text))
-    model = build_model(factory, on_meta=False)  # the ERF needs real weights (as built: random or the file's)
+    shape = _shape(args)
+    model = build_model(model_factory(args.model), on_meta=False)  # the ERF needs real weights (as built)
     unit = None if args.unit is None else _parse_unit(args.unit)
     result = erf(model, shape, layer=args.layer, unit=unit, samples=args.samples, batch_size=args.batch_size,
                  seed=args.seed)
@@ -110,9 +113,7 @@ def _erf(args: argparse.Namespace) -> None:
 
 
 def _shift(args: argparse.Namespace) -> None:
-    factory = model_factory(args.model)
-    shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
-    result = shift_check(build_model(factory, on_meta=False), (1, *parse_shape(shape_text)), args.shift,
+    result = shift_check(build_model(model_factory(args.model), on_meta=False), _shape(args), args.shift,
                          layer=args.layer, seed=args.seed)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -152,9 +153,7 @@ def _plot(args: argparse.Namespace) -> None:
         raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
     unit = None if args.unit is None else _parse_unit(args.unit)
     if args.kind == "erf":
-        factory = model_factory(args.model)
-        shape_text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
-        result = erf(build_model(factory, on_meta=False), (1, *parse_shape(shape_text)), layer=args.layer,
+        result = erf(build_model(model_factory(args.model), on_meta=False), _shape(args), layer=args.layer,
                      unit=unit, samples=args.samples)
         figures.save_erf_figure(result, args.output)
         return
@@ -209,6 +208,16 @@ def _target(args: argparse.Namespace) -> int:
     return args.target
 
 
+def _model_args(p: argparse.ArgumentParser, layer: bool = True, unit: bool = False) -> None:
+    """MODEL, --input and, for unit-level commands, --layer and --unit."""
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    p.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    if layer:
+        p.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
+    if unit:
+        p.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convlens", description="Exact receptive fields, windows and cost "
                                      "of every unit of a PyTorch CNN.")
@@ -227,20 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(run=_analyze)
 
     c = sub.add_parser("coverage", help="path counts from every input pixel to one unit")
-    c.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
-    c.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
-    c.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
-    c.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
-    c.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    _model_args(c, unit=True)
     c.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (input-sized map), .json "
                    "(default: JSON on stdout)")
     c.set_defaults(run=_coverage)
 
     e = sub.add_parser("erf", help="effective receptive field: mean |d unit / d input| over samples")
-    e.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
-    e.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
-    e.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
-    e.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    _model_args(e, unit=True)
     e.add_argument("--samples", type=int, default=16, help="random normal inputs to average (default 16)")
     e.add_argument("--batch-size", type=int, default=8, help="inputs per forward/backward (default 8)")
     e.add_argument("--seed", type=int, default=0)
@@ -249,9 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(run=_erf)
 
     h = sub.add_parser("shift", help="shift equivariance, measured: which input shifts the output follows")
-    h.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
-    h.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
-    h.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+    _model_args(h)
     h.add_argument("--shift", type=int, default=8, help="try shifts 1 .. SHIFT pixels per axis (default 8)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--format", choices=("text", "json"), default="text")
@@ -272,12 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(run=_animate)
 
     f = sub.add_parser("plot", help="one figure: rf against depth, coverage, ERF, checkerboard or cost")
-    f.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    _model_args(f, unit=True)
     f.add_argument("--kind", choices=("rf", "coverage", "erf", "checkerboard", "cost"), required=True)
-    f.add_argument("--layer", default="", help="row name for coverage, erf, checkerboard (default: the output)")
-    f.add_argument("--unit", help="unit index per spatial axis (coverage, erf; default: the centre)")
-    f.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
-    f.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     f.add_argument("--samples", type=int, default=16, help="ERF samples (default 16)")
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
     f.set_defaults(run=_plot)

@@ -129,6 +129,35 @@ def _pick(out: Any, key: str | None) -> torch.Tensor:
     return out
 
 
+class LayerOutput:
+    """While entered, a forward hook keeps the output of row ``layer`` of ``model`` (``name#k``: its
+    k-th call; ``name[key]``: one tensor of its output); :meth:`run` does one forward and returns it."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        self.model, self.layer = model, layer
+        self.target, self.call, self.key = _find(model, layer)
+        self.calls, self.got = 0, None
+
+    def __enter__(self) -> LayerOutput:
+        self.handle = self.target.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+    def _hook(self, _module, _inputs, out) -> None:
+        self.calls += 1
+        if self.calls == self.call:
+            self.got = _pick(out, self.key)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls, self.got = 0, None
+        self.model(x)
+        if self.got is None:
+            raise ConvlensError(f"{self.layer!r} was not called {self.call} time(s) in the forward pass")
+        return self.got
+
+
 @contextlib.contextmanager
 def _eval(model: nn.Module):
     modes = {m: m.training for m in model.modules()}
@@ -170,39 +199,20 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
                                                                torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    target, call, key = _find(model, layer or "")
     total = torch.zeros(shape[2:], dtype=torch.float64, device=dev)
     count = 0
-    captured: list[torch.Tensor] = []
-    calls = [0]
-
-    def hook(_m, _i, out):
-        calls[0] += 1
-        if calls[0] == call:
-            captured.append(_pick(out, key))
-
-    handle = target.register_forward_hook(hook)
     n_batches = -(-samples // batch_size)
     show = progress if progress is not None else (n_batches > 1 and _stderr_is_terminal())
-    try:
-        with _eval(model), _progress(show, n_batches) as advance:
-            for x in _batches(inputs, shape, samples, batch_size, dtype, seed):
-                if tuple(x.shape[1:]) != shape[1:]:
-                    raise ConvlensError(f"an input batch has shape {tuple(x.shape)}, not (B, {shape[1:]})")
-                x = x.to(dev, dtype).requires_grad_(True)
-                captured.clear()
-                calls[0] = 0
-                out = model(x)
-                t = captured[0] if captured else (_pick(out, key) if not layer else None)
-                if t is None:
-                    raise ConvlensError(f"{layer!r} was not called {call} time(s) in the forward pass")
-                index = (slice(None), slice(None), *unit)
-                (grad,) = torch.autograd.grad(t[index].sum(), x)
-                total += grad.abs().sum(dim=1).sum(dim=0).double()
-                count += len(x)
-                advance()
-    finally:
-        handle.remove()
+    with _eval(model), LayerOutput(model, layer or "") as capture, _progress(show, n_batches) as advance:
+        for x in _batches(inputs, shape, samples, batch_size, dtype, seed):
+            if tuple(x.shape[1:]) != shape[1:]:
+                raise ConvlensError(f"an input batch has shape {tuple(x.shape)}, not (B, {shape[1:]})")
+            x = x.to(dev, dtype).requires_grad_(True)
+            t = capture.run(x)
+            (grad,) = torch.autograd.grad(t[(slice(None), slice(None), *unit)].sum(), x)
+            total += grad.abs().sum(dim=1).sum(dim=0).double()
+            count += len(x)
+            advance()
     count_t = torch.tensor(float(count), dtype=torch.float64, device=dev)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(total)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .erf import _eval, _find, _pick
+from .erf import LayerOutput, _eval
 from .errors import ConvlensError
 from .geometry import Local
 
@@ -59,24 +59,8 @@ class ShiftResult:
 
 
 def _run(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    target, call, key = _find(model, layer)
-    got: list[torch.Tensor] = []
-    calls = [0]
-
-    def hook(_m, _i, out):
-        calls[0] += 1
-        if calls[0] == call:
-            got.append(_pick(out, key))
-
-    handle = target.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    if not got:
-        raise ConvlensError(f"{layer!r} was not called {call} time(s) in the forward pass")
-    return got[0].detach().double()
+    with LayerOutput(model, layer) as capture, torch.no_grad():
+        return capture.run(x).detach().double()
 
 
 def _interior(layer_row, axis: int, n_in: int) -> np.ndarray:

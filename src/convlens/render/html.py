@@ -22,6 +22,7 @@ from ..coverage import forward_profiles
 from ..errors import ConvlensError
 from ..geometry import Local
 from ..report import Report
+from .figures import cost_figure, rf_figure
 from .table import _axes, _bytes, _count, _stride
 
 MAX_UNITS = 16
@@ -73,21 +74,11 @@ def _svg(fig) -> str:
     return re.sub(r"<!--.*?-->", "", text[text.index("<svg"):], flags=re.S)
 
 
-def _rf_plot(report: Report) -> str | None:
-    from .figures import _pyplot, rf_figure
-    fig = rf_figure(report)
+def _inline(fig) -> str | None:
+    """A figure as inline SVG (closed afterwards); None stays None."""
     if fig is None:
         return None
-    svg = _svg(fig)
-    _pyplot().close(fig)
-    return svg
-
-
-def _cost_plot(report: Report) -> str | None:
-    from .figures import _pyplot, cost_figure
-    fig = cost_figure(report)
-    if fig is None:
-        return None
+    from .figures import _pyplot
     svg = _svg(fig)
     _pyplot().close(fig)
     return svg
@@ -128,8 +119,8 @@ def render_html(report: Report, erf=None, compact: bool = False) -> str:
                        "data": base64.b64encode(np.round(255 * erf.map / max(float(erf.map.max()), 1e-300))
                                                 .astype(np.uint8).tobytes()).decode("ascii")}
     return env.get_template(TEMPLATE).render(compact=False, summary=summary, notes=report.notes, rows=rows,
-                                             diagnostics=diagnostics, data=data, rf_plot=_rf_plot(report),
-                                             cost_plot=_cost_plot(report),
+                                             diagnostics=diagnostics, data=data, rf_plot=_inline(rf_figure(report)),
+                                             cost_plot=_inline(cost_figure(report)),
                                              max_depth=max((r["depth"] for r in rows), default=0))
 
 
