@@ -262,20 +262,6 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
                           cut_global, notes)
 
 
-def axis_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int, axis: int,
-                  units: Sequence[int]) -> tuple[int, np.ndarray, bool]:
-    """1-D coverage along ``axis`` alone (as ``coverage(..., axes=[axis])``) of many units at once:
-    (first input position, counts[len(units), positions], exact). One walk for all the units."""
-    units = list(units)
-    lo = min(units)
-    eye = np.zeros((len(units), max(units) - lo + 1), dtype=np.int64)
-    eye[np.arange(len(units)), np.asarray(units) - lo] = 1
-    final, counts, _ = _walk(cap, geoms, sources, tid, _Map(dense=_Dense((0, lo), eye)), [axis], lead=1)
-    if final.dense is None:
-        return 0, np.zeros((len(units), 1), dtype=np.int64), True
-    return final.dense.starts[1], final.dense.counts, counts.exact
-
-
 def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int, start: _Map,
           chosen: Sequence[int], lead: int) -> tuple[_Map, _Counts, bool]:
     """Carry ``start`` (the map at tensor ``tid``) back to the network input along axes ``chosen``;
@@ -336,7 +322,7 @@ def forward_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], l
 
     One forward pass over the graph: the profile matrix of a tensor (its positions x the input's N
     positions) is the sum over its operands of tap matrix x operand's matrix, with the same operands
-    as :func:`axis_profiles` (floating tensors, local along every axis). Memory: one N-column matrix
+    as :func:`coverage` with ``axes=[axis]`` (floating tensors, local along every axis). Memory: one N-column matrix
     per live tensor."""
     n_in = cap.tensors[cap.input_id].shape[2 + axis]
     last_use: dict[int, int] = {}
