@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import torch
 
-from .plans import affine, concat, constant_index, permute, plain, pointwise, squeeze_unsqueeze, view, windowed
+from .plans import affine, axes_of, concat, constant_index, permute, plain, pointwise, squeeze_unsqueeze, view, windowed
 from .spatial import pad_taps
 from .registry import Plan, RuleContext, register_geometry
 
@@ -131,3 +131,13 @@ def roll(ctx: RuleContext) -> Plan:
     rank = len(ctx.shape(x))
     return windowed(ctx, x, {d % rank: (pad_taps(shift, ctx.shape(x)[d % rank], "circular"), Fraction(1))
                              for shift, d in zip(shifts, dims)})
+
+
+@register_geometry(_ops("channel_shuffle", "native_channel_shuffle"))
+def channel_shuffle(ctx: RuleContext) -> Plan:
+    """ShuffleNet's channel shuffle reorders dim 1 and nothing else: per position, unless dim 1 holds
+    a spatial axis (then it would move positions, which no rule here tracks)."""
+    x = ctx.node.arg(0, "self")
+    if axes_of(ctx.dims(x)[1]):
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="channel shuffle of a spatial dim")
+    return pointwise(ctx, [x])

@@ -1,53 +1,45 @@
-"""The dilated network of Yu & Koltun, "Multi-Scale Context Aggregation by Dilated Convolutions"
-(ICLR 2016), as released for Pascal VOC (``dilation8_pascal_voc_deploy.prototxt``).
+"""The networks of Yu & Koltun, "Multi-Scale Context Aggregation by Dilated Convolutions" (ICLR 2016),
+as released in github.com/fyu/dilation: the dilated VGG-16 front-end followed by a context module
+(``convlens.blocks.dilated`` holds both and their conventions).
 
-Front-end: VGG-16's conv1_1 ... conv5_3 without padding, pool4 and pool5 removed, conv5_x dilated by
-2, fc6 as a 7x7 convolution dilated by 4 (4096 maps), fc7 as a 1x1 convolution (4096), and a 1x1
-classifier to 21 classes. Context module (basic, C = 21): the input is zero-padded by 33 (the
-module's receptive field is 67), then 3x3 convolutions with dilations 1, 1, 2, 4, 8, 16, 1, each
-followed by ReLU, then a 1x1 convolution. No final upsampling. On a 3x900x900 input (the released
-model's padded input) the output is 21x66x66 at stride 8.
+- Dilation8 (Pascal VOC, 21 classes): context dilations 1, 1, 2, 4, 8, 16, 1 - the default model of
+  ``convlens analyze``. Input 3x900x900 (the deploy file's padded tile), output 21x66x66 at stride 8.
+- Dilation8, large context module (paper Table 1), for comparison.
+- Dilation7 (KITTI, 11 classes): 1, 1, 2, 4, 8, 1. The 900x900 tile is ours (the paper fixes no tile).
+- Dilation10 (Cityscapes, 19 classes): 1, 1, 2, 4, 8, 16, 32, 64, 1, on the released 1396x1396 tile
+  (1024 + 2 x 186 label margin), output 19x128x128.
+
+Parameter counts, from the layer table (weights + biases): VGG-16's 13 convolutions 14,714,688; fc6
+512 x 4096 x 7 x 7 + 4096 = 102,764,544; fc7 4096^2 + 4096 = 16,781,312; the classifier 4096 C + C;
+the basic context module (9 n + 1) C^2 + (n + 1) C for n dilated layers (paper: 64 C^2 weights for
+n = 7), the large one 15,422 C^2 + 97 C.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from functools import partial
 
 import torch.nn as nn
 
-VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
+from ..blocks.dilated import dilation_net
+from .registry import ZooModel
 
-
-def dilated_frontend(num_classes: int = 21, in_channels: int = 3) -> nn.Sequential:
-    layers: "OrderedDict[str, nn.Module]" = OrderedDict()
-    c = in_channels
-    for block, widths in enumerate(VGG16_BLOCKS, start=1):
-        dilation = 2 if block == 5 else 1
-        for i, width in enumerate(widths, start=1):
-            layers[f"conv{block}_{i}"] = nn.Conv2d(c, width, 3, dilation=dilation)
-            layers[f"relu{block}_{i}"] = nn.ReLU(inplace=True)
-            c = width
-        if block <= 3:
-            layers[f"pool{block}"] = nn.MaxPool2d(2, 2, ceil_mode=True)
-    layers["fc6"] = nn.Conv2d(512, 4096, 7, dilation=4)
-    layers["relu6"] = nn.ReLU(inplace=True)
-    layers["fc7"] = nn.Conv2d(4096, 4096, 1)
-    layers["relu7"] = nn.ReLU(inplace=True)
-    layers["final"] = nn.Conv2d(4096, num_classes, 1)
-    return nn.Sequential(layers)
-
-
-def basic_context(channels: int = 21, dilations=CONTEXT_DILATIONS) -> nn.Sequential:
-    pad = sum(dilations)
-    layers: "OrderedDict[str, nn.Module]" = OrderedDict(pad=nn.ZeroPad2d(pad))
-    for i, d in enumerate(dilations, start=1):
-        layers[f"ctx_conv{i}"] = nn.Conv2d(channels, channels, 3, dilation=d)
-        layers[f"ctx_relu{i}"] = nn.ReLU(inplace=True)
-    layers["ctx_final"] = nn.Conv2d(channels, channels, 1)
-    return nn.Sequential(layers)
+SOURCE = "Yu & Koltun, ICLR 2016 (arXiv:1511.07122), section 3 and Table 1; github.com/fyu/dilation"
 
 
 def dilated_vgg16_voc(num_classes: int = 21) -> nn.Sequential:
-    """Front-end + basic context module (Dilation8 for Pascal VOC), random weights."""
-    return nn.Sequential(OrderedDict(frontend=dilated_frontend(num_classes), context=basic_context(num_classes)))
+    """Dilation8 for Pascal VOC (front-end + basic context module), identity-initialised context,
+    random front-end."""
+    return dilation_net(8, num_classes)
+
+
+ENTRIES = [
+    ZooModel("dilation8_voc", dilated_vgg16_voc, (3, 900, 900), 134_374_973, SOURCE,
+             "Dilation8, Pascal VOC: dilated VGG-16 front-end + basic context module (default model)"),
+    ZooModel("dilation8_large_voc", partial(dilation_net, 8, 21, variant="large"), (3, 900, 900), 141_149_720,
+             SOURCE, "Dilation8 with the large context module (2C ... 32C maps)"),
+    ZooModel("dilation7_kitti", partial(dilation_net, 7, 11), (3, 900, 900), 134_312_343, SOURCE,
+             "Dilation7, KITTI: context dilations 1,1,2,4,8,1"),
+    ZooModel("dilation10_cityscapes", partial(dilation_net, 10, 19), (3, 1396, 1396), 134_368_179, SOURCE,
+             "Dilation10, Cityscapes: context dilations 1,1,2,4,8,16,32,64,1"),
+]
