@@ -82,6 +82,9 @@ def test_file_and_module_callables(tmp_path):
     (("analyze", "--batch", "0"), "--batch"),
     (("arith", "conv", "-i", "5", "-k", "0"), "kernel"),
     (("arith", "padding", "-i", "5", "-k", "3"), "--target"),
+    (("zoo", "nosuchnet"), "no zoo model"),
+    (("plan", "--rf", "500", "--max-layers", "3"), "no hole-free schedule"),
+    (("plan", "--rf", "33", "--kernel", "1"), "kernel must be"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):
     done = run(*args)
@@ -182,3 +185,30 @@ def test_plot_cli(tmp_path):
         assert out.stat().st_size > 1000
     done = run("plot", model, "--input", "1x16x16", "--kind", "rf", "-o", str(tmp_path / "x.txt"))
     assert done.returncode == 2 and "-o must end in" in done.stderr
+
+
+def test_zoo_cli_lists_every_model_with_its_real_parameter_count():
+    import torch
+    from convlens.zoo import ZOO
+
+    done = run("zoo", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == set(ZOO)
+    for name, row in rows.items():
+        with torch.device("meta"):
+            model = ZOO[name].build()
+        assert row["params"] == sum(p.numel() for p in model.parameters()) == row["source_params"]
+    table = run("zoo", "dilation8_voc")
+    assert table.returncode == 0 and "dilation8_voc" in table.stdout and "dilation7_kitti" not in table.stdout
+
+
+def test_plan_cli():
+    done = run("plan", "--rf", "65", "--kernel", "3", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for s in result["schedules"]:
+        assert 1 + 2 * sum(s["dilations"]) == s["rf"] >= 65 and s["holes"] == 0
+    assert result["exponential"]["dilations"] == [1, 2, 4, 8, 16, 32]
+    table = run("plan", "--rf", "129")
+    assert table.returncode == 0 and "1, 2, 4, 8, 16, 32, 64" in table.stdout

@@ -20,9 +20,10 @@ from .erf import erf
 from .shift import shift_check
 from .errors import ConvlensError
 from .loading import FORMS, build_model, model_factory, parse_shape
-from .render import DEFAULT_DEPTH, render_table
+from .plan import plan
+from .render import DEFAULT_DEPTH, render_plan, render_table, render_zoo
 from .report import Report
-from .zoo import DEFAULT_INPUT, DEFAULT_MODEL
+from .zoo import DEFAULT_INPUT, DEFAULT_MODEL, ZOO, survey
 
 
 def _shape(args: argparse.Namespace) -> tuple[int, ...]:
@@ -186,6 +187,27 @@ unread:    real border pixels on the far side that the stride never reads
 """
 
 
+def _zoo(args: argparse.Namespace) -> None:
+    reports = survey(args.names or None)
+    if args.format == "table":
+        render_zoo(reports)
+        return
+    rows = [{"name": name, "summary": ZOO[name].summary, "source": ZOO[name].source,
+             "input_shape": list(ZOO[name].input_shape), "output_shape": list(r.output.output_shape[1:]),
+             "rf": r.output.to_dict()["rf"], "stride": r.output.to_dict()["stride"], "params": r.totals.params,
+             "source_params": ZOO[name].params, "macs": r.totals.macs} for name, r in reports.items()]
+    print(json.dumps(rows, indent=2))
+
+
+def _plan(args: argparse.Namespace) -> None:
+    result = plan(args.rf, args.kernel, channels=args.channels, max_layers=args.max_layers,
+                  max_params=args.max_params, map_size=args.map_size, top=args.top)
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        render_plan(result)
+
+
 def _arith(args: argparse.Namespace) -> None:
     k, s, p, d = args.kernel, args.stride, args.padding, args.dilation
     if args.what == "conv":
@@ -277,6 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--samples", type=int, default=16, help="ERF samples (default 16)")
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
     f.set_defaults(run=_plot)
+
+    z = sub.add_parser("zoo", help="the built-in models with their rf and cost (each name works as MODEL)")
+    z.add_argument("names", nargs="*", help="only these (default: all)")
+    z.add_argument("--format", choices=("table", "json"), default="table")
+    z.set_defaults(run=_zoo)
+
+    p = sub.add_parser("plan", help="dilation schedules without holes that reach a receptive field")
+    p.add_argument("--rf", type=int, required=True, help="target receptive field side, pixels")
+    p.add_argument("--kernel", type=int, default=3, help="kernel side of every layer (default 3)")
+    p.add_argument("--channels", type=int, default=64, help="maps per layer, for the parameter count (default 64)")
+    p.add_argument("--max-layers", type=int, help="layer budget")
+    p.add_argument("--max-params", type=int, help="parameter budget")
+    p.add_argument("--map-size", type=int, help="side of the map the stack runs on: dilations stay below it")
+    p.add_argument("--top", type=int, default=5, help="schedules to list (default 5)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=_plan)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,6 @@
-"""Renderers: every one reads a :class:`convlens.Report` and nothing else."""
+"""Renderers: every one reads a result object (a :class:`convlens.Report`, a zoo survey of them, a
+:class:`convlens.plan.PlanResult`) and nothing else."""
 
-from .table import DEFAULT_DEPTH, render_table
+from .table import DEFAULT_DEPTH, render_plan, render_table, render_zoo
 
-__all__ = ["DEFAULT_DEPTH", "render_table"]
+__all__ = ["DEFAULT_DEPTH", "render_plan", "render_table", "render_zoo"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fractions import Fraction
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..plan import PlanResult
 from ..report import Layer, Report
 
 MAX_DIAGNOSTICS = 20
@@ -44,12 +46,15 @@ def _stride(layer: Layer) -> str:
     return _axes(["global" if rf == "global" else s for rf, s in zip(layer.rf, layer.stride)])
 
 
+def _console() -> Console:
+    """stdout; at least 160 columns when it is not a terminal (files and pipes would wrap)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
 def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Console | None = None) -> None:
     """Print the report; ``depth`` limits rows to modules at most that deep (None: all)."""
-    if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=max(console.width, 160))
+    console = console or _console()
     title = f"{report.model} on {'x'.join(map(str, report.input_shape))}"
     table = Table(title=title, title_justify="left", header_style="bold")
     for column, justify in (("name", "left"), ("op", "left"), ("output shape", "left"), ("rf", "right"),
@@ -83,3 +88,38 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
         for note in layer.notes:
             if note.startswith("misaligned"):
                 console.print(f"{layer.name}: {note}", markup=False)
+
+
+def render_zoo(reports: Mapping[str, Report], console: Console | None = None) -> None:
+    """One row per zoo model: its input, output, the output's rf and stride, params and MACs."""
+    from ..zoo import ZOO
+
+    console = console or _console()
+    table = Table(title="convlens zoo (random weights; every name works as MODEL)", title_justify="left",
+                  header_style="bold")
+    for column in ("name", "input", "output", "rf", "stride", "params", "MACs", "what"):
+        table.add_column(column, justify="right" if column in ("rf", "stride", "params", "MACs") else "left",
+                         no_wrap=column != "what")
+    for name, report in reports.items():
+        out = report.output
+        table.add_row(name, "×".join(map(str, report.input_shape[1:])), "×".join(map(str, out.output_shape[1:])),
+                      _axes(out.rf), _stride(out), _count(report.totals.params), _count(report.totals.macs),
+                      ZOO[name].summary)
+    console.print(table)
+
+
+def render_plan(result: PlanResult, console: Console | None = None) -> None:
+    """The planned schedules, best first, then the exponential one for comparison."""
+    console = console or _console()
+    k = result.kernel
+    table = Table(title=f"hole-free {k}x{k} dilation schedules for rf >= {result.target_rf}", title_justify="left",
+                  header_style="bold")
+    for column in ("", "dilations", "layers", "rf", "params", "covered / window"):
+        table.add_column(column, justify="left" if column in ("", "dilations") else "right")
+    rows = [(str(i), s) for i, s in enumerate(result.schedules, start=1)] + [("exp.", result.exponential)]
+    for label, s in rows:
+        table.add_row(label, ", ".join(map(str, s.dilations)), str(s.layers), str(s.rf), _count(s.params),
+                      f"{s.covered} / {s.pixels}")
+    console.print(table)
+    console.print("every schedule's coverage is measured with convlens's coverage map; 'exp.' is the plain "
+                  "1, 2, 4, ... schedule that reaches the target")

@@ -4,13 +4,40 @@
 source); every name also works as MODEL on the command line. ``convlens zoo`` lists them.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from . import dilation
 from .dilation import dilated_vgg16_voc
 from .registry import ZooModel, entries
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 ZOO: dict[str, ZooModel] = entries(*dilation.ENTRIES)
 BUILTIN = {name: m.build for name, m in ZOO.items()}
 DEFAULT_INPUT = {name: m.input_shape for name, m in ZOO.items()}
 DEFAULT_MODEL = "dilation8_voc"
 
-__all__ = ["BUILTIN", "DEFAULT_INPUT", "DEFAULT_MODEL", "ZOO", "ZooModel", "dilated_vgg16_voc"]
+__all__ = ["BUILTIN", "DEFAULT_INPUT", "DEFAULT_MODEL", "ZOO", "ZooModel", "dilated_vgg16_voc", "survey"]
+
+
+def survey(names: list[str] | None = None) -> dict[str, Report]:
+    """Each zoo model (all by default) built on the meta device and analyzed at its default input
+    (batch 1): nothing is allocated, so the whole zoo takes seconds."""
+    import torch
+
+    from ..api import analyze
+
+    unknown = sorted(set(names or []) - set(ZOO))
+    if unknown:
+        from ..errors import ConvlensError
+        raise ConvlensError(f"no zoo model {', '.join(unknown)}; the zoo has {', '.join(ZOO)}")
+    reports = {}
+    for name in names or list(ZOO):
+        entry = ZOO[name]
+        with torch.device("meta"):
+            model = entry.build()
+        reports[name] = analyze(model, (1, *entry.input_shape), name=name)
+    return reports
