@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 # Tests run two pytest workers on two cores: one intra-op thread each avoids oversubscription,
 # which made the oracle's small forward/backward passes several times slower.
@@ -22,7 +22,11 @@ _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filte
 settings.register_profile("fixed", deadline=None, print_blob=True, derandomize=True, database=None,
                           suppress_health_check=_SUPPRESS)
 settings.register_profile("explore", deadline=None, print_blob=True, suppress_health_check=_SUPPRESS)
-settings.load_profile("explore" if os.environ.get("CONVLENS_EXPLORE") else "fixed")
+# CONVLENS_NO_SHRINK=1 (long runs): report a failing example at once, unshrunk, with its blob
+settings.register_profile("fixed-no-shrink", settings.get_profile("fixed"),
+                          phases=[p for p in Phase if p is not Phase.shrink])
+settings.load_profile("explore" if os.environ.get("CONVLENS_EXPLORE")
+                      else "fixed-no-shrink" if os.environ.get("CONVLENS_NO_SHRINK") else "fixed")
 
 
 def pytest_sessionstart(session):

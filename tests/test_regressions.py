@@ -69,6 +69,23 @@ class CatGlobalPieces(nn.Module):
         return torch.cat([y[:, :, : (x.shape[2] + 1) // 2], self.conv(y)], 3)
 
 
+class LinearOnLastStep(nn.Module):
+    """A TCN's head: the last time step (``select``) through a linear layer (found by the zoo tests)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv1d(1, 4, 3), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x)[:, :, -1])
+
+
+def test_a_matrix_product_keeps_an_axis_held_at_one_position():
+    model, shape = LinearOnLastStep(), (1, 1, 16)
+    layer = convlens.analyze(model, shape)[""]
+    assert layer.window(0) == tuple(probe(model, shape, unit=(0,), channel_dim=None).bbox)
+
+
 def test_attention_output_reaches_every_position():
     model, shape = AttentionAddedBack(), (1, 2, 4)
     report = convlens.analyze(model, shape)

@@ -77,7 +77,8 @@ class ResizeConv2d(nn.Sequential):
                            padding_mode=padding_mode, bias=bias)))
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
+    """k x k convolution without bias ("same" padding for odd k), BatchNorm, ReLU."""
     return nn.Sequential(OrderedDict(
         conv=nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
                        dilation=dilation, bias=False),
@@ -92,7 +93,7 @@ class ASPPPooling(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.project = _conv_bn_relu(in_channels, out_channels, 1)
+        self.project = conv_bn_relu(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(self.project(self.pool(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -107,8 +108,8 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18), *,
                  image_pooling: bool = True, dropout: float = 0.5) -> None:
         super().__init__()
-        branches = [_conv_bn_relu(in_channels, out_channels, 1)]
-        branches += [_conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
+        branches = [conv_bn_relu(in_channels, out_channels, 1)]
+        branches += [conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
         if image_pooling:
             branches.append(ASPPPooling(in_channels, out_channels))
         self.branches = nn.ModuleList(branches)

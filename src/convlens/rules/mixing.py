@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .plans import axes_of, identity, plain, windowed
+from .plans import virtual_axes, axes_of, broadcast, identity, plain, windowed
 from .registry import Plan, RuleContext, Source, register_geometry
 
 aten = torch.ops.aten
@@ -86,6 +86,9 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
         for ax in set(axes_of(dim)) - plan.fold - paired:
             plan.local.setdefault(ax, []).append(Source(ref.id, identity))
             dims[d] = dim
+    for ref in (a, b):  # an axis at one position carried by no dim (after ``select``): every unit reads it
+        for ax in virtual_axes(ctx, ref) - plan.fold - paired:
+            plan.local.setdefault(ax, []).append(Source(ref.id, broadcast))
     if bias is not None:
         for ax in ctx.local_axes(bias):
             plan.local.setdefault(ax, []).append(Source(bias.id, identity))

@@ -55,7 +55,7 @@ def _tracked(ctx: RuleContext, ref: TRef) -> set[int]:
     return {a for dim in ctx.dims(ref) for a in axes_of(dim)} | set(ctx.local_axes(ref))
 
 
-def _virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
+def virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
     """Local axes of ``ref`` carried by no dimension (a single position, e.g. after ``select``)."""
     carried = {a for dim in ctx.dims(ref) for a in axes_of(dim)}
     return set(ctx.local_axes(ref)) - carried
@@ -104,7 +104,7 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
                 plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
         if out_dim is not None:
             dims.append(out_dim)
-    for a in _virtual_axes(ctx, x):
+    for a in virtual_axes(ctx, x):
         plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
     plan.dims = tuple(dims)
     return plan

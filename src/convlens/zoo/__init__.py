@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import dilation
+from . import deeplab, dilation, drn, segnet, tcn, unet, wavenet
 from .dilation import dilated_vgg16_voc
 from .registry import ZooModel, entries
 
 if TYPE_CHECKING:
     from ..report import Report
 
-ZOO: dict[str, ZooModel] = entries(*dilation.ENTRIES)
+_MODULES = (dilation, wavenet, tcn, unet, segnet, drn, deeplab)
+ZOO: dict[str, ZooModel] = entries(*(e for m in _MODULES for e in m.ENTRIES))
 BUILTIN = {name: m.build for name, m in ZOO.items()}
 DEFAULT_INPUT = {name: m.input_shape for name, m in ZOO.items()}
 DEFAULT_MODEL = "dilation8_voc"
