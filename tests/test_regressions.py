@@ -86,6 +86,47 @@ def test_a_matrix_product_keeps_an_axis_held_at_one_position():
     assert layer.window(0) == tuple(probe(model, shape, unit=(0,), channel_dim=None).bbox)
 
 
+class Resample(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        return F.interpolate(x, **self.kwargs)
+
+
+@pytest.mark.parametrize("kwargs, shape", [
+    # align_corners: src = 35 * (47 / 35) = 46.99999999999999 in double; torch's floorf rounds it to
+    # float32 first and reads pixel 47 only
+    (dict(scale_factor=(1, 0.75), mode="bilinear", align_corners=True), (1, 1, 2, 48)),
+    (dict(scale_factor=(1, 0.75), mode="bicubic", align_corners=True), (1, 1, 2, 48)),
+    # the size is kept (3 * 1.2 -> 3): torch copies instead of resampling
+    (dict(scale_factor=1.2, mode="bilinear"), (1, 1, 3, 3)),
+    (dict(scale_factor=1.2, mode="linear"), (1, 1, 3)),
+    # nearest computes its scale in float32 whatever the dtype
+    (dict(scale_factor=2.6, mode="nearest"), (1, 1, 16)),
+    (dict(scale_factor=1.3, mode="nearest-exact"), (1, 1, 16)),
+])
+def test_resampling_indices_follow_torchs_float32_floor(kwargs, shape):
+    checked = check_against_oracle(Resample(**kwargs), shape)
+    assert checked.windows > 0
+
+
+class PaddedGlobalMerge(nn.Module):
+    """Axis 1 pooled to one position and padded in two ways: at (u, 0) only the first piece is real,
+    so the second one's (shifted) axis-0 window must not count there."""
+
+    def forward(self, x):
+        g = F.adaptive_avg_pool2d(x, (x.shape[2], 1))
+        return F.pad(g, (0, 3)) + F.pad(g[:, :, 2:], (1, 2, 0, 2))
+
+
+def test_pieces_that_read_only_padding_along_a_global_axis_are_named():
+    model, shape = PaddedGlobalMerge(), (1, 1, 8, 6)
+    check_against_oracle(model, shape)
+    assert any("padded global axis" in note for note in convlens.analyze(model, shape).notes)
+
+
 def test_attention_output_reaches_every_position():
     model, shape = AttentionAddedBack(), (1, 2, 4)
     report = convlens.analyze(model, shape)

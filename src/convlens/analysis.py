@@ -225,6 +225,13 @@ class GraphWalk:
                 if not local:
                     kinds.append(GLOBAL if sees_global else CONSTANT)
                     continue
+                if len({s.tid for s in local}) > 1 and self._partly_reached(ins, a):
+                    # the window of a unit along a is the union of the pieces that reach it, and whether
+                    # a piece reaches it also depends on its position along the global axis, which
+                    # parts do not record
+                    kinds.append(self._untracked(f"{op} (merges pieces that may reach different positions "
+                                                 "of a padded global axis)", node))
+                    continue
                 gctx |= sees_global or a in plan.context
                 moving = [s for s in local if s.fn is not broadcast]
                 strides = {None if states[s.tid].stride is None else states[s.tid].stride * s.scale for s in moving}
@@ -247,6 +254,14 @@ class GraphWalk:
         self.kinds[tid] = kinds
         self.gctx[tid] = gctx and has_local
         self.plans[tid] = plan
+        for a, s in enumerate(kinds):  # a first reach (spans unknown yet: it may miss positions, never add)
+            if isinstance(s, Global):
+                kinds[a] = Global(None, self._reach(node, tid, a))
+
+    def _partly_reached(self, inputs: list[int], a: int) -> bool:
+        """Whether some input has a global axis other than ``a`` with positions that read only padding."""
+        return any(isinstance(s, Global) and s.reach is not None
+                   for t in inputs for b, s in enumerate(self.kinds[t]) if b != a)
 
     # -------------------------------------------------------------- pass 2
     def propagate_demand(self) -> None:

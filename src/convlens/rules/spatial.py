@@ -165,7 +165,7 @@ def _float(dtype: torch.dtype):
     return np.float64 if dtype == torch.float64 else np.float32
 
 
-def _scale(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> "np.floating":
+def _scale(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> np.floating:
     """torch's area_pixel_compute_scale: input positions per output position, in the kernel's dtype."""
     if align_corners:
         return ftype(n_in - 1) / ftype(n_out - 1) if n_out > 1 else ftype(0)
@@ -174,34 +174,51 @@ def _scale(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> "np.floa
     return ftype(n_in) / ftype(n_out)
 
 
+def _floorf(x: np.ndarray) -> np.ndarray:
+    """C's ``floorf``, which torch's resampling kernels use whatever the dtype: the value is rounded to
+    float32 first, so a source index a hair below an integer (46.99999999999999) floors to it (47)."""
+    return np.floor(np.asarray(x).astype(np.float32)).astype(np.int64)
+
+
 def nearest_taps(n_in: int, n_out: int, scale, exact: bool, ftype) -> IndexFn:
-    s = _scale(n_in, n_out, scale, False, ftype)
+    """torch's nearest_idx / nearest_exact_idx: the scale is a float32 whatever the dtype."""
+    s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(n_in) / np.float32(n_out)
 
     def fn(v: np.ndarray, finite: bool):
-        if exact:
-            src = np.floor((v.astype(np.float64) + 0.5) * np.float64(s)).astype(np.int64)
+        if exact:  # floorf((dst + 0.5) * scale): a double product, then floorf
+            src = _floorf((v.astype(np.float64) + 0.5) * np.float64(s))
         elif n_out == n_in:
             src = v.copy()
         elif n_out == 2 * n_in:
             src = v >> 1
-        else:
-            src = np.floor(v.astype(ftype) * s).astype(np.int64)
+        else:  # floorf(dst * scale) in float32
+            src = _floorf(v.astype(np.float32) * s)
         if finite:
             src = np.minimum(src, n_in - 1)
         return src, src, 1
     return fn
 
 
+def _source_index(s, v: np.ndarray, align_corners: bool, ftype) -> np.ndarray:
+    """area_pixel_compute_source_index (before its clamp at 0 for the linear modes)."""
+    vf = v.astype(ftype)
+    return s * vf if align_corners else s * (vf + ftype(0.5)) - ftype(0.5)
+
+
 def linear_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> IndexFn:
-    """(bi/tri)linear: taps floor(src) and the next one, unless its weight is exactly zero."""
+    """(bi/tri)linear, as compute_source_index_and_lambda: a copy when the size is kept, else taps
+    floorf(src) and the next one, unless its weight is exactly zero."""
     s = _scale(n_in, n_out, scale, align_corners, ftype)
 
     def fn(v: np.ndarray, finite: bool):
-        vf = v.astype(ftype)
-        src = s * vf if align_corners else s * (vf + ftype(0.5)) - ftype(0.5)
+        if n_out == n_in:
+            return v.copy(), v.copy(), 1
+        src = _source_index(s, v, align_corners, ftype)
         if finite:
             src = np.maximum(src, ftype(0))
-        i0 = np.floor(src).astype(np.int64)
+        i0 = _floorf(src)
+        if finite:
+            i0 = np.minimum(i0, n_in - 1)
         lam = src - i0.astype(ftype)
         i1 = i0 + (lam > 0)
         if finite:
@@ -211,16 +228,20 @@ def linear_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> Ind
 
 
 def cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> IndexFn:
-    """Bicubic: taps floor(src)-1 .. floor(src)+2 clamped to the input, only the centre when src is
-    an integer (the other cubic weights are exactly zero there)."""
+    """Bicubic: taps floorf(src)-1 .. floorf(src)+2 clamped to the input; only one tap when the
+    fraction (guard_index_and_lambda's, clamped to [0, 1]) is 0 or 1 (the cubic weights of the
+    others are exactly zero there)."""
     s = _scale(n_in, n_out, scale, align_corners, ftype)
 
     def fn(v: np.ndarray, finite: bool):
-        vf = v.astype(ftype)
-        src = s * vf if align_corners else s * (vf + ftype(0.5)) - ftype(0.5)
-        i0 = np.floor(src).astype(np.int64)
-        whole = src == i0.astype(ftype)
-        a, b = np.where(whole, i0, i0 - 1), np.where(whole, i0, i0 + 2)
+        src = _source_index(s, v, align_corners, ftype)
+        i0 = _floorf(src)
+        if finite:
+            i0 = np.minimum(i0, n_in - 1)
+        lam = np.clip(src - i0.astype(ftype), 0, 1)
+        one = np.where(lam == 0, i0, i0 + 1)
+        single = (lam == 0) | (lam == 1)
+        a, b = np.where(single, one, i0 - 1), np.where(single, one, i0 + 2)
         if finite:
             a, b = np.clip(a, 0, n_in - 1), np.clip(b, 0, n_in - 1)
         return a, b, 1
