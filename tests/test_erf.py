@@ -65,3 +65,12 @@ def test_bad_requests():
         convlens.erf(nn.Conv2d(1, 1, 3), (1, 1, 8, 8), layer="nope")
     with pytest.raises(convlens.ConvlensError, match="not a position"):
         convlens.erf(nn.Conv2d(1, 1, 3), (1, 1, 8, 8), unit=(6, 0))
+
+
+def test_a_float64_model_runs_in_float64():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 1, 3))  # linear: the map does not depend on x
+    single = convlens.erf(model, (1, 1, 16, 16), samples=4)
+    double = convlens.erf(model.double(), (1, 1, 16, 16), samples=4)
+    np.testing.assert_allclose(double.map, single.map, rtol=1e-4, atol=1e-6)
+    assert convlens.shift_check(model, (1, 1, 16, 16), shift=1).axes[0].errors[1] < 1e-9

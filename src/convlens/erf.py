@@ -158,6 +158,12 @@ class LayerOutput:
         return self.got
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 if it has none): inputs are
+    made in it, and the meta analysis runs in it."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 @contextlib.contextmanager
 def _eval(model: nn.Module):
     modes = {m: m.training for m in model.modules()}
@@ -186,7 +192,8 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     if samples < 1 or batch_size < 1:
         raise ConvlensError("samples and batch_size must be at least 1")
     shape = tuple(input_shape)
-    report = analyze(model, shape)
+    dtype = model_dtype(model)
+    report = analyze(model, shape, dtype=dtype)
     row = report[layer or ""]
     k = len(shape) - 2
     if len(row.output_shape) != k + 2:
@@ -198,7 +205,6 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
         raise ConvlensError(f"unit {unit} is not a position of {layer or 'the output'} (spatial size {spatial})")
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
                                                                torch.device("cpu"))
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     total = torch.zeros(shape[2:], dtype=torch.float64, device=dev)
     count = 0
     n_batches = -(-samples // batch_size)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .erf import LayerOutput, _eval
+from .erf import LayerOutput, _eval, model_dtype
 from .errors import ConvlensError
 from .geometry import Local
 
@@ -83,8 +83,8 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
     if not shifts or min(shifts) < 1:
         raise ConvlensError("shifts must be positive pixel counts")
     name = layer or ""
-    base_row = analyze(model, shape)[name]
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = model_dtype(model)
+    base_row = analyze(model, shape, dtype=dtype)[name]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
     results = []
@@ -103,7 +103,7 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
                 index[2 + a] = slice(t, None)
                 xt = x[tuple(index)]
                 out_t = _run(model, xt, name)
-                row_t = analyze(model, tuple(xt.shape))[name]
+                row_t = analyze(model, tuple(xt.shape), dtype=dtype)[name]
                 errors[t], compared[t] = _best_alignment(base, out_t, base_row, row_t, a, shape[2 + a], t, state)
             results.append(AxisShift(a, state.stride, errors, compared, tol))
     return ShiftResult(name, results)
