@@ -1,12 +1,12 @@
 """Dilation schedules without holes: the fewest stride-1 k x k layers that reach a target receptive
-field, each layer's coverage checked exactly.
+field, the coverage of each schedule measured exactly.
 
 Why the search is small and complete. One unit's coverage through stride-1 layers of kernel ``k`` and
 dilations ``d_1 .. d_n`` is the Minkowski sum of the sets ``{0, d_i, ..., (k-1) d_i}`` per axis: it does
 not depend on the order, and the receptive field is ``1 + (k-1) * sum(d)``. Sorted ascending, the first
 ``j`` layers cover ``[0, (k-1) S_j]`` without holes (S_j = d_1 + ... + d_j) exactly when every
 ``d_{j+1} <= (k-1) S_j + 1``; if some ``d_{j+1}`` breaks that, the offset ``(k-1) S_j + 1`` can never be
-reached (every later dilation is larger), so the whole stack has holes. Hence: a schedule is hole-free
+reached (every later dilation is at least d_{j+1}, already too long a step), so the whole stack has holes. Hence: a schedule is hole-free
 iff its ascending order meets that bound, and then every layer of it is hole-free too. The largest
 sum n layers can reach is ``(k^n - 1) / (k - 1)`` (dilations 1, k, k^2, ...: the Kronecker schedule),
 which fixes the fewest layers. Every returned schedule is nevertheless verified with
@@ -15,13 +15,14 @@ which fixes the fewest layers. Every returned schedule is nevertheless verified 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.nn as nn
 
 from .errors import ConvlensError
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -38,7 +39,6 @@ class Schedule:
     params: int
     covered: int
     pixels: int
-    layer_rfs: tuple[int, ...] = field(default=())
 
     @property
     def layers(self) -> int:
@@ -89,8 +89,7 @@ def measure(dilations: tuple[int, ...], kernel: int, channels: int = 64) -> Sche
     params = sum(p.numel() for p in model.parameters())
     report = analyze(stack(dilations, kernel), (1, 1, rf, rf))
     cov = report.coverage("", (0, 0))
-    layer_rfs = tuple(report[str(2 * i)].rf[0] for i in range(len(dilations)))
-    return Schedule(tuple(dilations), kernel, report[""].rf[0], params, cov.covered, cov.pixels, layer_rfs)
+    return Schedule(tuple(dilations), kernel, report[""].rf[0], params, cov.covered, cov.pixels)
 
 
 def _ascending(n: int, total: int, kernel: int, max_dilation: int) -> Iterator[tuple[int, ...]]:
@@ -156,6 +155,9 @@ def plan(rf: int, kernel: int = 3, *, channels: int = 64, max_layers: int | None
         raise ConvlensError(f"no hole-free schedule of {kernel}x{kernel} layers reaches rf {rf} within {budget}: "
                             "raise a budget or lower the target")
     schedules = [measure(d, kernel, channels) for d in found[:top]]
+    for s in schedules:  # the search's argument, checked by the coverage map
+        if s.holes:
+            raise RuntimeError(f"convlens.plan: schedule {s.dilations} has {s.holes} holes; please report this")
     return PlanResult(rf, kernel, schedules, measure(_exponential(rf, kernel), kernel, channels))
 
 
