@@ -1197,6 +1197,8 @@ class _Builder:
                 # torch's nearest kernel copies (out == in) or halves (out == 2 in) the index at this
                 # size whatever the scale factor: the windows differ on another input size
                 self.size_dep = True
+            if mode in ("linear", "bilinear", "trilinear") and any(o == n and f != 1 for n, o, f in zip(ns, outs, fr)):
+                self.size_dep = True  # likewise, the linear kernels copy when out == in
             axes = tuple(_ax_scale(a, o, f.numerator, f.denominator) for a, o, f in zip(v.axes, outs, fr))
             scales = tuple(int(s) if float(s).is_integer() and self.coin() else float(s) for s in scales)
             scale_arg = scales[0] if len(set(scales)) == 1 and self.coin() else scales

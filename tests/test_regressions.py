@@ -127,6 +127,22 @@ def test_pieces_that_read_only_padding_along_a_global_axis_are_named():
     assert any("padded global axis" in note for note in convlens.analyze(model, shape).notes)
 
 
+class PoolPiecesAlongTheOtherAxis(nn.Module):
+    """Rows pooled after a cat along columns of pieces from different rows: units at columns 0..3 see
+    rows 0..3 and the others rows 4..7, which no single span along the pooled axis says."""
+
+    def forward(self, x):
+        y = torch.cat([x[:, :, :4, :4], x[:, :, 4:, 4:]], dim=3)
+        return y.mean(dim=2, keepdim=True) * 2
+
+
+def test_a_reduction_over_pieces_with_different_spans_is_named():
+    model, shape = PoolPiecesAlongTheOtherAxis(), (1, 1, 8, 8)
+    check_against_oracle(model, shape)
+    report = convlens.analyze(model, shape)
+    assert report[""].rf[0] is None and any("pools pieces" in note for note in report.notes)
+
+
 def test_attention_output_reaches_every_position():
     model, shape = AttentionAddedBack(), (1, 2, 4)
     report = convlens.analyze(model, shape)

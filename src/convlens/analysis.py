@@ -134,6 +134,7 @@ class GraphWalk:
         self._untracked_calls: dict[str, set[int]] = {}
         self.context_spans: dict[int, dict[int, tuple[int, int]]] = {}
         self._sources: dict[tuple[int, int], list[Source]] = {}
+        self._late: set[tuple[int, int]] = set()  # (tensor, axis) made unknown in pass 3
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
@@ -298,6 +299,7 @@ class GraphWalk:
         self._summarize(cap.input_id)
         for node in cap.nodes:
             for tid in node.outputs:
+                self._late_unknowns(node, tid)
                 if any(isinstance(s, _Pending) for s in self.kinds[tid]):
                     per_source = self._fill(tid)
                     self._summarize(tid)
@@ -305,8 +307,39 @@ class GraphWalk:
                         self._check_alignment(node, tid, per_source)
                 for a, s in enumerate(self.kinds[tid]):
                     if isinstance(s, Global):
-                        self.kinds[tid][a] = Global(self._span(node, a), self._reach(node, tid, a))
+                        self.kinds[tid][a] = self._pieces_differ(node, tid, a) or \
+                            Global(self._span(node, a), self._reach(node, tid, a))
                 self.context_spans[tid] = self._context_spans(node, tid)
+
+    def _late_unknowns(self, node: OpNode, tid: int) -> None:
+        """Axes that an input made unknown in this pass (``_pieces_differ``) are unknown here too."""
+        for a, s in enumerate(self.kinds[tid]):
+            if isinstance(s, (_Pending, Global)):
+                late = [self.kinds[t][a] for t in node.inputs if (t, a) in self._late]
+                if late:
+                    self.kinds[tid][a] = Unknown(frozenset().union(*(u.ops for u in late)))
+                    self._late.add((tid, a))
+
+    def _pieces_differ(self, node: OpNode, tid: int, a: int) -> Unknown | None:
+        """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)
+        that see different pixels along a: which of them a unit pools, and so its span along a,
+        depends on the unit, and one span per axis cannot say it."""
+        plan = self.plans.get(tid)
+        if plan is None or a not in plan.fold or not any(isinstance(s, Local) for s in self.kinds[tid]):
+            return None
+        spans = set()
+        for t in node.inputs:
+            for part in self.parts.get(t, ()):
+                arr = part.axes.get(a)
+                if arr is None or any(not (o.clo <= o.chi).any() for o in part.axes.values()):
+                    continue
+                ok = arr.clo <= arr.chi
+                spans.add((int(arr.clo[ok].min()), int(arr.chi[ok].max())))
+        if len(spans) < 2:
+            return None
+        self._late.add((tid, a))
+        return self._untracked(f"{node.name} (pools pieces that see different pixels along a spatial axis it "
+                               "reduces while another stays local)", node)
 
     def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
         """All real pixels along axis a that reach any unit of a local tensor."""
