@@ -143,6 +143,31 @@ def test_a_reduction_over_pieces_with_different_spans_is_named():
     assert report[""].rf[0] is None and any("pools pieces" in note for note in report.notes)
 
 
+class ShuffleAfter(nn.Module):
+    """pixel_shuffle of channels from a cat (or an unshuffle), with or without a dense conv between."""
+
+    def __init__(self, kind: str, mix: bool):
+        super().__init__()
+        self.kind = kind
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 5, padding=6, dilation=3)
+        self.mix = nn.Conv2d(4, 4, 1) if mix else nn.Identity()
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1) if self.kind == "cat" else F.pixel_unshuffle(x, 2)
+        return F.pixel_shuffle(self.mix(y), 2)
+
+
+@pytest.mark.parametrize("kind", ["cat", "unshuffle"])
+def test_pixel_shuffle_of_channels_with_different_windows_is_named(kind):
+    shape = (1, 1, 12, 12)
+    unmixed = ShuffleAfter(kind, mix=False)
+    check_against_oracle(unmixed, shape)
+    assert any("pixel_shuffle of channels" in note for note in convlens.analyze(unmixed, shape).notes)
+    mixed = ShuffleAfter(kind, mix=True)  # a dense conv between: every channel sees the union, exactly
+    assert check_against_oracle(mixed, shape).windows > 0
+    assert not any("pixel_shuffle" in note for note in convlens.analyze(mixed, shape).notes)
+
+
 def test_attention_output_reaches_every_position():
     model, shape = AttentionAddedBack(), (1, 2, 4)
     report = convlens.analyze(model, shape)

@@ -135,6 +135,7 @@ class GraphWalk:
         self.context_spans: dict[int, dict[int, tuple[int, int]]] = {}
         self._sources: dict[tuple[int, int], list[Source]] = {}
         self._late: set[tuple[int, int]] = set()  # (tensor, axis) made unknown in pass 3
+        self._split: set[int] = set()  # tensors whose channels may see different windows (Plan.channels)
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
@@ -151,7 +152,8 @@ class GraphWalk:
         return RuleContext(node, self.cap.tensors, self.producers, self.dims,
                            {t: self._local_axes(t) for t in node.inputs},
                            {t: frozenset(a for a, s in enumerate(self.kinds[t]) if isinstance(s, Global))
-                            for t in node.inputs})
+                            for t in node.inputs},
+                           frozenset(t for t in node.inputs if t in self._split))
 
     # -------------------------------------------------------------- pass 1
     def structure(self) -> None:
@@ -255,6 +257,8 @@ class GraphWalk:
         self.kinds[tid] = kinds
         self.gctx[tid] = gctx and has_local
         self.plans[tid] = plan
+        if plan.channels == "split" or (plan.channels == "keep" and any(t in self._split for t in ins)):
+            self._split.add(tid)
         for a, s in enumerate(kinds):  # a first reach (spans unknown yet: it may miss positions, never add)
             if isinstance(s, Global):
                 kinds[a] = Global(None, self._reach(node, tid, a))

@@ -93,6 +93,7 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
         for ax in ctx.local_axes(bias):
             plan.local.setdefault(ax, []).append(Source(bias.id, identity))
     plan.dims = tuple(dims)
+    plan.channels = "mix"
     return plan
 
 

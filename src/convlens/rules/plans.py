@@ -237,6 +237,8 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     plan = pointwise(_ReshapedContext(ctx, refs, stretched), refs)
     if not spatial:
         plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
+        if len({r.id for r in refs}) > 1:
+            plan.channels = "split"
         return plan
     (axis,) = axes.pop()
     if not any(axis in ctx.local_axes(r) for r in refs) and len({r.id for r in refs}) > 1:

@@ -46,6 +46,10 @@ class Plan:
     ``context``: local axes whose units also see the whole axis (statistics of a norm): global context.
     ``constant``: the output does not depend on the input's values (factory ops).
     ``untracked``: why an axis is left out of ``local`` (named in the Unknown state and the notes).
+    ``channels``: what the op does to the non-spatial (channel) dims, for ``pixel_shuffle``, which
+    needs every channel to see the same window: "keep" (per channel, the default), "mix" (every
+    output channel reads every input channel: a dense conv, a matrix product) or "split" (channels
+    from tensors or phases with different windows: a cat along channels, a pixel_unshuffle).
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -58,6 +62,7 @@ class Plan:
     context: set[int] = field(default_factory=set)
     constant: bool = False
     untracked: dict[int, str] = field(default_factory=dict)
+    channels: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,14 @@ class RuleContext:
 
     def __init__(self, node: OpNode, tensors: dict[int, TensorInfo], producers: dict[int, OpNode],
                  dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]],
-                 global_: dict[int, frozenset[int]] | None = None):
+                 global_: dict[int, frozenset[int]] | None = None, split: frozenset[int] = frozenset()):
         self.node = node
         self._tensors = tensors
         self._producers = producers
         self._dims = dims
         self._local = local
         self._global = global_ or {}
+        self._split = split
 
     def info(self, ref: TRef | int) -> TensorInfo:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref]
@@ -96,6 +102,10 @@ class RuleContext:
     def global_axes(self, ref: TRef | int) -> frozenset[int]:
         """The spatial axes along which ``ref``'s units see the whole axis."""
         return self._global.get(ref.id if isinstance(ref, TRef) else ref, frozenset())
+
+    def channels_split(self, ref: TRef | int) -> bool:
+        """Whether ``ref``'s channels may see different windows (see ``Plan.channels``)."""
+        return (ref.id if isinstance(ref, TRef) else ref) in self._split
 
     def shape(self, ref: TRef | int) -> tuple[int, ...]:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref].shape

@@ -72,7 +72,10 @@ def convolution(ctx: RuleContext) -> Plan:
             maps[d] = (transposed_taps(stride[i], padding[i], kernel[i], dilation[i]), Fraction(1, stride[i]))
         else:
             maps[d] = (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
-    return windowed(ctx, x, maps, fold=[rank - k - 1])
+    plan = windowed(ctx, x, maps, fold=[rank - k - 1])
+    if int(n.arg(8, "groups", 1)) == 1:
+        plan.channels = "mix"
+    return plan
 
 
 # ---------------------------------------------------------------- pooling
@@ -299,6 +302,11 @@ for _name, (_k, _kind, _align) in _UPSAMPLE.items():
 def pixel_shuffle(ctx: RuleContext) -> Plan:
     x, r = ctx.node.arg(0, "self"), ctx.node.arg(1, "upscale_factor")
     rank = len(ctx.shape(x))
+    if ctx.channels_split(x):
+        # output (r i + a, r j + b) reads channel group (a, b) only; channels are not told apart
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="pixel_shuffle of channels that see different windows (a cat along channels "
+                                "or a pixel_unshuffle with no channel-mixing layer since)")
 
     def fn(v: np.ndarray, finite: bool):
         return v // r, v // r, 1
@@ -310,7 +318,9 @@ def pixel_unshuffle(ctx: RuleContext) -> Plan:
     x, r = ctx.node.arg(0, "self"), ctx.node.arg(1, "downscale_factor")
     rank = len(ctx.shape(x))
     step = (affine(r, 0, r), Fraction(r))
-    return windowed(ctx, x, {rank - 2: step, rank - 1: step})
+    plan = windowed(ctx, x, {rank - 2: step, rank - 1: step})
+    plan.channels = "split"  # each channel holds one phase of the r x r block
+    return plan
 
 
 # ---------------------------------------------------------------- padding
