@@ -168,6 +168,28 @@ def test_pixel_shuffle_of_channels_with_different_windows_is_named(kind):
     assert not any("pixel_shuffle" in note for note in convlens.analyze(mixed, shape).notes)
 
 
+class ContextOnOnePiece(nn.Module):
+    """Rows pooled over a cat along columns of two pieces with the same rows (1..3), one of which also
+    carries a GroupNorm's statistics over rows 0..5: columns 0..3 see rows 0..5, columns 4..7 rows 1..3."""
+
+    def __init__(self):
+        super().__init__()
+        self.gn = nn.GroupNorm(1, 1)
+
+    def forward(self, x):
+        pieces = [self.gn(x)[:, :, 1:4, :4], x[:, :, 1:4, 4:]]
+        return torch.cat(pieces, dim=3).mean(dim=2, keepdim=True)
+
+
+def test_a_reduction_over_pieces_with_context_on_some_is_named():
+    model, shape = ContextOnOnePiece(), (1, 1, 6, 8)
+    check_against_oracle(model, shape)
+    # one span for the pooled rows cannot hold both: the oracle's (0, 5) at column 1, (1, 3) at column 5
+    assert [probe(model, shape, unit=(0, v)).bbox[0] for v in (1, 5)] == [(0, 5), (1, 3)]
+    report = convlens.analyze(model, shape)
+    assert report[""].rf[0] is None and any("pools pieces" in note for note in report.notes)
+
+
 def test_attention_output_reaches_every_position():
     model, shape = AttentionAddedBack(), (1, 2, 4)
     report = convlens.analyze(model, shape)

@@ -326,19 +326,21 @@ class GraphWalk:
 
     def _pieces_differ(self, node: OpNode, tid: int, a: int) -> Unknown | None:
         """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)
-        that see different pixels along a: which of them a unit pools, and so its span along a,
-        depends on the unit, and one span per axis cannot say it."""
+        that see different pixels along a, or of several pieces and global context along a (which
+        may come with some pieces only): which of them a unit pools, and so its span along a, depends
+        on the unit, and one span per axis cannot say it."""
         plan = self.plans.get(tid)
         if plan is None or a not in plan.fold or not any(isinstance(s, Local) for s in self.kinds[tid]):
             return None
         spans = set()
         for t in node.inputs:
-            for part in self.parts.get(t, ()):
-                arr = part.axes.get(a)
-                if arr is None or any(not (o.clo <= o.chi).any() for o in part.axes.values()):
-                    continue
-                ok = arr.clo <= arr.chi
-                spans.add((int(arr.clo[ok].min()), int(arr.chi[ok].max())))
+            parts = [p for p in self.parts.get(t, ()) if a in p.axes
+                     and all((o.clo <= o.chi).any() for o in p.axes.values())]
+            for part in parts:
+                ok = part.axes[a].clo <= part.axes[a].chi
+                spans.add((int(part.axes[a].clo[ok].min()), int(part.axes[a].chi[ok].max())))
+            if len(parts) > 1 and a in self.context_spans.get(t, {}):
+                spans.add(("context", t))  # global context (a norm's statistics) may reach some pieces only
         if len(spans) < 2:
             return None
         self._late.add((tid, a))
