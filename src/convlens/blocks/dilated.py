@@ -109,11 +109,6 @@ class ContextModule(nn.Sequential):
         elif init != "default":
             raise ValueError(f"init must be 'identity' or 'default', not {init!r}")
 
-    @property
-    def receptive_field(self) -> int:
-        """Side of the square window one output unit reads, in input pixels."""
-        return 1 + 2 * sum(self.dilations)
-
     @torch.no_grad()
     def identity_init(self, sigma: float = 1e-2) -> None:
         """Paper section 3 (see the module docstring); ``sigma`` only matters for the large variant."""

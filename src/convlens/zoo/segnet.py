@@ -31,7 +31,8 @@ VGG16_WIDTHS = (64, 128, 256, 512, 512)
 VGG16_CONVS = (2, 2, 3, 3, 3)
 
 
-def conv_bn_relu(c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
+def _conv_bn_relu(c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
+    """Named layers of one 3x3 conv (with bias, as the Caffe model; unlike ``blocks.conv_bn_relu``), BN, ReLU."""
     return [("conv", nn.Conv2d(c_in, c_out, 3, padding=1)), ("bn", nn.BatchNorm2d(c_out)),
             ("relu", nn.ReLU(inplace=True))]
 
@@ -50,7 +51,7 @@ class SegNet(nn.Module):
         for w, n in zip(widths, convs):
             blocks = []
             for _ in range(n):
-                blocks.append(conv_bn_relu(c, w))
+                blocks.append(_conv_bn_relu(c, w))
                 c = w
             self.encoder.append(_stage(blocks))
             self.pools.append(nn.MaxPool2d(2, 2, ceil_mode=True, return_indices=True))
@@ -58,9 +59,9 @@ class SegNet(nn.Module):
         self.decoder = nn.ModuleList()
         for i in reversed(range(len(widths))):
             w, n = widths[i], convs[i]
-            blocks = [conv_bn_relu(w, w) for _ in range(n - 1)]
+            blocks = [_conv_bn_relu(w, w) for _ in range(n - 1)]
             if i > 0:
-                blocks.append(conv_bn_relu(w, widths[i - 1]))
+                blocks.append(_conv_bn_relu(w, widths[i - 1]))
             else:
                 blocks.append([("classifier", nn.Conv2d(w, num_classes, 3, padding=1))])
             self.unpools.append(nn.MaxUnpool2d(2, 2))
