@@ -145,6 +145,11 @@ class GraphWalk:
             self.kinds[tid] = [CONSTANT] * self.k
             self.gctx[tid] = False
 
+    def _read(self, node: OpNode, tid: int) -> list[int]:
+        """The inputs of ``node`` whose values reach its output ``tid`` (not those a write overwrites)."""
+        plan = self.plans.get(tid)
+        return [t for t in node.inputs if plan is None or t not in plan.unread]
+
     def _local_axes(self, tid: int) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.kinds[tid]) if isinstance(s, (Local, _Pending)))
 
@@ -199,7 +204,7 @@ class GraphWalk:
     def _resolve(self, node: OpNode, tid: int, plan: Plan) -> None:
         """Per axis, the output's state kind from the plan and the inputs' kinds."""
         op = node.name
-        ins = list(dict.fromkeys(node.inputs))
+        ins = [t for t in dict.fromkeys(node.inputs) if t not in plan.unread]
         kinds: list[AxisState | _Pending] = []
         gctx = False
         carried = {a: d for d, dim in enumerate(plan.dims) for a in axes_of(dim)}
@@ -312,14 +317,14 @@ class GraphWalk:
                 for a, s in enumerate(self.kinds[tid]):
                     if isinstance(s, Global):
                         self.kinds[tid][a] = self._pieces_differ(node, tid, a) or \
-                            Global(self._span(node, a), self._reach(node, tid, a))
+                            Global(self._span(node, tid, a), self._reach(node, tid, a))
                 self.context_spans[tid] = self._context_spans(node, tid)
 
     def _late_unknowns(self, node: OpNode, tid: int) -> None:
         """Axes that an input made unknown in this pass (``_pieces_differ``) are unknown here too."""
         for a, s in enumerate(self.kinds[tid]):
             if isinstance(s, (_Pending, Global)):
-                late = [self.kinds[t][a] for t in node.inputs if (t, a) in self._late]
+                late = [self.kinds[t][a] for t in self._read(node, tid) if (t, a) in self._late]
                 if late:
                     self.kinds[tid][a] = Unknown(frozenset().union(*(u.ops for u in late)))
                     self._late.add((tid, a))
@@ -333,7 +338,7 @@ class GraphWalk:
         if plan is None or a not in plan.fold or not any(isinstance(s, Local) for s in self.kinds[tid]):
             return None
         spans = set()
-        for t in node.inputs:
+        for t in self._read(node, tid):
             parts = [p for p in self.parts.get(t, ()) if a in p.axes
                      and all((o.clo <= o.chi).any() for o in p.axes.values())]
             for part in parts:
@@ -367,7 +372,7 @@ class GraphWalk:
             if not isinstance(s, Local):
                 continue
             spans = []
-            for t in node.inputs:
+            for t in self._read(node, tid):
                 state = self.kinds[t][a]
                 if isinstance(state, Global) and state.span is not None:
                     spans.append(state.span)
@@ -388,7 +393,7 @@ class GraphWalk:
             return None
         mapped = {src.tid for src in plan.local[a]}
         if any(isinstance(self.kinds[t][a], Global) and self.kinds[t][a].span is not None
-               for t in node.inputs if t not in mapped):
+               for t in self._read(node, tid) if t not in mapped):
             return None  # an input that sees the input, not mapped along a: it reaches every position
         reach = np.zeros(size, dtype=bool)
         for src in plan.local[a]:
@@ -404,11 +409,11 @@ class GraphWalk:
             reach |= got == 0
         return None if reach.all() else reach
 
-    def _span(self, node: OpNode, a: int) -> tuple[int, int] | None:
+    def _span(self, node: OpNode, tid: int, a: int) -> tuple[int, int] | None:
         """Real pixels along axis a that reach a global output: everything its inputs reached,
         their global context included."""
         spans = []
-        for t in node.inputs:
+        for t in self._read(node, tid):
             if any(isinstance(s, Global) and s.reach is not None and not s.reach.any() for s in self.kinds[t]):
                 continue  # no position of this input is reached by anything real (phase gaps, padding)
             state = self.kinds[t][a]

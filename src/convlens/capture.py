@@ -1,17 +1,26 @@
 """Capture: run the model once and record every aten op with its tensors and module scope.
 
-The model runs under a ``TorchDispatchMode`` on ``meta`` tensors: every real tensor an op receives
-(parameters, buffers, constants) is swapped for a meta tensor of the same shape, so no weight is copied
-and no activation is allocated. The model itself is never modified: scopes come from global module
-hooks that are removed in ``finally``, and eval mode is restored afterwards.
+The model runs under a ``TorchDispatchMode``. Every op whose inputs depend on the network input runs
+on ``meta`` tensors (real parameters and constants it reads are swapped for meta copies), so no
+activation is allocated. Ops on constants only (parameters, buffers, factory tensors and what is
+computed from them) run for real, so that the model can read their values (``.item()``,
+``.tolist()``, ``.to(device)``); a constant larger than ``REAL_CONSTANT_LIMIT`` elements is computed
+on meta instead. If the model still cannot run on meta (data-dependent control flow on the input's
+values), it is run once for real on CPU with the same recording; :attr:`Capture.fallback` says why and
+names the op that failed on meta.
 
-If the model cannot run on meta (data-dependent control flow such as ``.item()``), it is run once for
-real on CPU with the same recording, and the reason is kept in :attr:`Capture.fallback`.
+The model is never changed: scopes come from global module hooks removed in ``finally``; its
+attributes, parameter/buffer dicts and containers are restored afterwards
+(:func:`convlens.modelstate.preserved`); a tensor of the model that an op would write into for real is
+first given a private copy, which the rest of the forward reads instead.
 
 Recorded events are plain data: :class:`OpNode` (op, args with tensors replaced by :class:`TRef`,
 module scope) and :class:`ModuleCall` (row name, input and output tensor ids, the ops it issued).
-Tensors are identified by version: an in-place op gives its tensor a new id. Writes through a view
-into its base are not tracked (the base keeps its old geometry); no op in torchvision's models needs it.
+Tensors are identified by version: an in-place op gives its tensor a new id. Writes through views
+are tracked: a view remembers the view op that made it; an in-place op on a view gives every tensor it
+is a view of a new version (one synthetic ``VIEW_WRITE`` op per link: the parent with the view's
+region replaced), and a view whose base changed is derived again (its view op recorded once more)
+before it is next read.
 """
 
 from __future__ import annotations
@@ -27,9 +36,18 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import ConvlensError
+from .modelstate import preserved, tensors_of
 
 CIRCULAR_PAD = "convlens.circular_pad"
 """Synthetic op: F.pad(mode='circular') recorded whole (aten decomposes it into writes into views)."""
+SDPA = "convlens.scaled_dot_product_attention"
+"""Synthetic op: F.scaled_dot_product_attention recorded whole, args (query, key, value, attn_mask,
+dropout_p, is_causal), whatever kernel or decomposition torch picks on the device."""
+VIEW_WRITE = "convlens.view_write"
+"""Synthetic op, args (parent, view, view_node, index): the parent of a view written in place, with the
+region that output ``index`` of ``view_node`` (the view op) selects replaced by the view's new value."""
+REAL_CONSTANT_LIMIT = 1 << 24
+"""Elements: a constant-only op whose outputs are larger than this runs on meta (values unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,22 @@ class OpNode:
         if i < len(self.args):
             return self.args[i]
         return self.kwargs.get(name, default)
+
+    def param(self, name: str, default: Any = None) -> Any:
+        """Argument ``name`` bound by the op's schema: positional or keyword as given, else the
+        schema's default, else ``default`` (also when this overload has no such argument, e.g. the
+        ``dim`` of ``aten.mean.default``, which reduces every dim)."""
+        schema = getattr(self.op, "_schema", None)
+        if schema is None:
+            return self.kwargs.get(name, default)
+        for i, a in enumerate(schema.arguments):
+            if a.name == name:
+                if not a.kwarg_only and i < len(self.args):
+                    return self.args[i]
+                if name in self.kwargs:
+                    return self.kwargs[name]
+                return a.default_value if a.has_default_value() else default
+        return default
 
 
 @dataclass
@@ -128,26 +162,60 @@ def _is_pad(func: Any) -> bool:
     return func is F.pad or func is getattr(torch._C._nn, "pad", None)
 
 
+def _is_sdpa(func: Any) -> bool:
+    return func is F.scaled_dot_product_attention or func is getattr(torch._C._nn, "scaled_dot_product_attention",
+                                                                      None)
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """What an op's schema says about aliasing: which arguments it writes, whether its outputs are
+    views of its first tensor argument, whether it takes a ``device``."""
+
+    written: tuple[str, ...]
+    view: bool
+    device: bool
+
+
+_SCHEMAS: dict[Any, _Schema] = {}
+
+
+def _schema(func: Any) -> _Schema:
+    info = _SCHEMAS.get(func)
+    if info is None:
+        schema = func._schema
+        written = tuple(a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write)
+        view = not written and any(r.alias_info is not None for r in schema.returns)
+        info = _Schema(written, view, any(a.name == "device" for a in schema.arguments))
+        _SCHEMAS[func] = info
+    return info
+
+
+@dataclass
+class _View:
+    """A tensor that is a view of ``parent``, made by output ``index`` of the recorded view op ``node``.
+    ``synced``: the id of its root's version it was last derived from."""
+
+    parent: torch.Tensor
+    node: OpNode
+    index: int
+    root: torch.Tensor
+    synced: int
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, state: "_State"):
         super().__init__()
         self.state = state
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        st = self.state
-        if st.meta:
-            run_args, run_kwargs = _map(st.to_run_device, args), _map(st.to_run_device, kwargs)
-        else:
-            run_args, run_kwargs = args, kwargs
-        out = func(*run_args, **run_kwargs)
-        if st.suppress == 0:
-            st.record(func, args, kwargs, out)
-        return out
+        return self.state.dispatch(func, args, kwargs or {})
 
 
 class _FunctionLevel(TorchFunctionMode):
-    """Records ops that aten would decompose into writes through views (circular padding)."""
+    """Records whole the functions whose aten decomposition differs between devices or hides their
+    meaning: circular padding (writes through views) and scaled dot-product attention (a fused
+    kernel on CPU, bmm and softmax on meta: recorded as one op, it gets one answer on both)."""
 
     def __init__(self, state: "_State"):
         super().__init__()
@@ -155,33 +223,56 @@ class _FunctionLevel(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-        if not (_is_pad(func) and mode == "circular"):
-            return func(*args, **kwargs)
-        st = self.state
-        st.suppress += 1
-        try:
-            out = func(*args, **kwargs)
-        finally:
-            st.suppress -= 1
-        pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
-        st.record(CIRCULAR_PAD, (args[0], tuple(pad)), {}, out)
-        return out
+        if _is_pad(func) and kwargs.get("mode", args[2] if len(args) > 2 else "constant") == "circular":
+            pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
+            return self.state.whole(CIRCULAR_PAD, func, args, kwargs, (args[0], tuple(pad)), {})
+        if _is_sdpa(func):
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+            bound = {n: (args[i] if i < len(args) else kwargs.get(n)) for i, n in enumerate(names)}
+            rec_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+            rec_args = tuple(bound[n] for n in names)
+            return self.state.whole(SDPA, func, args, kwargs, rec_args, rec_kwargs)
+        return func(*args, **kwargs)
 
 
 class _State:
-    def __init__(self, meta: bool, named: dict[int, tuple[str, str]]):
+    """Everything the recording needs between ops.
+
+    Tensors are tracked by the Python object the model's code holds (the *logical* tensor); the op
+    may run on another object: its meta copy, or a private copy of a model tensor that the forward
+    writes into (so the model's own tensors never change). ``ids`` maps a logical tensor to its
+    current version's tensor id; ``live`` holds the ids that depend on the network input.
+    """
+
+    def __init__(self, meta: bool, named: dict[int, tuple[str, str]], protected: set[int]):
         self.meta = meta
         self.named = named  # id(tensor) -> (kind, name) for params and buffers
-        self.ids: dict[int, int] = {}  # id(python tensor) -> current tensor id
+        self.protected = protected  # storage pointers of the model's own tensors
+        self.ids: dict[int, int] = {}  # id(logical tensor) -> current tensor id
         self.keep: list[torch.Tensor] = []  # keeps python ids unique while recording
         self.meta_cache: dict[int, torch.Tensor] = {}
+        self.private: dict[int, torch.Tensor] = {}  # id(model tensor) -> the copy writes go to
+        self.views: dict[int, _View] = {}
+        self.live: set[int] = set()
         self.tensors: dict[int, TensorInfo] = {}
         self.nodes: list[OpNode] = []
         self.suppress = 0
         self.scope: list[str] = [""]
+        self.failed: str | None = None  # the op (and module) that raised, for the fallback note
 
-    def to_run_device(self, t: Any) -> Any:
+    # ------------------------------------------------------------------ which object an op runs on
+    def resolve(self, t: torch.Tensor) -> torch.Tensor:
+        """The object that holds ``t``'s current value: ``t`` itself, or its private copy."""
+        if not self.private:
+            return t
+        got = self.private.get(id(t))
+        if got is None and t._base is not None and id(t._base) in self.private:
+            got = self.private[id(t._base)].as_strided(t.size(), t.stride(), t.storage_offset())
+            self.private[id(t)] = got
+            self.keep.append(t)
+        return t if got is None else got
+
+    def to_meta(self, t: Any) -> Any:
         if not isinstance(t, torch.Tensor) or t.device.type == "meta":
             return t
         cached = self.meta_cache.get(id(t))
@@ -191,11 +282,107 @@ class _State:
             self.keep.append(t)
         return cached
 
+    def _protect(self, t: torch.Tensor) -> torch.Tensor:
+        """A model tensor (or a view of one) about to be written for real: give it a private copy."""
+        if t.device.type == "meta" or t.numel() == 0 or t.untyped_storage().data_ptr() not in self.protected:
+            return t
+        root = t._base if t._base is not None else t
+        copy = root.clone(memory_format=torch.preserve_format)
+        self.private[id(root)] = copy
+        self.keep.append(root)
+        if root is t:
+            return copy
+        return self.resolve(t)
+
+    # ------------------------------------------------------------------ one op
+    def is_live(self, t: torch.Tensor) -> bool:
+        tid = self.ids.get(id(t))
+        return tid in self.live if tid is not None else t.device.type == "meta"
+
+    def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        recording = self.suppress == 0
+        if recording:
+            for t in _tensors((args, kwargs)):
+                self.refresh(t)
+        live = any(self.is_live(t) for t in _tensors((args, kwargs)))
+        info = _schema(func)
+        run_args, run_kwargs = _map(self.resolve, args), _map(self.resolve, kwargs)
+        if info.written and not (self.meta and live):
+            for name in info.written:  # never write into the model's own tensors
+                run_args, run_kwargs = self._redirect(func, name, run_args, run_kwargs)
+        try:
+            out = self._run(func, info, run_args, run_kwargs, live)
+        except Exception:
+            if self.failed is None:
+                self.failed = f"{func} in {self.scope[-1] or 'the model'}"
+            raise
+        run_to_logical = {}
+        for r, a in zip(_tensors((run_args, run_kwargs)), _tensors((args, kwargs))):
+            run_to_logical[id(r)] = a
+            if id(r) in self.meta_cache:
+                run_to_logical[id(self.meta_cache[id(r)])] = a
+        out = _map(lambda t: run_to_logical.get(id(t), t), out)
+        if recording:
+            self.record(func, args, kwargs, out, live)
+        return out
+
+    def _redirect(self, func: Any, name: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if name in kwargs:
+            return args, {**kwargs, name: _map(self._protect, kwargs[name])}
+        names = [a.name for a in func._schema.arguments]
+        i = names.index(name)
+        if i < len(args):
+            args = args[:i] + (_map(self._protect, args[i]),) + args[i + 1:]
+        return args, kwargs
+
+    def _run(self, func: Any, info: _Schema, args: tuple, kwargs: dict, live: bool) -> Any:
+        if not self.meta:
+            return func(*args, **kwargs)
+        if live or any(t.device.type == "meta" for t in _tensors((args, kwargs))):
+            return func(*_map(self.to_meta, args), **_map(self.to_meta, kwargs))
+        if info.written:
+            return func(*args, **kwargs)
+        # only constants: computed for real so that the model can read their values, unless the
+        # result would be large (a factory tensor the size of an activation): then on meta
+        probe_kwargs = {**kwargs, "device": torch.device("meta")} if info.device else kwargs
+        try:
+            probe = func(*_map(self.to_meta, args), **_map(self.to_meta, probe_kwargs))
+        except Exception:  # noqa: BLE001 - no meta kernel: the real run decides
+            return func(*args, **kwargs)
+        if sum(t.numel() for t in _tensors(probe)) <= REAL_CONSTANT_LIMIT:
+            return func(*args, **kwargs)
+        return probe
+
+    def whole(self, name: str, func: Any, args: tuple, kwargs: dict, rec_args: tuple, rec_kwargs: dict) -> Any:
+        """Run a function with its inner ops unrecorded and record it as the one op ``name``."""
+        if self.suppress == 0:
+            for t in _tensors((rec_args, rec_kwargs)):
+                self.refresh(t)
+        live = any(self.is_live(t) for t in _tensors((rec_args, rec_kwargs)))
+        self.suppress += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.suppress -= 1
+        if self.suppress == 0:
+            self.record(name, rec_args, rec_kwargs, out, live)
+        return out
+
+    # ------------------------------------------------------------------ versions
     def new_id(self, t: torch.Tensor, kind: str, name: str = "") -> int:
         tid = len(self.tensors)
         self.tensors[tid] = TensorInfo(tid, tuple(t.shape), t.dtype, kind, name, tuple(t.stride()))
         self.ids[id(t)] = tid
         self.keep.append(t)
+        return tid
+
+    def _version(self, like: int, live: bool) -> int:
+        """A new tensor id with the shape of tensor ``like`` (a version no Python object holds yet)."""
+        tid = len(self.tensors)
+        old = self.tensors[like]
+        self.tensors[tid] = TensorInfo(tid, old.shape, old.dtype, "activation", "", old.stride)
+        if live:
+            self.live.add(tid)
         return tid
 
     def ref(self, t: torch.Tensor) -> int:
@@ -205,7 +392,13 @@ class _State:
             tid = self.new_id(t, kind, name)
         return tid
 
-    def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    def _append(self, op: Any, name: str, args: tuple, kwargs: dict, inputs: list[int], outputs: list[int],
+                inplace: bool) -> OpNode:
+        node = OpNode(len(self.nodes), op, name, args, kwargs, inputs, outputs, self.scope[-1], inplace)
+        self.nodes.append(node)
+        return node
+
+    def record(self, func: Any, args: tuple, kwargs: dict, out: Any, live: bool) -> None:
         inputs: list[int] = []
 
         def to_ref(x: Any) -> Any:
@@ -216,14 +409,74 @@ class _State:
             return x
 
         rargs, rkwargs = _map(to_ref, args), _map(to_ref, kwargs)
-        arg_objs = {id(x) for x in _tensors((args, kwargs))}
-        outputs, inplace = [], False
+        arg_objs = {id(x): x for x in _tensors((args, kwargs))}
+        written = [t for t in _tensors(out) if id(t) in arg_objs]
+        outputs = []
         for t in _tensors(out):
-            inplace |= id(t) in arg_objs
             outputs.append(self.new_id(t, "activation"))
+            if live:
+                self.live.add(outputs[-1])
         name = func if isinstance(func, str) else str(func)
-        self.nodes.append(OpNode(len(self.nodes), func, name, rargs, rkwargs, inputs, outputs,
-                                 self.scope[-1], inplace))
+        node = self._append(func, name, rargs, rkwargs, inputs, outputs, bool(written))
+        if not written and not isinstance(func, str) and _schema(func).view and inputs:
+            parent = next(x for x in _tensors((args, kwargs)))
+            parent_view = self.views.get(id(parent))
+            root = parent_view.root if parent_view is not None else parent
+            for index, t in enumerate(_tensors(out)):
+                self.views[id(t)] = _View(parent, node, index, root, self.ids[id(root)])
+        for t in written:
+            self._write_back(t)
+
+    def _write_back(self, t: torch.Tensor) -> None:
+        """``t`` got a new version in place; if it is a view, so does everything it is a view of:
+        one ``VIEW_WRITE`` op per link (the parent with the view's region replaced)."""
+        path = []
+        view = self.views.get(id(t))
+        child = t
+        while view is not None:
+            self.refresh(view.parent)
+            old, new = self.ids[id(view.parent)], self.ids[id(child)]
+            tid = self._version(old, old in self.live or new in self.live)
+            self._append(VIEW_WRITE, VIEW_WRITE, (TRef(old), TRef(new), view.node, view.index), {}, [old, new],
+                         [tid], True)
+            self.ids[id(view.parent)] = tid
+            path.append(view)
+            child = view.parent
+            view = self.views.get(id(child))
+        for view in path:
+            view.synced = self.ids[id(view.root)]
+
+    def refresh(self, t: torch.Tensor) -> None:
+        """A view whose root got a new version since it was derived is derived again (its view op
+        replayed on the parent's current version) before it is read."""
+        stale = []
+        view = self.views.get(id(t))
+        obj = t
+        while view is not None and view.synced != self.ids[id(view.root)]:
+            stale.append((obj, view))
+            obj = view.parent
+            view = self.views.get(id(obj))
+        for obj, view in reversed(stale):
+            old_parent = view.node.inputs[0]
+            parent = self.ids[id(view.parent)]
+
+            def swap(x: Any) -> Any:
+                return TRef(parent) if isinstance(x, TRef) and x.id == old_parent else x
+
+            args, kwargs = _map_refs(swap, view.node.args), _map_refs(swap, view.node.kwargs)
+            outputs = [self._version(o, parent in self.live) for o in view.node.outputs]
+            self._append(view.node.op, view.node.name, args, kwargs,
+                         [parent if i == old_parent else i for i in view.node.inputs], outputs, False)
+            self.ids[id(obj)] = outputs[view.index]
+            view.synced = self.ids[id(view.root)]
+
+
+def _map_refs(fn: Any, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_refs(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_refs(fn, v) for k, v in value.items()}
+    return fn(value)
 
 
 def _module_names(model: nn.Module) -> dict[int, str]:
@@ -234,14 +487,18 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype =
             ) -> Capture:
     """Run ``model`` once on an input of ``input_shape`` and record the op graph.
 
-    Tries meta tensors first; falls back to one real CPU forward (documented in ``Capture.fallback``).
+    Tries meta tensors first; falls back to one real CPU forward (documented in ``Capture.fallback``,
+    which names the op that could not run on meta). Either way the model is left as it was
+    (:func:`convlens.modelstate.preserved`).
     """
     try:
         return _capture(model, input_shape, dtype, meta=True)
     except ConvlensError:
         raise
     except Exception as meta_error:  # noqa: BLE001 - any failure on meta means: try for real
-        reason = f"{type(meta_error).__name__}: {str(meta_error).splitlines()[0] if str(meta_error) else ''}"
+        failed = getattr(meta_error, "_convlens_op", None)
+        message = str(meta_error).splitlines()[0] if str(meta_error) else ""
+        reason = f"{failed + ': ' if failed else ''}{type(meta_error).__name__}: {message}"
         if any(p.device.type == "meta" for p in model.parameters()):
             raise ConvlensError(f"the model fails on input shape {tuple(input_shape)}: {reason} "
                                 "(its weights are on meta, so it cannot be run for real instead)") from None
@@ -262,7 +519,9 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
         named.setdefault(id(p), ("param", name))
     for name, b in model.named_buffers(remove_duplicate=False):
         named.setdefault(id(b), ("buffer", name))
-    st = _State(meta, named)
+    protected = {t.untyped_storage().data_ptr() for t in tensors_of(model)
+                 if t.device.type != "meta" and t.numel() > 0}
+    st = _State(meta, named, protected)
     names = _module_names(model)
     calls: list[ModuleCall] = []
     open_calls: list[ModuleCall] = []
@@ -285,28 +544,31 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
             return
         call = open_calls.pop()
         st.scope.pop()
-        call.end_op = len(st.nodes)
         call.outputs = _output_refs(output, st)
+        call.end_op = len(st.nodes)
 
     device = "meta" if meta else "cpu"
-    x = torch.zeros(input_shape, dtype=dtype, device=device) if meta else torch.randn(input_shape, dtype=dtype)
-    input_id = st.new_id(x, "input")
-    was_training = {m: m.training for m in model.modules()}
-    handles = [nn.modules.module.register_module_forward_pre_hook(pre_hook),
-               nn.modules.module.register_module_forward_hook(post_hook)]
-    try:
-        model.eval()
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.no_grad())
-            stack.enter_context(_FunctionLevel(st))
-            stack.enter_context(_Recorder(st))
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in was_training.items():
-            m.training = flag
-    output_ids = _output_refs(out, st)
+    with preserved(model):
+        x = torch.zeros(input_shape, dtype=dtype, device=device) if meta else torch.randn(input_shape, dtype=dtype)
+        input_id = st.new_id(x, "input")
+        st.live.add(input_id)
+        handles = [nn.modules.module.register_module_forward_pre_hook(pre_hook),
+                   nn.modules.module.register_module_forward_hook(post_hook)]
+        try:
+            model.eval()
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.no_grad())
+                stack.enter_context(_FunctionLevel(st))
+                stack.enter_context(_Recorder(st))
+                out = model(x)
+            output_ids = _output_refs(out, st)
+        except Exception as e:
+            if st.failed is not None:
+                e._convlens_op = st.failed  # type: ignore[attr-defined]
+            raise
+        finally:
+            for h in handles:
+                h.remove()
     if not output_ids:
         raise ConvlensError("the model returned no tensor; convlens needs at least one tensor output")
     return Capture(st.tensors, st.nodes, calls, input_id, output_ids)
@@ -315,6 +577,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
 def _output_refs(output: Any, st: _State) -> list[tuple[str, int]]:
     """(suffix, tensor id) for every tensor in a module's output: "" for a tensor, "[0]", "[key]"."""
     if isinstance(output, torch.Tensor):
+        st.refresh(output)
         return [("", st.ref(output))]
     refs: list[tuple[str, int]] = []
     if isinstance(output, dict) or hasattr(output, "items") and callable(output.items):

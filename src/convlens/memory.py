@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .capture import Capture
+from .capture import VIEW_WRITE, Capture
 
 
 def _aliases(op: Any, out_index: int) -> bool:
+    if op == VIEW_WRITE:  # the parent of a view written in place: the same storage
+        return True
     schema = getattr(op, "_schema", None)
     if schema is None or out_index >= len(schema.returns):
         return False

@@ -12,6 +12,7 @@ from math import prod
 
 import torch
 
+from ..capture import SDPA as SDPA_WHOLE
 from .registry import Cost, RuleContext, register_cost
 
 aten = torch.ops.aten
@@ -62,7 +63,7 @@ _scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention _sca
 """.split()
 
 
-@register_cost([getattr(aten, n) for n in SDPA if hasattr(aten, n)])
+@register_cost([getattr(aten, n) for n in SDPA if hasattr(aten, n)] + [SDPA_WHOLE])
 def attention(ctx: RuleContext) -> Cost:
     """q k^T then (.) v: B*H*L*S*E + B*H*L*S*Ev."""
     n = ctx.node

@@ -35,9 +35,12 @@ def pointwise_ops() -> list:
 @register_geometry(pointwise_ops())
 def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
     refs = ctx.tensor_args()
-    if ctx.node.name.startswith("aten.copy_"):
+    overwritten = refs[0] if ctx.node.name.startswith("aten.copy_") else None
+    if overwritten is not None:
         refs = refs[1:]  # self is overwritten: the output is src, broadcast
     plan = pointwise(ctx, refs)
+    if overwritten is not None and overwritten not in refs:
+        plan.unread.add(overwritten.id)
     if len(ctx.node.outputs) > 1:  # native_dropout returns (output, mask)
         return [plan] + [pointwise(ctx, refs, shape) for shape in ctx.out_shapes()[1:]]
     return plan

@@ -7,36 +7,39 @@ from __future__ import annotations
 
 import torch
 
-from .plans import virtual_axes, axes_of, broadcast, identity, plain, windowed
+from .. import capture
+from .plans import virtual_axes, axes_of, broadcast, identity, plain, pointwise, windowed
 from .registry import Plan, RuleContext, Source, register_geometry
 
 aten = torch.ops.aten
 
 REDUCTIONS = """
 mean sum prod amax amin max min var std var_mean std_mean norm linalg_vector_norm logsumexp argmax argmin
-any all nansum nanmean count_nonzero median nanmedian mode
+any all nansum nanmean count_nonzero median nanmedian mode kthvalue aminmax
 """.split()
 
 
 def _reduced_dims(ctx: RuleContext, x) -> tuple[list[int], bool]:
-    """Which dims of ``x`` the reduction removes, and whether they are kept as size 1."""
+    """Which dims of ``x`` the reduction removes, and whether they are kept as size 1.
+
+    Read by name from the op's schema (``linalg_vector_norm(self, ord, dim, keepdim)`` has ``ord``
+    where ``mean.dim`` has ``dim``): an overload without ``dim`` (``mean.default``, ``norm.Scalar``),
+    ``dim=None`` and the legacy ``dim=[]`` reduce every dim; ``mode`` and ``kthvalue`` default to -1.
+    """
     rank = len(ctx.shape(x))
     n = ctx.node
-    dims = n.arg(1, "dim")
-    if n.op._overloadname in ("default", "names_dim") and not isinstance(dims, (int, list, tuple)):
-        dims = None
-    if isinstance(dims, int):
-        dims = [dims]
-    if dims is None or len(dims) == 0:
+    dims = n.param("dim")
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         dims = list(range(rank))
-    keepdim = bool(n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 and isinstance(n.args[2], bool) else False))
-    if not keepdim and len(ctx.out_shape) == rank:
-        keepdim = True
-    return [d % rank for d in dims], keepdim
+    elif isinstance(dims, int):
+        dims = [dims]
+    return sorted({d % rank for d in dims}) if rank else [], bool(n.param("keepdim", False))
 
 
 @register_geometry([getattr(aten, n) for n in REDUCTIONS if hasattr(aten, n)])
 def reduction(ctx: RuleContext) -> Plan | list[Plan]:
+    if ctx.node.op._overloadname == "other":  # torch.max(a, b), torch.min(a, b): elementwise
+        return pointwise(ctx, ctx.tensor_args())
     x = ctx.node.arg(0, "self")
     dims, keepdim = _reduced_dims(ctx, x)
     plans = [windowed(ctx, x, fold=dims, drop=[] if keepdim else dims, out_shape=shape)
@@ -47,13 +50,26 @@ def reduction(ctx: RuleContext) -> Plan | list[Plan]:
 @register_geometry([getattr(aten, n) for n in ("_softmax", "_log_softmax", "softmax", "log_softmax", "_safe_softmax",
                                                "sort", "argsort", "topk") if hasattr(aten, n)])
 def along_dim(ctx: RuleContext) -> Plan | list[Plan]:
-    """Ops whose every output along ``dim`` depends on the whole dim."""
+    """Ops whose every output along ``dim`` depends on the whole dim (``dim`` from the schema)."""
     x = ctx.node.arg(0, "self")
     rank = len(ctx.shape(x))
-    dim = ctx.node.arg(1, "dim", -1)
-    if ctx.node.name.startswith("aten.topk"):
-        dim = ctx.node.arg(2, "dim", -1)
-    plans = [windowed(ctx, x, fold=[dim % rank], out_shape=s) for s in ctx.out_shapes()]
+    dim = ctx.node.param("dim", -1)
+    plans = [windowed(ctx, x, fold=[dim % rank] if rank else [], out_shape=s) for s in ctx.out_shapes()]
+    return plans if len(plans) > 1 else plans[0]
+
+
+@register_geometry([getattr(aten, n) for n in ("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")
+                    if hasattr(aten, n)])
+def scan(ctx: RuleContext) -> Plan | list[Plan]:
+    """A running sum/product/max along ``dim``: per position when the dim carries no spatial axis
+    (every channel of a unit already sees the unit's window); along a spatial axis unit u would see
+    positions 0..u, which has no rule yet."""
+    x = ctx.node.arg(0, "self")
+    rank = len(ctx.shape(x))
+    dim = ctx.node.param("dim") % max(rank, 1)
+    if rank and axes_of(ctx.dims(x)[dim]):
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="a running scan along a spatial axis")
+    plans = [pointwise(ctx, [x], s) for s in ctx.out_shapes()]
     return plans if len(plans) > 1 else plans[0]
 
 
@@ -114,7 +130,7 @@ _scaled_dot_product_attention_math scaled_dot_product_attention _scaled_dot_prod
 """.split()
 
 
-@register_geometry([getattr(aten, n) for n in SDPA if hasattr(aten, n)])
+@register_geometry([getattr(aten, n) for n in SDPA if hasattr(aten, n)] + [capture.SDPA])
 def attention(ctx: RuleContext) -> list[Plan | None]:
     """softmax(q k^T) v: each query position attends over every key position, so the axes of the
     key/value sequence dim become global; the rest follows q."""

@@ -46,6 +46,8 @@ class Plan:
     ``context``: local axes whose units also see the whole axis (statistics of a norm): global context.
     ``constant``: the output does not depend on the input's values (factory ops).
     ``untracked``: why an axis is left out of ``local`` (named in the Unknown state and the notes).
+    ``unread``: inputs whose values do not reach the output (a parent that a write through a view
+    overwrites whole): they neither map nor make axes unknown.
     ``channels``: what the op does to the non-spatial (channel) dims, for ``pixel_shuffle``, which
     needs every channel to see the same window: "keep" (per channel, the default), "mix" (every
     output channel reads every input channel: a dense conv, a matrix product) or "split" (channels
@@ -63,6 +65,7 @@ class Plan:
     constant: bool = False
     untracked: dict[int, str] = field(default_factory=dict)
     channels: str = "keep"
+    unread: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

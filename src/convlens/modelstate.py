@@ -1,0 +1,116 @@
+"""Keep the user's model exactly as it was: every submodule's attributes, parameters, buffers and the
+tensors held in its lists, tuples and dicts.
+
+convlens runs the model (on meta tensors, or for real on the CPU fallback, the ERF and the shift check),
+and a forward may write into the model: a cache of anchors or rotary tables (``self.cell_anchors =
+[...]``), a buffer replaced or created (``register_buffer``), a list appended to. :func:`preserved`
+snapshots the state before and puts it back afterwards: attributes a forward created are removed,
+replaced ones restored, containers refilled in place. Tensor *values* are protected elsewhere (the
+capture never writes into a tensor that existed before it: see :mod:`convlens.capture`).
+
+Only module state is covered: tensors held by plain Python objects outside any module, or by global
+caches, are not restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+_MODULE_DICTS = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
+
+
+def _containers(value: Any, out: list, depth: int = 0) -> None:
+    """Every list, dict (and set) reachable from ``value`` through lists, tuples and dicts, with its contents."""
+    if depth > 8:
+        return
+    if isinstance(value, list):
+        out.append((value, list(value)))
+        items = value
+    elif isinstance(value, dict) and not isinstance(value, nn.Module):
+        out.append((value, dict(value)))
+        items = list(value.values())
+    elif isinstance(value, tuple):
+        items = value
+    else:
+        return
+    for item in items:
+        _containers(item, out, depth + 1)
+
+
+def tensors_of(model: nn.Module) -> list[torch.Tensor]:
+    """Every tensor the model's modules hold: parameters, buffers, tensor attributes and tensors in
+    lists, tuples and dicts of attributes (any depth)."""
+    found: dict[int, torch.Tensor] = {}
+
+    def visit(value: Any, depth: int = 0) -> None:
+        if isinstance(value, torch.Tensor):
+            found.setdefault(id(value), value)
+        elif depth < 8 and isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v, depth + 1)
+        elif depth < 8 and isinstance(value, dict):
+            for v in value.values():
+                visit(v, depth + 1)
+
+    for module in model.modules():
+        for key, value in vars(module).items():
+            if key == "_modules":
+                continue
+            visit(value)
+    return list(found.values())
+
+
+class _Snapshot:
+    def __init__(self, model: nn.Module):
+        self.modules = list(model.modules())
+        self.attrs = [dict(vars(m)) for m in self.modules]
+        self.dicts = [{k: (getattr(m, k).copy() if hasattr(getattr(m, k, None), "copy") else None)
+                       for k in _MODULE_DICTS if k in vars(m)} for m in self.modules]
+        self.training = [m.training for m in self.modules]
+        self.containers: list = []
+        for attrs in self.attrs:
+            for key, value in attrs.items():
+                if key not in _MODULE_DICTS:
+                    _containers(value, self.containers)
+
+    def restore(self) -> None:
+        for module, attrs, dicts, training in zip(self.modules, self.attrs, self.dicts, self.training):
+            current = vars(module)
+            for key in [k for k in current if k not in attrs]:
+                del current[key]
+            for key, value in attrs.items():
+                if current.get(key, _MISSING) is not value:
+                    current[key] = value
+            for key, saved in dicts.items():
+                live = current[key]
+                if saved is not None and live is not saved:
+                    live.clear()
+                    live.update(saved)
+            module.training = training
+        for container, contents in self.containers:
+            if isinstance(container, list):
+                if len(container) != len(contents) or any(a is not b for a, b in zip(container, contents)):
+                    container[:] = contents
+            elif container.keys() != contents.keys() or any(container[k] is not v for k, v in contents.items()):
+                container.clear()
+                container.update(contents)
+
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Run a block that may write into ``model``'s state; afterwards every module's attributes,
+    parameter/buffer/submodule dicts, containers and training flags are as they were. Also keeps the
+    global (CPU) random state, which a forward that draws noise would advance."""
+    snapshot = _Snapshot(model)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        snapshot.restore()
