@@ -93,6 +93,7 @@ ALL_FAMILIES: frozenset[str] = frozenset(
         "shared_module",
         "unsupported",
         "branch",
+        "view_write",
     }
 )
 
@@ -400,6 +401,8 @@ def _x_gate(net, s, x):
         return x * torch.sigmoid(torch.amax(x, dim=1, keepdim=True))
     if k == "batch_spatial":  # a (1, 1, *S) tensor
         return x * torch.sigmoid(x.mean(dim=(0, 1), keepdim=True))
+    if k == "l2norm":  # F.normalize over channels: per position, no global context
+        return F.normalize(x, dim=1, eps=1e-3)
     if k == "ctx_add":
         return x + x.mean(dim=sp, keepdim=True)
     if k == "ctx_sub":
@@ -456,9 +459,47 @@ def _x_merge(net, s, a, b):
     return torch.cat([a, b], dim=kw["dim"])
 
 
+def _x_view_write(net, s, x):
+    """Writes into a copy of x through a view, reading a conv of x (never of the copy: autograd
+    needs the conv's input unchanged): a region of spatial and channel slices, one position of an
+    axis (select), or channels through a transposed view; assigned, added or multiplied in place."""
+    kw = s.kw
+    y = x.clone()
+    if kw["kind"] == "channels":
+        lo, hi = kw["channels"]
+        z = net.layers[s.mod](x[:, lo:hi])
+        target = y[:, lo:hi]
+    elif kw["kind"] == "transposed":
+        lo, hi = kw["channels"]
+        z = net.layers[s.mod](x).transpose(1, -1)[..., lo:hi]
+        target = y.transpose(1, -1)[..., lo:hi]
+    elif kw["kind"] == "select":
+        a, i, j = kw["select"]
+        z = net.layers[s.mod](x).select(2 + a, j)
+        target = y.select(2 + a, i)
+    else:
+        lo, hi = kw["channels"]
+        region = (slice(None), slice(lo, hi), *_slices(kw["slices"]))
+        z = net.layers[s.mod](x)[region]
+        target = y[region]
+    if kw["how"] == "assign":
+        target.copy_(z)
+    elif kw["how"] == "add":
+        target += z
+    elif kw["how"] == "mul":
+        target.mul_(z)
+    else:
+        target.fill_(0.5)
+    return y
+
+
 def _x_reduce(net, s, x):
     kw = s.kw
     dims, kd = kw["dims"], kw["keepdim"]
+    if kw["fn"] == "vector_norm":
+        return torch.linalg.vector_norm(x, ord=kw["ord"], dim=dims, keepdim=kd)
+    if kw["fn"] == "norm":
+        return x.norm(p=2, dim=dims, keepdim=kd)
     if kw["fn"] == "mean":
         return x.mean(dim=dims, keepdim=kd)
     if kw["fn"] == "sum":
@@ -514,6 +555,7 @@ _EXEC = {
     "reduce": _x_reduce,
     "head": _x_head,
     "attention": _x_attention,
+    "view_write": _x_view_write,
 }
 
 
@@ -692,6 +734,7 @@ MAIN_KINDS = (
     "cat_channels",
     "cat_spatial",
     "branch",
+    "view_write",
 )
 _FORK_KINDS = ("cat_channels", "cat_spatial", "branch")
 _KIND_FAMILY = {k: k for k in MAIN_KINDS}
@@ -1506,6 +1549,8 @@ class _Builder:
             kinds += ["se", "spatial_mean", "spatial_max", "batch_spatial"]
         if self.ok("conv") and self.ok("activation"):
             kinds.append("se_conv")
+        if v.c > 1:
+            kinds.append("l2norm")
         kind = self.pick(kinds)
         fams = {"elementwise"}
         name = None
@@ -1775,10 +1820,43 @@ class _Builder:
         kw = dict(scale=1.0 / math.sqrt(dk), residual=residual)
         return self.add("attention", [vid], kw, v, {"attention"}, name)
 
+    def g_view_write(self, vid, depth=0, arm=False):
+        """A copy of the value written through a view with a same-size conv of it (see _x_view_write)."""
+        v = self.vals[vid]
+        d = len(v.axes)
+        kinds = ["region", "region", "channels"] + (["transposed"] if v.c > 1 else [])
+        kinds += ["select"] if any(a.size > 1 for a in v.axes) else []
+        kind = self.pick(kinds)
+        lo = self.int_(0, v.c - 1)
+        channels = (lo, self.int_(lo + 1, v.c)) if self.coin() else (0, v.c)
+        kw: dict[str, Any] = dict(kind=kind, channels=channels, how=self.pick(["assign", "assign", "add", "mul",
+                                                                                  "fill"]))
+        c_in = channels[1] - channels[0] if kind == "channels" else v.c
+        k = self.pick([1, 3, 5])
+        name = self.name("vwconv")
+        self.mods[name] = _nd("Conv{d}d", d)(c_in, c_in, k, padding=k // 2)
+        if kind == "region":
+            spec = []
+            for a in v.axes:
+                if self.coin(1, 3):
+                    spec.append(None)
+                    continue
+                n = a.size
+                lo_ = self.int_(0, n - 1)
+                hi_ = self.int_(0, n - 1 - lo_)
+                spec.append((lo_, hi_, self.pick([1, 1, 2])))
+            kw["slices"] = tuple(spec)
+        elif kind == "select":
+            a = self.pick([j for j, x in enumerate(v.axes) if x.size > 1])
+            n = v.axes[a].size
+            kw["select"] = (a, self.int_(0, n - 1), self.int_(0, n - 1))
+        self.size_dep = True  # regions are fixed positions and offsets from the end
+        return self.add("view_write", [vid], kw, v, {"view_write"}, name)
+
     def g_reduce(self, vid) -> int:
         v = self.vals[vid]
         d = len(v.axes)
-        fn = self.pick(["mean", "sum", "amax"])
+        fn = self.pick(["mean", "sum", "amax", "vector_norm", "norm"])
         js = tuple(range(d)) if self.coin() else (self.int_(0, d - 1),)
         keep = self.coin()
         if keep:
@@ -1787,6 +1865,10 @@ class _Builder:
             axes = tuple(a for j, a in enumerate(v.axes) if j not in js)
         self.gout = True
         kw = dict(fn=fn, dims=tuple(2 + j for j in js), keepdim=keep)
+        if fn == "vector_norm":
+            kw["ord"] = self.pick([1, 2, 3])  # the aten op's second argument (``ord``), not a dim
+            if self.coin(1, 3):  # negative dims
+                kw["dims"] = tuple(dd - 2 - d for dd in kw["dims"])
         out = self.add("reduce", [vid], kw, Val(v.c, axes), {"reduce"})
         if self.ok("activation") and self.coin(1, 3):
             out = self.g_activation(out, allow_shared=True)

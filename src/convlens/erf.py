@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ConvlensError
+from .modelstate import preserved
 
 QUANTILES = (0.5, 0.9, 0.99)
 _LAYER = re.compile(r"^(?P<path>.*?)(?:#(?P<call>\d+))?(?:\[(?P<key>[^\]]+)\])?$")
@@ -166,13 +167,11 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 @contextlib.contextmanager
 def _eval(model: nn.Module):
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    """The model in eval mode; afterwards its modules' attributes, caches and training flags are as
+    they were (:func:`convlens.modelstate.preserved`)."""
+    with preserved(model):
+        model.eval()
         yield
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
 
 
 def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, unit: Sequence[int] | None = None,
