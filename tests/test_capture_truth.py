@@ -155,7 +155,7 @@ def test_a_write_convlens_cannot_follow_is_named_unknown():
 def test_fasternet_slicing_mode_gives_the_rows_of_split_cat_which_match_the_oracle():
     """The slicing mode writes into its input (inference only: autograd refuses it), so the oracle
     checks the split_cat mode (same outputs) and the slicing mode must give the same rows."""
-    timm = pytest.importorskip("timm")
+    import timm
     models = {mode: timm.create_model("fasternet_t0", pretrained=False, pconv_fw_type=mode, num_classes=10).eval()
               for mode in ("slicing", "split_cat")}
     rows = ["stages.0", "stages.1", "stages.2"]
@@ -172,7 +172,7 @@ def test_fasternet_slicing_mode_gives_the_rows_of_split_cat_which_match_the_orac
 
 
 def test_ssd_transform_depends_on_the_input():
-    tvd = pytest.importorskip("torchvision.models.detection")
+    import torchvision.models.detection as tvd
     model = tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     report = convlens.analyze(model, (1, 3, 96, 96))
     backbone = [layer for layer in report if layer.name.startswith("backbone.features")]

@@ -181,7 +181,9 @@ class GraphWalk:
         outs = [self.cap.tensors[t].shape for t in node.outputs]
         if not outs:  # .item(), sizes: no tensor comes out
             return []
-        if all(all(isinstance(s, Constant) for s in self.kinds[t]) and not self.gctx[t] for t in node.inputs):
+        empty = any(0 in self.cap.tensors[t].shape for t in node.inputs) and all(0 in shape for shape in outs)
+        if empty or all(all(isinstance(s, Constant) for s in self.kinds[t]) and not self.gctx[t] for t in node.inputs):
+            # (an empty tensor, such as no detections at all, has no unit to speak of)
             return [Plan(dims=tuple(plain(s) for s in shape), constant=True) for shape in outs]
         rule = GEOMETRY.get(key_of(node.op))
         if rule is None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from .errors import ConvlensError
 from .modelstate import preserved, tensors_of
@@ -167,6 +167,18 @@ def _is_sdpa(func: Any) -> bool:
                                                                       None)
 
 
+_RNNS = {"lstm", "gru", "rnn_tanh", "rnn_relu"}  # torch._VF functions, by name (builtins are rebound)
+_SHAPE_ONLY = {getattr(torch.ops.aten, n) for n in """new_full new_zeros new_ones new_empty new_empty_strided
+    zeros_like ones_like full_like empty_like rand_like randn_like randint_like""".split()
+               if hasattr(torch.ops.aten, n)}
+_META, _CPU = torch.device("meta"), torch.device("cpu")
+
+
+def _shape_only(func: Any) -> bool:
+    """Factory ops that read only the shape (and dtype) of their tensor argument."""
+    return getattr(func, "overloadpacket", None) in _SHAPE_ONLY
+
+
 @dataclass(frozen=True)
 class _Schema:
     """What an op's schema says about aliasing: which arguments it writes, whether its outputs are
@@ -226,6 +238,10 @@ class _FunctionLevel(TorchFunctionMode):
         if _is_pad(func) and kwargs.get("mode", args[2] if len(args) > 2 else "constant") == "circular":
             pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
             return self.state.whole(CIRCULAR_PAD, func, args, kwargs, (args[0], tuple(pad)), {})
+        if self.state.meta and getattr(func, "__name__", None) in _RNNS and \
+                getattr(func, "__module__", None) == "torch" and any(self.state.is_live(t) for t in _tensors((args, kwargs))):
+            # the RNN functions check that input and weights share a device before any aten op runs
+            return func(*_map(self.state.meta_alias, args), **_map(self.state.meta_alias, kwargs))
         if _is_sdpa(func):
             names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
             bound = {n: (args[i] if i < len(args) else kwargs.get(n)) for i, n in enumerate(names)}
@@ -252,6 +268,7 @@ class _State:
         self.keep: list[torch.Tensor] = []  # keeps python ids unique while recording
         self.meta_cache: dict[int, torch.Tensor] = {}
         self.private: dict[int, torch.Tensor] = {}  # id(model tensor) -> the copy writes go to
+        self.logical: dict[int, torch.Tensor] = {}  # id(meta copy handed to a function) -> the tensor
         self.views: dict[int, _View] = {}
         self.live: set[int] = set()
         self.tensors: dict[int, TensorInfo] = {}
@@ -282,6 +299,20 @@ class _State:
             self.keep.append(t)
         return cached
 
+    def meta_alias(self, t: Any) -> Any:
+        """``t``'s meta copy, for a function that checks devices before it reaches the dispatch (an
+        RNN); ops that receive the copy see ``t`` (:meth:`unalias`)."""
+        if not isinstance(t, torch.Tensor):
+            return t
+        with _disable_current_modes():  # called above the dispatch: make the copy unrecorded, on meta
+            copy = self.to_meta(self.resolve(t))
+        if copy is not t:
+            self.logical[id(copy)] = t
+        return copy
+
+    def unalias(self, t: torch.Tensor) -> torch.Tensor:
+        return self.logical.get(id(t), t)
+
     def _protect(self, t: torch.Tensor) -> torch.Tensor:
         """A model tensor (or a view of one) about to be written for real: give it a private copy."""
         if t.device.type == "meta" or t.numel() == 0 or t.untyped_storage().data_ptr() not in self.protected:
@@ -300,11 +331,13 @@ class _State:
         return tid in self.live if tid is not None else t.device.type == "meta"
 
     def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if self.logical:
+            args, kwargs = _map(self.unalias, args), _map(self.unalias, kwargs)
         recording = self.suppress == 0
         if recording:
             for t in _tensors((args, kwargs)):
                 self.refresh(t)
-        live = any(self.is_live(t) for t in _tensors((args, kwargs)))
+        live = not _shape_only(func) and any(self.is_live(t) for t in _tensors((args, kwargs)))
         info = _schema(func)
         run_args, run_kwargs = _map(self.resolve, args), _map(self.resolve, kwargs)
         if info.written and not (self.meta and live):
@@ -338,19 +371,26 @@ class _State:
     def _run(self, func: Any, info: _Schema, args: tuple, kwargs: dict, live: bool) -> Any:
         if not self.meta:
             return func(*args, **kwargs)
-        if live or any(t.device.type == "meta" for t in _tensors((args, kwargs))):
+        shape_only = _shape_only(func)
+        if shape_only:  # zeros_like(x), x.new_full(...): only x's shape is read, and it is known
+            args, kwargs = _map(self.to_meta, args), {**kwargs, "device": kwargs.get("device") or _META}
+        elif live or any(t.device.type == "meta" for t in _tensors((args, kwargs))):
+            if info.device and kwargs.get("device") is not None:
+                kwargs = {**kwargs, "device": _META}  # x.to("cpu") of what depends on the input: stays meta
             return func(*_map(self.to_meta, args), **_map(self.to_meta, kwargs))
         if info.written:
             return func(*args, **kwargs)
-        # only constants: computed for real so that the model can read their values, unless the
-        # result would be large (a factory tensor the size of an activation): then on meta
-        probe_kwargs = {**kwargs, "device": torch.device("meta")} if info.device else kwargs
+        # only constants: computed for real so that the model can read their values (a factory
+        # asked for on the input's device, meta, is made on the CPU), unless the result would be
+        # large (a factory tensor the size of an activation): then on meta
+        real_kwargs = {**kwargs, "device": _CPU} if info.device and kwargs.get("device") == _META else kwargs
+        probe_kwargs = {**kwargs, "device": _META} if info.device else kwargs
         try:
             probe = func(*_map(self.to_meta, args), **_map(self.to_meta, probe_kwargs))
         except Exception:  # noqa: BLE001 - no meta kernel: the real run decides
-            return func(*args, **kwargs)
+            return func(*args, **real_kwargs)
         if sum(t.numel() for t in _tensors(probe)) <= REAL_CONSTANT_LIMIT:
-            return func(*args, **kwargs)
+            return func(*args, **real_kwargs)
         return probe
 
     def whole(self, name: str, func: Any, args: tuple, kwargs: dict, rec_args: tuple, rec_kwargs: dict) -> Any:
@@ -498,6 +538,7 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype =
     except Exception as meta_error:  # noqa: BLE001 - any failure on meta means: try for real
         failed = getattr(meta_error, "_convlens_op", None)
         message = str(meta_error).splitlines()[0] if str(meta_error) else ""
+        message = message.split(". ")[0]  # the first sentence (some messages go on for lines)
         reason = f"{failed + ': ' if failed else ''}{type(meta_error).__name__}: {message}"
         if any(p.device.type == "meta" for p in model.parameters()):
             raise ConvlensError(f"the model fails on input shape {tuple(input_shape)}: {reason} "
