@@ -351,3 +351,33 @@ def test_sdpa_gives_the_same_rows_on_meta_and_on_the_fallback(monkeypatch, causa
     assert forced.backend == "cpu"
     assert _rows(on_meta) == _rows(forced)
     assert on_meta.totals.macs == forced.totals.macs
+
+
+class WritesItsBuffers(nn.Module):
+    """Writes into its own buffers in forward, then reads them: a counter incremented in place, a
+    slice of a table filled with a constant, another slice written with a value of the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("count", torch.tensor(1))
+        self.register_buffer("table", torch.ones(1, 4, 1, 1))
+
+    def forward(self, x):
+        self.count.add_(1)
+        self.table[:, :2].fill_(3.0)
+        y = self.conv(x)
+        self.table[:, 2:].copy_(y.mean((2, 3), keepdim=True)[:, 2:])
+        k = int(self.count.item())  # the forward reads its own write: 2 on a fresh model
+        return F.avg_pool2d(y, k) * self.table
+
+
+def test_a_forward_that_writes_its_buffers_sees_its_writes_and_the_buffers_stay_as_they_were():
+    model = WritesItsBuffers()
+    count, table = model.count, model.table
+    report = convlens.analyze(model, (1, 3, 16, 16))
+    assert report.backend == "meta", report.notes
+    assert report[""].rf == (4, 4) and report[""].stride == (2, 2)  # a 3x3 conv, then a 2x2 pool
+    assert report[""].global_context  # the table's last entries are means over the whole map
+    assert model.count is count and model.table is table
+    assert model.count.item() == 1 and torch.equal(model.table, torch.ones(1, 4, 1, 1))

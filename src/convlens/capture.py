@@ -167,7 +167,13 @@ def _is_sdpa(func: Any) -> bool:
                                                                       None)
 
 
-_RNNS = {"lstm", "gru", "rnn_tanh", "rnn_relu"}  # torch._VF functions, by name (builtins are rebound)
+_RNNS = {"lstm", "gru", "rnn_tanh", "rnn_relu"}
+
+
+def _is_rnn(func: Any) -> bool:
+    """``torch._VF.lstm`` and its kin, by name (a builtin method is a new object at every lookup)."""
+    return getattr(func, "__name__", None) in _RNNS and getattr(func, "__module__", None) == "torch"
+
 _SHAPE_ONLY = {getattr(torch.ops.aten, n) for n in """new_full new_zeros new_ones new_empty new_empty_strided
     zeros_like ones_like full_like empty_like rand_like randn_like randint_like""".split()
                if hasattr(torch.ops.aten, n)}
@@ -227,7 +233,9 @@ class _Recorder(TorchDispatchMode):
 class _FunctionLevel(TorchFunctionMode):
     """Records whole the functions whose aten decomposition differs between devices or hides their
     meaning: circular padding (writes through views) and scaled dot-product attention (a fused
-    kernel on CPU, bmm and softmax on meta: recorded as one op, it gets one answer on both)."""
+    kernel on CPU, bmm and softmax on meta: recorded as one op, it gets one answer on both). Hands
+    the RNN functions meta weights when their input is meta (they compare devices in C++, before any
+    aten op reaches the dispatch)."""
 
     def __init__(self, state: "_State"):
         super().__init__()
@@ -238,8 +246,7 @@ class _FunctionLevel(TorchFunctionMode):
         if _is_pad(func) and kwargs.get("mode", args[2] if len(args) > 2 else "constant") == "circular":
             pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
             return self.state.whole(CIRCULAR_PAD, func, args, kwargs, (args[0], tuple(pad)), {})
-        if self.state.meta and getattr(func, "__name__", None) in _RNNS and \
-                getattr(func, "__module__", None) == "torch" and any(self.state.is_live(t) for t in _tensors((args, kwargs))):
+        if self.state.meta and _is_rnn(func) and any(self.state.is_live(t) for t in _tensors((args, kwargs))):
             # the RNN functions check that input and weights share a device before any aten op runs
             return func(*_map(self.state.meta_alias, args), **_map(self.state.meta_alias, kwargs))
         if _is_sdpa(func):
@@ -318,7 +325,8 @@ class _State:
         if t.device.type == "meta" or t.numel() == 0 or t.untyped_storage().data_ptr() not in self.protected:
             return t
         root = t._base if t._base is not None else t
-        copy = root.clone(memory_format=torch.preserve_format)
+        copy = torch.empty(0, dtype=root.dtype, device=root.device)
+        copy.set_(root.untyped_storage().clone(), root.storage_offset(), root.size(), root.stride())
         self.private[id(root)] = copy
         self.keep.append(root)
         if root is t:
@@ -346,8 +354,7 @@ class _State:
         try:
             out = self._run(func, info, run_args, run_kwargs, live)
         except Exception:
-            if self.failed is None:
-                self.failed = f"{func} in {self.scope[-1] or 'the model'}"
+            self.failed = f"{func} in {self.scope[-1] or 'the model'}"  # the last failure is the one raised
             raise
         run_to_logical = {}
         for r, a in zip(_tensors((run_args, run_kwargs)), _tensors((args, kwargs))):
@@ -371,9 +378,9 @@ class _State:
     def _run(self, func: Any, info: _Schema, args: tuple, kwargs: dict, live: bool) -> Any:
         if not self.meta:
             return func(*args, **kwargs)
-        shape_only = _shape_only(func)
-        if shape_only:  # zeros_like(x), x.new_full(...): only x's shape is read, and it is known
-            args, kwargs = _map(self.to_meta, args), {**kwargs, "device": kwargs.get("device") or _META}
+        if _shape_only(func):  # zeros_like(x), x.new_full(...): only x's shape is read, and it is known
+            device = kwargs.get("device") or next((t.device for t in _tensors(args)), _META)
+            args, kwargs = _map(self.to_meta, args), {**kwargs, "device": device}
         elif live or any(t.device.type == "meta" for t in _tensors((args, kwargs))):
             if info.device and kwargs.get("device") is not None:
                 kwargs = {**kwargs, "device": _META}  # x.to("cpu") of what depends on the input: stays meta
