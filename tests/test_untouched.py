@@ -124,9 +124,10 @@ def check_analyze_leaves_model_untouched(model: nn.Module, shape: tuple[int, ...
     anything (a cache), analyze the warmed model too and run it again.
 
     Each analyze must leave the model exactly as it found it. A first real forward may legitimately
-    create or replace what the model caches (ConViT replaces a placeholder ``rel_indices``), so it is only
-    required to run and to leave no meta tensor; a real forward of the warmed model on the same input must change nothing.
-    When the first forward changed nothing, the warmed model is the fresh one and is not analyzed twice.
+    create or replace what the model caches (ConViT replaces a placeholder ``rel_indices``), so it is
+    only required to run and to leave no meta tensor; a real forward of the warmed model on the same
+    input must change nothing. When the first forward changed nothing, the warmed model is the fresh
+    one and is not analyzed twice.
     """
     model.eval()
 

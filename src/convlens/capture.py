@@ -356,12 +356,13 @@ class _State:
         except Exception:
             self.failed = f"{func} in {self.scope[-1] or 'the model'}"  # the last failure is the one raised
             raise
-        run_to_logical = {}
-        for r, a in zip(_tensors((run_args, run_kwargs)), _tensors((args, kwargs))):
-            run_to_logical[id(r)] = a
-            if id(r) in self.meta_cache:
-                run_to_logical[id(self.meta_cache[id(r)])] = a
-        out = _map(lambda t: run_to_logical.get(id(t), t), out)
+        if info.written or info.view:  # it may return an argument: as the object the model holds
+            run_to_logical = {}
+            for r, a in zip(_tensors((run_args, run_kwargs)), _tensors((args, kwargs))):
+                run_to_logical[id(r)] = a
+                if id(r) in self.meta_cache:
+                    run_to_logical[id(self.meta_cache[id(r)])] = a
+            out = _map(lambda t: run_to_logical.get(id(t), t), out)
         if recording:
             self.record(func, args, kwargs, out, live)
         return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import capture
+from ..capture import SDPA as SDPA_WHOLE
 from .plans import virtual_axes, axes_of, broadcast, identity, plain, pointwise, windowed
 from .registry import Plan, RuleContext, Source, register_geometry
 
@@ -130,7 +130,7 @@ _scaled_dot_product_attention_math scaled_dot_product_attention _scaled_dot_prod
 """.split()
 
 
-@register_geometry([getattr(aten, n) for n in SDPA if hasattr(aten, n)] + [capture.SDPA])
+@register_geometry([getattr(aten, n) for n in SDPA if hasattr(aten, n)] + [SDPA_WHOLE])
 def attention(ctx: RuleContext) -> list[Plan | None]:
     """softmax(q k^T) v: each query position attends over every key position, so the axes of the
     key/value sequence dim become global; the rest follows q."""

@@ -61,6 +61,17 @@ def transpose(ctx: RuleContext) -> Plan:
     return permute(ctx, x, order)
 
 
+def _picks_channels(ctx: RuleContext, x, dim: int, kept: int, out_shape=None) -> Plan | None:
+    """Part of a non-spatial dim of a tensor whose channels may see different windows (after a cat
+    or a write along channels): the picked channels may see less than the union over all of them,
+    which is all convlens knows (a unit's window is the union over its channels). Named, not guessed."""
+    if axes_of(ctx.dims(x)[dim]) or not ctx.channels_split(x) or kept == ctx.shape(x)[dim]:
+        return None
+    return Plan(dims=tuple(plain(s) for s in (out_shape or ctx.out_shape)),
+                unsupported="picks channels that may see other windows than the rest (after a cat or a write "
+                            "along channels)")
+
+
 @register_geometry(_ops("slice"))
 def slice_rule(ctx: RuleContext) -> Plan:
     """``x[..., start:end:step]``: output v reads start + v*step (U-Net crops, strided subsampling)."""
@@ -68,6 +79,9 @@ def slice_rule(ctx: RuleContext) -> Plan:
     x = n.arg(0, "self")
     size = ctx.shape(x)[n.arg(1, "dim", 0) % len(ctx.shape(x))]
     dim = n.arg(1, "dim", 0) % len(ctx.shape(x))
+    picked = _picks_channels(ctx, x, dim, ctx.out_shape[dim])
+    if picked is not None:
+        return picked
     start, step = n.arg(2, "start"), n.arg(4, "step", 1) or 1
     start = 0 if start is None else start
     start = min(max(start + size if start < 0 else start, 0), size)
@@ -80,7 +94,8 @@ def select(ctx: RuleContext) -> Plan:
     x = ctx.node.arg(0, "self")
     dim = ctx.node.arg(1, "dim") % len(ctx.shape(x))
     index = ctx.node.arg(2, "index") % ctx.shape(x)[dim]
-    return windowed(ctx, x, {dim: (constant_index(index), Fraction(1))}, drop=[dim])
+    return _picks_channels(ctx, x, dim, 1) or windowed(ctx, x, {dim: (constant_index(index), Fraction(1))},
+                                                       drop=[dim])
 
 
 @register_geometry(_ops("cat", "concat", "concatenate"))
@@ -96,7 +111,8 @@ def split(ctx: RuleContext) -> list[Plan]:
     dim = ctx.node.arg(2, "dim", 0) % len(ctx.shape(x))
     plans, start = [], 0
     for shape in ctx.out_shapes():
-        plans.append(windowed(ctx, x, {dim: (affine(1, start), Fraction(1))}, out_shape=shape))
+        picked = _picks_channels(ctx, x, dim, shape[dim], shape)
+        plans.append(picked or windowed(ctx, x, {dim: (affine(1, start), Fraction(1))}, out_shape=shape))
         start += shape[dim]
     return plans
 
@@ -105,7 +121,8 @@ def split(ctx: RuleContext) -> list[Plan]:
 def unbind(ctx: RuleContext) -> list[Plan]:
     x = ctx.node.arg(0, "self")
     dim = ctx.node.arg(1, "dim", 0) % len(ctx.shape(x))
-    return [windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim], out_shape=shape)
+    return [_picks_channels(ctx, x, dim, 1, shape) or
+            windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim], out_shape=shape)
             for i, shape in enumerate(ctx.out_shapes())]
 
 

@@ -27,7 +27,6 @@ from fractions import Fraction
 import numpy as np
 
 from ..capture import VIEW_WRITE, OpNode, TRef
-from ..geometry import IndexFn
 from .plans import axes_of, broadcast, identity, permute, view
 from .registry import Plan, RuleContext, Source, register_geometry
 
@@ -43,10 +42,10 @@ def _op_name(node: OpNode) -> str:
 
 
 def _unknown(ctx: RuleContext, reason: str) -> Plan:
-    base = ctx.node.args[0]
-    plan = Plan(dims=ctx.dims(base))
-    plan.untracked = {a: reason for a in range(8)}
-    return plan
+    """Every axis the parent or the view carries becomes unknown, named by ``reason``."""
+    base, src = ctx.node.args[0], ctx.node.args[1]
+    axes = {a for dim in (*ctx.dims(base), *ctx.dims(src)) for a in axes_of(dim)}
+    return Plan(dims=ctx.dims(base), untracked={a: reason for a in axes | ctx.local_axes(base) | ctx.local_axes(src)})
 
 
 @register_geometry(VIEW_WRITE)
