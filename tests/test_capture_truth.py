@@ -359,6 +359,7 @@ def test_sdpa_gives_the_same_rows_on_meta_and_on_the_fallback(monkeypatch, causa
     assert forced.backend == "cpu"
     assert _rows(on_meta) == _rows(forced)
     assert on_meta.totals.macs == forced.totals.macs
+    assert check_against_oracle(model, (1, 3, 16, 16)).windows > 0  # and both are the oracle's
 
 
 class WritesItsBuffers(nn.Module):

@@ -338,16 +338,24 @@ class _State:
         tid = self.ids.get(id(t))
         return tid in self.live if tid is not None else t.device.type == "meta"
 
+    def _current(self, tensors: list[torch.Tensor]) -> bool:
+        """Bring stale views among an op's arguments up to date (when recording); whether any
+        argument depends on the network input."""
+        if self.suppress == 0:
+            for t in tensors:
+                self.refresh(t)
+        return any(self.is_live(t) for t in tensors)
+
     def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if self.logical:
             args, kwargs = _map(self.unalias, args), _map(self.unalias, kwargs)
         recording = self.suppress == 0
-        if recording:
-            for t in _tensors((args, kwargs)):
-                self.refresh(t)
-        live = not _shape_only(func) and any(self.is_live(t) for t in _tensors((args, kwargs)))
+        tensors = _tensors((args, kwargs))
+        live = self._current(tensors) and not _shape_only(func)
         info = _schema(func)
-        run_args, run_kwargs = _map(self.resolve, args), _map(self.resolve, kwargs)
+        run_args, run_kwargs = args, kwargs
+        if self.private:  # a model tensor was written for real: its private copy holds its value
+            run_args, run_kwargs = _map(self.resolve, args), _map(self.resolve, kwargs)
         if info.written and not (self.meta and live):
             for name in info.written:  # never write into the model's own tensors
                 run_args, run_kwargs = self._redirect(func, name, run_args, run_kwargs)
@@ -358,7 +366,7 @@ class _State:
             raise
         if info.written or info.view:  # it may return an argument: as the object the model holds
             run_to_logical = {}
-            for r, a in zip(_tensors((run_args, run_kwargs)), _tensors((args, kwargs))):
+            for r, a in zip(_tensors((run_args, run_kwargs)), tensors):
                 run_to_logical[id(r)] = a
                 if id(r) in self.meta_cache:
                     run_to_logical[id(self.meta_cache[id(r)])] = a
@@ -403,10 +411,7 @@ class _State:
 
     def whole(self, name: str, func: Any, args: tuple, kwargs: dict, rec_args: tuple, rec_kwargs: dict) -> Any:
         """Run a function with its inner ops unrecorded and record it as the one op ``name``."""
-        if self.suppress == 0:
-            for t in _tensors((rec_args, rec_kwargs)):
-                self.refresh(t)
-        live = any(self.is_live(t) for t in _tensors((rec_args, rec_kwargs)))
+        live = self._current(_tensors((rec_args, rec_kwargs)))
         self.suppress += 1
         try:
             out = func(*args, **kwargs)

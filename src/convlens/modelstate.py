@@ -23,44 +23,29 @@ import torch.nn as nn
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
 
 
-def _containers(value: Any, out: list, depth: int = 0) -> None:
-    """Every list, dict (and set) reachable from ``value`` through lists, tuples and dicts, with its contents."""
-    if depth > 8:
+def _reachable(value: Any, depth: int = 0) -> Iterator[Any]:
+    """``value`` and everything inside it through lists, tuples and dicts (8 levels deep at most)."""
+    yield value
+    if depth >= 8:
         return
-    if isinstance(value, list):
-        out.append((value, list(value)))
+    if isinstance(value, (list, tuple)):
         items = value
-    elif isinstance(value, dict) and not isinstance(value, nn.Module):
-        out.append((value, dict(value)))
+    elif isinstance(value, dict):
         items = list(value.values())
-    elif isinstance(value, tuple):
-        items = value
     else:
         return
     for item in items:
-        _containers(item, out, depth + 1)
+        yield from _reachable(item, depth + 1)
 
 
 def tensors_of(model: nn.Module) -> list[torch.Tensor]:
     """Every tensor the model's modules hold: parameters, buffers, tensor attributes and tensors in
     lists, tuples and dicts of attributes (any depth)."""
     found: dict[int, torch.Tensor] = {}
-
-    def visit(value: Any, depth: int = 0) -> None:
-        if isinstance(value, torch.Tensor):
-            found.setdefault(id(value), value)
-        elif depth < 8 and isinstance(value, (list, tuple)):
-            for v in value:
-                visit(v, depth + 1)
-        elif depth < 8 and isinstance(value, dict):
-            for v in value.values():
-                visit(v, depth + 1)
-
     for module in model.modules():
         for key, value in vars(module).items():
-            if key == "_modules":
-                continue
-            visit(value)
+            if key != "_modules":
+                found.update((id(t), t) for t in _reachable(value) if isinstance(t, torch.Tensor))
     return list(found.values())
 
 
@@ -75,7 +60,8 @@ class _Snapshot:
         for attrs in self.attrs:
             for key, value in attrs.items():
                 if key not in _MODULE_DICTS:
-                    _containers(value, self.containers)
+                    self.containers += [(c, list(c) if isinstance(c, list) else dict(c))
+                                        for c in _reachable(value) if isinstance(c, (list, dict))]
 
     def restore(self) -> None:
         for module, attrs, dicts, training in zip(self.modules, self.attrs, self.dicts, self.training):
