@@ -64,7 +64,7 @@ def test_window_clipped_unbounded_and_padding_share_against_oracle():
     assert layer.padding_share(0, 0) == pytest.approx(1 - real / ((hi0 - lo0 + 1) * (hi1 - lo1 + 1)))
     with pytest.raises(convlens.ConvlensError, match="outside"):
         layer.window(0, 99)
-    with pytest.raises(convlens.ConvlensError, match="one index per spatial axis"):
+    with pytest.raises(convlens.ConvlensError, match="one integer index per spatial axis"):
         layer.window(0)
 
 

@@ -12,9 +12,10 @@ import torch.nn as nn
 from .analysis import GraphGeometry, Misalignment, walk
 from .capture import Capture, capture
 from .diagnostics import collect_diagnostics
-from .errors import ConvlensError
+from .errors import ConvlensError, check_input_shape
 from .geometry import Constant, Global, Local, Unknown
 from .memory import peak_activation_bytes
+from .modelstate import check_model, model_dtype
 from .report import Layer, Report, Totals
 
 
@@ -31,24 +32,21 @@ def _gc_paused():
             gc.enable()
 
 
-def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    shape = tuple(input_shape)
-    if not all(isinstance(s, int) and s > 0 for s in shape) or not 3 <= len(shape) <= 5:
-        raise ConvlensError(f"input_shape must be (N, C, *spatial) with 1 to 3 positive spatial sizes, got {shape}")
-    return shape
-
-
-def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype = torch.float32,
+def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype | None = None,
             name: str | None = None) -> Report:
     """Geometry and cost of every module call of ``model`` on an input of ``input_shape``.
 
     ``input_shape`` includes the batch: (N, C, *spatial), 1 to 3 spatial axes. The model runs once on
     meta tensors in eval mode (restored afterwards); weights are neither copied nor moved. ``dtype``
-    is the input's dtype (it decides the float arithmetic of interpolation taps).
+    is the input's dtype (it decides activation bytes and the float arithmetic of interpolation taps;
+    default: the model's own, :func:`model_dtype`).
     """
-    if not isinstance(model, nn.Module):
-        raise ConvlensError(f"analyze needs a torch.nn.Module, got {type(model).__name__}")
-    shape = _check_shape(input_shape)
+    check_model(model, "analyze")
+    shape = check_input_shape(input_shape)
+    if dtype is None:
+        dtype = model_dtype(model)
+    elif not isinstance(dtype, torch.dtype):
+        raise ConvlensError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}")
     with _gc_paused():
         cap = capture(model, shape, dtype)
         graph = walk(cap)

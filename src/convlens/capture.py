@@ -26,6 +26,7 @@ before it is next read.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .errors import ConvlensError
+from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
 from .modelstate import preserved, tensors_of
 
 CIRCULAR_PAD = "convlens.circular_pad"
@@ -71,8 +72,7 @@ class TensorInfo:
         n = 1
         for s in self.shape:
             n *= s
-        return n * (torch.finfo(self.dtype).bits if self.dtype.is_floating_point
-                    else torch.iinfo(self.dtype).bits if self.dtype != torch.bool else 8) // 8
+        return n * self.dtype.itemsize  # complex64: 8, bool: 1
 
 
 @dataclass
@@ -282,7 +282,6 @@ class _State:
         self.nodes: list[OpNode] = []
         self.suppress = 0
         self.scope: list[str] = [""]
-        self.failed: str | None = None  # the op (and module) that raised, for the fallback note
 
     # ------------------------------------------------------------------ which object an op runs on
     def resolve(self, t: torch.Tensor) -> torch.Tensor:
@@ -361,8 +360,10 @@ class _State:
                 run_args, run_kwargs = self._redirect(func, name, run_args, run_kwargs)
         try:
             out = self._run(func, info, run_args, run_kwargs, live)
-        except Exception:
-            self.failed = f"{func} in {self.scope[-1] or 'the model'}"  # the last failure is the one raised
+        except Exception as e:
+            if getattr(e, "_convlens_op", None) is None:  # the innermost op that raised
+                with contextlib.suppress(AttributeError):
+                    e._convlens_op = str(func)  # type: ignore[attr-defined]
             raise
         if info.written or info.view:  # it may return an argument: as the object the model holds
             run_to_logical = {}
@@ -540,31 +541,67 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype =
             ) -> Capture:
     """Run ``model`` once on an input of ``input_shape`` and record the op graph.
 
-    Tries meta tensors first; falls back to one real CPU forward (documented in ``Capture.fallback``,
-    which names the op that could not run on meta). Either way the model is left as it was
-    (:func:`convlens.modelstate.preserved`).
+    Tries meta tensors first. When an op cannot run on meta (no meta kernel, a value read from the
+    data), falls back to one real CPU forward (documented in ``Capture.fallback``, which names the op);
+    a model whose weights are on meta cannot, and raises :class:`NeedsRealWeights`. When the model
+    itself fails on the input (a shape mismatch, its own exception, ``sys.exit``), raises
+    :class:`ModelError` naming the user's exception, the module (path and class) and the op, without a
+    second, real run. Either way the model is left as it was (:func:`convlens.modelstate.preserved`).
     """
     try:
         return _capture(model, input_shape, dtype, meta=True)
     except ConvlensError:
         raise
-    except Exception as meta_error:  # noqa: BLE001 - any failure on meta means: try for real
-        failed = getattr(meta_error, "_convlens_op", None)
-        message = str(meta_error).splitlines()[0] if str(meta_error) else ""
-        message = message.split(". ")[0]  # the first sentence (some messages go on for lines)
-        reason = f"{failed + ': ' if failed else ''}{type(meta_error).__name__}: {message}"
+    except Exception as meta_error:  # noqa: BLE001 - classified below
+        if not _meta_limitation(meta_error):
+            raise ModelError(f"the model fails on input shape {tuple(input_shape)}: {_failure(meta_error)} "
+                             "(check --input / input_shape: (N, C, *spatial))") from None
+        reason = _failure(meta_error, first_sentence=True)
         if any(p.device.type == "meta" for p in model.parameters()):
-            raise ConvlensError(f"the model fails on input shape {tuple(input_shape)}: {reason} "
-                                "(its weights are on meta, so it cannot be run for real instead)") from None
+            raise NeedsRealWeights(f"the model cannot run on meta tensors ({reason}), and its weights are on "
+                                   "meta, so it cannot be run for real instead: build it with real weights") \
+                from None
         try:
             cap = _capture(model, input_shape, dtype, meta=False)
+        except ConvlensError:
+            raise
         except Exception as cpu_error:  # noqa: BLE001
-            first = str(cpu_error).splitlines()[0] if str(cpu_error) else type(cpu_error).__name__
-            raise ConvlensError(
-                f"the model fails on input shape {tuple(input_shape)}: {first} "
-                "(check --input / input_shape: (N, C, *spatial))") from None
+            raise ModelError(f"the model fails on input shape {tuple(input_shape)}: {_failure(cpu_error)} "
+                             "(check --input / input_shape: (N, C, *spatial))") from None
         cap.fallback = f"model cannot run on meta tensors ({reason}); ran once on CPU instead"
         return cap
+
+
+_META_LIMITS = ("NotImplementedError", "DataDependentOutputException", "DynamicOutputShapeException")
+
+
+def _meta_limitation(e: Exception) -> bool:
+    """Whether a failure on meta tensors is meta's (an op without a meta kernel, a value read from the
+    data, a meta tensor met with a real one) rather than the model's own (a shape mismatch, its
+    exception): only then can a real run succeed where the meta run failed."""
+    return (any(c.__name__ in _META_LIMITS for c in type(e).__mro__)
+            or "meta" in str(e).lower() and not isinstance(e, RecursionError))
+
+
+def _failure(e: BaseException, first_sentence: bool = False) -> str:
+    """'ValueError: text, at aten.convolution.default in module 'a.b' (Conv2d)': the user's exception
+    type and first line, the op that raised and the innermost module that was running."""
+    message = first_line(e) if str(e).strip() else ""
+    if first_sentence:
+        message = message.split(". ")[0]  # some messages go on for lines
+    op = getattr(e, "_convlens_op", None)
+    where = getattr(e, "_convlens_where", None)
+    text = f"{type(e).__name__}{': ' + message if message else ''}"
+    if op:
+        text += f", at {op}"
+    return text + _in_module(where)
+
+
+def _in_module(where: tuple[str, str] | None) -> str:
+    """' in module 'a.b' (Conv2d)', ' in the model (Net)' or ''."""
+    if where is None:
+        return ""
+    return f" in module {where[0]!r} ({where[1]})" if where[0] else f" in the model ({where[1]})"
 
 
 def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, meta: bool) -> Capture:
@@ -602,7 +639,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
         call.end_op = len(st.nodes)
 
     device = "meta" if meta else "cpu"
-    with preserved(model):
+    with preserved(model), _recursion_room(max((p.count(".") + 1 for p in names.values() if p), default=0)):
         x = torch.zeros(input_shape, dtype=dtype, device=device) if meta else torch.randn(input_shape, dtype=dtype)
         input_id = st.new_id(x, "input")
         st.live.add(input_id)
@@ -616,9 +653,13 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                 stack.enter_context(_Recorder(st))
                 out = model(x)
             output_ids = _output_refs(out, st)
+        except SystemExit as e:
+            where = _where(open_calls)
+            raise ModelError(f"the model's code called sys.exit({e.code!r}){_in_module(where)}; convlens "
+                             "needs a forward that returns") from None
         except Exception as e:
-            if st.failed is not None:
-                e._convlens_op = st.failed  # type: ignore[attr-defined]
+            with contextlib.suppress(AttributeError):
+                e._convlens_where = _where(open_calls)  # type: ignore[attr-defined]
             raise
         finally:
             for h in handles:
@@ -626,6 +667,23 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
     if not output_ids:
         raise ConvlensError("the model returned no tensor; convlens needs at least one tensor output")
     return Capture(st.tensors, st.nodes, calls, input_id, output_ids)
+
+
+@contextlib.contextmanager
+def _recursion_room(module_depth: int):
+    """The global module hooks add a frame to every nested module call: raise Python's recursion
+    limit by that much while the model runs, so that whatever plain PyTorch runs runs here too."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(old + 2 * module_depth)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _where(open_calls: list[ModuleCall]) -> tuple[str, str] | None:
+    """(row, class) of the innermost module call still running."""
+    return (open_calls[-1].name, open_calls[-1].type_name) if open_calls else None
 
 
 def _output_refs(output: Any, st: _State) -> list[tuple[str, int]]:

@@ -15,6 +15,7 @@ the gradient.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -23,10 +24,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ConvlensError
-from .modelstate import preserved
+from .errors import ConvlensError, check_input_shape, check_int
+from .modelstate import check_model, model_dtype, preserved
 
 QUANTILES = (0.5, 0.9, 0.99)
+MAX_SAMPLES = 10**7
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 _LAYER = re.compile(r"^(?P<path>.*?)(?:#(?P<call>\d+))?(?:\[(?P<key>[^\]]+)\])?$")
 
 
@@ -159,12 +162,6 @@ class LayerOutput:
         return self.got
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (float32 if it has none): inputs are
-    made in it, and the meta analysis runs in it."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
 @contextlib.contextmanager
 def _eval(model: nn.Module):
     """The model in eval mode; afterwards its modules' attributes, caches and training flags are as
@@ -188,9 +185,11 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     """
     from .api import analyze  # the theoretical rf (and the row's shape) on meta
 
-    if samples < 1 or batch_size < 1:
-        raise ConvlensError("samples and batch_size must be at least 1")
-    shape = tuple(input_shape)
+    check_model(model, "erf", real=True)
+    samples = check_int(samples, "samples", 1, MAX_SAMPLES)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
+    shape = check_input_shape(input_shape)
     dtype = model_dtype(model)
     report = analyze(model, shape, dtype=dtype)
     row = report[layer or ""]
@@ -200,7 +199,8 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
                             f"with the input's {k} spatial axes")
     spatial = row.output_shape[2:]
     unit = tuple(n // 2 for n in spatial) if unit is None else tuple(unit)
-    if len(unit) != k or not all(0 <= u < n for u, n in zip(unit, spatial)):
+    if len(unit) != k or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool) and 0 <= u < n
+                                 for u, n in zip(unit, spatial)):
         raise ConvlensError(f"unit {unit} is not a position of {layer or 'the output'} (spatial size {spatial})")
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
                                                                torch.device("cpu"))
@@ -215,6 +215,9 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
             x = x.to(dev, dtype).requires_grad_(True)
             t = capture.run(x)
             (grad,) = torch.autograd.grad(t[(slice(None), slice(None), *unit)].sum(), x)
+            if not torch.isfinite(grad).all():
+                raise ConvlensError(f"the gradient of {layer or 'the output'} unit {unit} is not finite (NaN or "
+                                    "inf) for some inputs, so it has no ERF: check the model's weights and output")
             total += grad.abs().sum(dim=1).sum(dim=0).double()
             count += len(x)
             advance()

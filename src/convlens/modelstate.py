@@ -20,6 +20,32 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from .errors import ConvlensError
+
+def check_model(model: Any, entry: str, real: bool = False) -> nn.Module:
+    """``model`` if convlens can run it: an ``nn.Module``, not TorchScript (whose submodules run out of
+    sight of hooks and dispatch), with real weights when ``real`` (the ERF and the shift check run it)."""
+    if not isinstance(model, nn.Module):
+        raise ConvlensError(f"{entry} needs a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConvlensError(f"{entry}: a TorchScript model ({type(model).__name__}, from torch.jit.script or "
+                            "torch.jit.trace) runs its submodules inside TorchScript, out of convlens's sight: "
+                            "pass the original nn.Module")
+    if real and any(t.device.type == "meta" for t in tensors_of(model)):
+        raise ConvlensError(f"{entry} runs the model for real, but its weights are on the meta device: build it "
+                            "with real weights (or load them with load_state_dict(..., assign=True))")
+    return model
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter or buffer (float32 when it has none): the
+    input dtype it expects (a ``.half()`` model takes float16 inputs), in which convlens runs it."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return torch.float32
+
+
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
 
 

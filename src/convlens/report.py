@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import numbers
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterator, Sequence
@@ -75,8 +77,11 @@ class Layer:
         network input; ignored along global axes). ``clipped=True``: bounding box of the real input
         pixels that reach it (None if only padding does); ``clipped=False``: the unbounded window
         (padding counted as input). None as a whole if the unit is unreachable along some axis."""
-        if len(unit) != len(self.axes):
-            raise ConvlensError(f"{self.name!r}: give one index per spatial axis ({len(self.axes)}), got {unit}")
+        if len(unit) != len(self.axes) or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool)
+                                                  for u in unit):
+            raise ConvlensError(f"{self.name!r}: give one integer index per spatial axis ({len(self.axes)}), "
+                                f"got {unit}")
+        unit = tuple(int(u) for u in unit)
         for a, (u, state) in enumerate(zip(unit, self.axes)):
             if isinstance(state, Unknown):
                 raise ConvlensError(f"{self.name!r}: window along axis {a} is unknown "
@@ -157,7 +162,7 @@ class Report:
     """Everything convlens knows about one model at one input shape.
 
     ``report[name]`` is a :class:`Layer` (a module's first call; ``name#2`` for the second);
-    iterate for all rows in call order.
+    ``report[i]`` the i-th row in call order, as in a list; iterate for all rows in call order.
     """
 
     model: str
@@ -178,7 +183,14 @@ class Report:
         for layer in self.layers:
             self._by_name.setdefault(layer.name, layer)
 
-    def __getitem__(self, name: str) -> Layer:
+    def __getitem__(self, name: str | int) -> Layer:
+        if isinstance(name, numbers.Integral) and not isinstance(name, bool):
+            if not -len(self.layers) <= name < len(self.layers):
+                raise ConvlensError(f"row index {name} is outside the report's {len(self.layers)} rows")
+            return self.layers[name]
+        if not isinstance(name, str):
+            raise ConvlensError(f"index a report by row name (a module path, '' is the model) or by row "
+                                f"number, got {type(name).__name__}")
         try:
             return self._by_name[name]
         except KeyError:
@@ -210,7 +222,8 @@ class Report:
         if unit is None:
             unit = tuple(s.n // 2 for s in layer.axes)
         unit = tuple(unit)
-        if len(unit) != len(layer.axes) or not all(isinstance(u, int) for u in unit):
+        if len(unit) != len(layer.axes) or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool)
+                                                   for u in unit):
             raise ConvlensError(f"{name!r}: give one integer index per spatial axis ({len(layer.axes)}), got {unit}")
         for a, (u, state) in enumerate(zip(unit, layer.axes)):
             if not 0 <= u < state.n:
@@ -270,7 +283,7 @@ class Report:
         writer.writerow(self.CSV_COLUMNS)
         for layer in self.layers:
             row = layer.to_dict()
-            writer.writerow([_csv_cell(row[c]) for c in self.CSV_COLUMNS])
+            writer.writerow([_spreadsheet_safe(_csv_cell(row[c])) for c in self.CSV_COLUMNS])
         return buf.getvalue()
 
     def to_dataframe(self):
@@ -280,6 +293,18 @@ class Report:
         except ImportError:
             raise ConvlensError("to_dataframe needs pandas: pip install 'convlens[pandas]'") from None
         return pd.DataFrame([layer.to_dict() for layer in self.layers])
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?(/\d+)?(x[+-]?\d+(/\d+)?)*")
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=...``, ``+...``, ``@...``) gets a leading
+    apostrophe (OWASP's CSV-injection advice); numbers and per-axis numbers such as ``-1/2x3`` stay."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def _csv_cell(value: Any) -> Any:

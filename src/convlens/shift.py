@@ -12,6 +12,8 @@ Like :mod:`convlens.erf` this runs the real model (in ``eval()`` mode, restored 
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Sequence
@@ -20,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .erf import LayerOutput, _eval, model_dtype
-from .errors import ConvlensError
+from .erf import MAX_SEED, LayerOutput, _eval
+from .errors import ConvlensError, check_input_shape, check_int
+from .modelstate import check_model, model_dtype
 from .geometry import Local
 
 DEFAULT_TOL = 1e-4
@@ -77,11 +80,19 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
     output of ``layer`` (default: the model's output) follows (see the module doc)."""
     from .api import analyze
 
-    shape = tuple(input_shape)
+    check_model(model, "shift_check", real=True)
+    shape = check_input_shape(input_shape)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
     k = len(shape) - 2
-    shifts = list(range(1, shift + 1)) if isinstance(shift, int) else sorted(set(int(t) for t in shift))
-    if not shifts or min(shifts) < 1:
-        raise ConvlensError("shifts must be positive pixel counts")
+    largest = min(shape[2:]) - 1  # a shift must leave at least one pixel along every axis
+    if largest < 1:
+        raise ConvlensError(f"input {shape} has a spatial size of 1: there is no shift to try")
+    if isinstance(shift, numbers.Integral) and not isinstance(shift, bool):
+        shifts = list(range(1, check_int(shift, "shift", 1, largest) + 1))
+    elif isinstance(shift, Sequence) and not isinstance(shift, str) and shift:
+        shifts = sorted({check_int(t, "every shift", 1, largest) for t in shift})
+    else:
+        raise ConvlensError(f"shift must be a positive pixel count or a list of them, got {shift!r}")
     name = layer or ""
     dtype = model_dtype(model)
     base_row = analyze(model, shape, dtype=dtype)[name]
@@ -90,6 +101,7 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
     results = []
     with _eval(model):
         base = _run(model, x, name)
+        _check_finite(base, name)
         for a in range(k):
             state = base_row.axes[a]
             if not isinstance(state, Local):
@@ -103,10 +115,17 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
                 index[2 + a] = slice(t, None)
                 xt = x[tuple(index)]
                 out_t = _run(model, xt, name)
+                _check_finite(out_t, name)
                 row_t = analyze(model, tuple(xt.shape), dtype=dtype)[name]
                 errors[t], compared[t] = _best_alignment(base, out_t, base_row, row_t, a, shape[2 + a], t, state)
             results.append(AxisShift(a, state.stride, errors, compared, tol))
     return ShiftResult(name, results)
+
+
+def _check_finite(out: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(out).all():
+        raise ConvlensError(f"{name or 'the output'} has NaN or inf values on a random normal input, so shifts "
+                            "cannot be compared: check the model's weights and output")
 
 
 def _best_alignment(base, out_t, base_row, row_t, a, n_in, t, state) -> tuple[float, int]:
