@@ -47,7 +47,7 @@ def test_direct_conv_taps_match_unfold(spec):
     ph, pw = two(spec.padding)
     padded = F.pad(codes, (pw, pw, ph, ph))  # padding cells are code 0
     cols = F.unfold(padded, two(spec.kernel), dilation=two(spec.dilation), stride=two(spec.stride))
-    found = frames(spec)
+    found = list(frames(spec))
     assert len(found) == int(np.prod(spec.output)) == cols.shape[-1]
     for j, frame in enumerate(found):
         want = sorted(int(c) for c in cols[0, :, j])
@@ -66,7 +66,7 @@ def test_transposed_conv_taps_match_one_hot_inputs(spec):
     dims = len(spec.input)
     conv = F.conv_transpose1d if dims == 1 else F.conv_transpose2d
     weight = torch.ones(1, 1, *spec.kernel, dtype=torch.float64)
-    found = frames(spec)
+    found = list(frames(spec))
     assert len(found) == int(np.prod(spec.input))
     for frame in found:
         x = torch.zeros(1, 1, *spec.input, dtype=torch.float64)

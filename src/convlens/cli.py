@@ -1,16 +1,23 @@
 """Command line: a thin shell over the Python API.
 
-Every ``ConvlensError`` becomes one line on stderr and exit status 2; argparse's usage errors exit 2
-as well.
+No command prints a traceback. Every ``ConvlensError`` (bad input; the user's model that raises or
+exits, named as such) becomes one line on stderr and exit status 2; argparse's usage errors exit 2 as
+well. Ctrl-C exits 130 after the model and any existing output file are put back, in one line. A bug
+in convlens itself is one line too, with exit status 1 (``CONVLENS_TRACEBACK=1`` shows where).
+Outputs are checked before the work starts and written atomically after it succeeded
+(:mod:`convlens.render.files`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,17 +25,20 @@ from . import arith
 from .api import analyze
 from .erf import erf
 from .shift import shift_check
-from .errors import ConvlensError
+from .coverage import MAX_PIXELS, check_pixels
+from .errors import ConvlensError, NeedsRealWeights, first_line
 from .loading import FORMS, build_model, model_factory, parse_shape
 from .plan import plan
 from .render import DEFAULT_DEPTH, render_plan, render_table, render_zoo
+from .render.animate import MAX_CELLS, MAX_FRAMES
+from .render.files import atomic_output, check_destination, write_text
 from .report import Report
 from .zoo import DEFAULT_INPUT, DEFAULT_MODEL, ZOO, survey
 
 
 def _shape(args: argparse.Namespace) -> tuple[int, ...]:
     """(N, C, *spatial) from --batch and --input (default: the model's own input, else 3x224x224)."""
-    text = args.input or "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
+    text = args.input if args.input is not None else "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
     return (getattr(args, "batch", 1), *parse_shape(text))
 
 
@@ -37,26 +47,28 @@ def _report(args: argparse.Namespace) -> Report:
     shape = _shape(args)
     try:
         return analyze(build_model(factory, on_meta=True), shape, name=args.model)
-    except ConvlensError:
+    except NeedsRealWeights:
         # a model built on meta cannot fall back to a real run: build it for real and try again
         return analyze(build_model(factory, on_meta=False), shape, name=args.model)
 
 
 def _analyze(args: argparse.Namespace) -> None:
+    check_destination(args.output, "-o")
+    check_destination(args.html, "--html")
     report = _report(args)
     if args.html:
         report.save_html(args.html)
     if args.format == "table":
         if args.output:
             from rich.console import Console
-            with open(args.output, "w") as f:
+            with atomic_output(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 render_table(report, depth=args.depth, console=Console(file=f, width=160))
         else:
             render_table(report, depth=args.depth)
         return
     text = report.to_json() if args.format == "json" else report.to_csv()
     if args.output:
-        Path(args.output).write_text(text)
+        write_text(args.output, text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
@@ -68,18 +80,21 @@ def _coverage(args: argparse.Namespace) -> None:
     suffix = Path(args.output).suffix.lower() if args.output else ".json"
     if suffix not in COVERAGE_SUFFIXES:
         raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
+    check_destination(args.output, "-o")
+    if suffix in (".npy", ".png", ".svg", ".pdf"):  # these hold the input-sized map
+        check_pixels(_pixels(_shape(args)), f"an input-sized map ({suffix})", args.max_pixels)
     report = _report(args)
     unit = None if args.unit is None else _parse_unit(args.unit)
-    cov = report.coverage(args.layer, unit)
+    cov = report.coverage(args.layer, unit, max_pixels=args.max_pixels)
     summary = (f"{args.layer or 'output'} unit {cov.unit}: window {cov.window}, {cov.covered} of {cov.pixels} pixels "
                f"covered, holes per axis {cov.holes}")
     if not args.output:
         sys.stdout.write(json.dumps(cov.to_dict(), indent=2) + "\n")
         return
     if suffix == ".npy":
-        np.save(args.output, cov.map)
+        _save_npy(args.output, cov.map)
     elif suffix == ".json":
-        Path(args.output).write_text(json.dumps(cov.to_dict(), indent=2) + "\n")
+        write_text(args.output, json.dumps(cov.to_dict(), indent=2) + "\n")
     else:
         from .render.figures import save_coverage_figure
         save_coverage_figure(cov, args.output)
@@ -92,6 +107,7 @@ def _erf(args: argparse.Namespace) -> None:
     suffix = Path(args.output).suffix.lower() if args.output else ".json"
     if suffix not in COVERAGE_SUFFIXES:
         raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
+    check_destination(args.output, "-o")
     shape = _shape(args)
     model = build_model(model_factory(args.model), on_meta=False)  # the ERF needs real weights (as built)
     unit = None if args.unit is None else _parse_unit(args.unit)
@@ -102,9 +118,9 @@ def _erf(args: argparse.Namespace) -> None:
         sys.stdout.write(text)
         return
     if suffix == ".npy":
-        np.save(args.output, result.map)
+        _save_npy(args.output, result.map)
     elif suffix == ".json":
-        Path(args.output).write_text(text)
+        write_text(args.output, text)
     else:
         from .render.figures import save_erf_figure
         save_erf_figure(result, args.output)
@@ -127,31 +143,35 @@ def _shift(args: argparse.Namespace) -> None:
 
 
 def _animate(args: argparse.Namespace) -> None:
-    from .render.animate import ConvSpec, animate, still
+    from .render.animate import ConvSpec, animate, still  # matplotlib: only when drawing
 
     def sizes(text: str, name: str):
         try:
-            return tuple(int(x) for x in str(text).split("x"))
+            return tuple(int(x) for x in str(text).lower().replace("×", "x").split("x"))
         except ValueError:
             raise ConvlensError(f"--{name} must be integers like 5 or 5x7, got {text!r}") from None
     spec = ConvSpec.make(sizes(args.input, "input"), sizes(args.kernel, "kernel"), sizes(args.stride, "stride"),
                          sizes(args.padding, "padding"), sizes(args.dilation, "dilation"), args.transposed,
                          sizes(args.output_padding, "output-padding"), dims=args.dims)
     suffix = Path(args.output).suffix.lower()
-    if suffix == ".gif":
-        found = animate(spec, args.output, args.ms)
-        print(f"{len(found)} frames, output {'x'.join(map(str, spec.output))}")
-    elif suffix in (".png", ".svg", ".pdf"):
-        still(spec, args.output)
-        print(f"output {'x'.join(map(str, spec.output))}")
-    else:
+    if suffix not in (".gif", ".png", ".svg", ".pdf"):
         raise ConvlensError(f"-o must end in .gif (animation) or .png/.svg/.pdf (still), got {args.output!r}")
+    check_destination(args.output, "-o")
+    if suffix == ".gif":
+        found = animate(spec, args.output, args.ms, max_frames=args.max_frames, max_cells=args.max_cells)
+        print(f"{len(found)} frames, output {'x'.join(map(str, spec.output))}")
+    else:
+        still(spec, args.output, max_cells=args.max_cells)
+        print(f"output {'x'.join(map(str, spec.output))}")
 
 
 def _plot(args: argparse.Namespace) -> None:
     from .render import figures
     if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
+    check_destination(args.output, "-o")
+    if args.kind in ("coverage", "erf"):
+        check_pixels(_pixels(_shape(args)), f"the {args.kind} figure's input-sized map", args.max_pixels)
     unit = None if args.unit is None else _parse_unit(args.unit)
     if args.kind == "erf":
         result = erf(build_model(model_factory(args.model), on_meta=False), _shape(args), layer=args.layer,
@@ -164,9 +184,22 @@ def _plot(args: argparse.Namespace) -> None:
     elif args.kind == "cost":
         figures.save_figure(figures.cost_figure(report), args.output)
     elif args.kind == "coverage":
-        figures.save_coverage_figure(report.coverage(args.layer, unit), args.output)
+        figures.save_coverage_figure(report.coverage(args.layer, unit, max_pixels=args.max_pixels), args.output)
     else:
         figures.save_figure(figures.checkerboard_figure(report.checkerboard(args.layer)), args.output)
+
+
+def _pixels(shape: tuple[int, ...]) -> int:
+    """Spatial pixels of an (N, C, *spatial) shape."""
+    n = 1
+    for s in shape[2:]:
+        n *= s
+    return n
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with atomic_output(path) as tmp:
+        np.save(tmp, array)
 
 
 def _parse_unit(text: str) -> tuple[int, ...]:
@@ -201,7 +234,7 @@ def _zoo(args: argparse.Namespace) -> None:
 
 def _plan(args: argparse.Namespace) -> None:
     result = plan(args.rf, args.kernel, channels=args.channels, max_layers=args.max_layers,
-                  max_params=args.max_params, map_size=args.map_size, top=args.top)
+                  max_params=args.max_params, map_size=args.map_size, top=args.top, max_pixels=args.max_pixels)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -240,6 +273,24 @@ def _model_args(p: argparse.ArgumentParser, layer: bool = True, unit: bool = Fal
         p.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
 
 
+def _count_arg(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low`` (argparse reports anything else)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _max_pixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=_count_arg(1), default=MAX_PIXELS,
+                   help=f"refuse coverage maps of more input pixels (default {MAX_PIXELS:,})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convlens", description="Exact receptive fields, windows and cost "
                                      "of every unit of a PyTorch CNN.")
@@ -248,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
     a.add_argument("--input", help="input shape without batch: 3x224x224, 8x4096, 1x16x64x64 "
                    "(default: the model's own, else 3x224x224)")
-    a.add_argument("--batch", type=int, default=1, help="batch size N (default 1)")
+    a.add_argument("--batch", type=_count_arg(1), default=1, help="batch size N (default 1)")
     a.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    a.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
+    a.add_argument("--depth", type=_count_arg(0), default=DEFAULT_DEPTH,
                    help=f"table rows up to this module depth (default {DEFAULT_DEPTH}; JSON/CSV hold every row)")
     a.add_argument("-o", "--output", help="write to this file instead of stdout")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (table, plots, "
@@ -261,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(c, unit=True)
     c.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (input-sized map), .json "
                    "(default: JSON on stdout)")
+    _max_pixels(c)
     c.set_defaults(run=_coverage)
 
     e = sub.add_parser("erf", help="effective receptive field: mean |d unit / d input| over samples")
@@ -289,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--output-padding", default="0")
     n.add_argument("--dims", type=int, choices=(1, 2), default=2, help="axes when every size is one number "
                    "(default 2: --input 5 is 5x5)")
-    n.add_argument("--ms", type=int, default=600, help="milliseconds per frame (default 600)")
+    n.add_argument("--ms", type=int, default=600, help="milliseconds per frame, 10 to 60000 (default 600)")
+    n.add_argument("--max-frames", type=_count_arg(1), default=MAX_FRAMES,
+                   help=f"refuse animations with more frames (default {MAX_FRAMES})")
+    n.add_argument("--max-cells", type=_count_arg(1), default=MAX_CELLS,
+                   help=f"refuse pictures with more grid cells, input and output (default {MAX_CELLS})")
     n.add_argument("-o", "--output", required=True, help="conv.gif (animation) or conv.png / .svg / .pdf (still)")
     n.set_defaults(run=_animate)
 
@@ -298,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--kind", choices=("rf", "coverage", "erf", "checkerboard", "cost"), required=True)
     f.add_argument("--samples", type=int, default=16, help="ERF samples (default 16)")
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
+    _max_pixels(f)
     f.set_defaults(run=_plot)
 
     z = sub.add_parser("zoo", help="the built-in models with their rf and cost (each name works as MODEL)")
@@ -314,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-size", type=int, help="side of the map the stack runs on: dilations stay below it")
     p.add_argument("--top", type=int, default=5, help="schedules to list (default 5)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    _max_pixels(p)
     p.set_defaults(run=_plan)
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
@@ -332,16 +390,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status (0, 1 for a bug in convlens, 2 for bad input, 130 for Ctrl-C).
+    argparse's own errors and ``--help`` raise ``SystemExit`` as usual."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "batch", 1) < 1:
-        print("convlens: error: --batch must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        args.run(args)
-    except ConvlensError as e:
-        print(f"convlens: error: {e}", file=sys.stderr)
-        return 2
+    with _sigint() as interrupted:
+        try:
+            args.run(args)
+        except ConvlensError as e:
+            return _fail(str(e), 2)
+        except KeyboardInterrupt:
+            if interrupted():
+                return _fail("interrupted; the model and any earlier output file are as they were", 130,
+                             prefix="convlens: ")
+            return _fail("the model's code raised KeyboardInterrupt", 2)
+        except SystemExit as e:  # argparse is done: only the user's code exits from here on
+            return _fail(f"the model's code called sys.exit({e.code!r}); convlens needs a model that returns", 2)
+        except MemoryError:
+            return _fail("out of memory: use a smaller --input or --batch", 2)
+        except Exception as e:  # noqa: BLE001 - a bug in convlens: one line, the traceback on request
+            if os.environ.get("CONVLENS_TRACEBACK"):
+                raise
+            return _fail(f"internal error (a bug in convlens; please report the command): {type(e).__name__}: "
+                         f"{first_line(e)} (CONVLENS_TRACEBACK=1 shows where)", 1)
     return 0
+
+
+def _fail(message: str, status: int, prefix: str = "convlens: error: ") -> int:
+    print(prefix + " ".join(message.split()), file=sys.stderr)
+    return status
+
+
+@contextlib.contextmanager
+def _sigint() -> Iterator[Callable[[], bool]]:
+    """While the command runs, Ctrl-C still raises ``KeyboardInterrupt`` but is also remembered, so
+    that a ``KeyboardInterrupt`` raised by the user's code is told apart from the user's Ctrl-C."""
+    got: list[int] = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: signals cannot be caught here, so every one is real
+        yield lambda: True
+        return
+    try:
+        yield lambda: bool(got)
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 if __name__ == "__main__":

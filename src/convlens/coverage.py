@@ -163,6 +163,18 @@ def _taps(start: int, count: int, fn, n_in: int) -> tuple[np.ndarray, np.ndarray
     return ta[which] + step[which] * (np.arange(len(which)) - first), which
 
 
+MAX_PIXELS = 2**24
+"""Input pixels a coverage map may span unless told otherwise (``max_pixels``, ``--max-pixels``):
+4096 x 4096, 128 MiB of int64 counts."""
+
+
+def check_pixels(pixels: int, what: str, max_pixels: int, smaller: str = "a smaller input") -> None:
+    """Refuse, before the work, a map of more than ``max_pixels`` pixels: the size, the limit and what
+    lifts it (``smaller``: the other way out)."""
+    if pixels > max_pixels:
+        raise ConvlensError(f"{what} spans {pixels:,} input pixels, more than the limit of {max_pixels:,}: "
+                            f"use {smaller}, or raise --max-pixels (max_pixels=)")
+
 @dataclass
 class CoverageResult:
     """Path counts from every real input pixel to one unit (see the module doc).

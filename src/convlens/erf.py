@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ConvlensError, check_input_shape, check_int
+from .errors import ConvlensError, ModelError, check_input_shape, check_int, first_line
 from .modelstate import check_model, model_dtype, preserved
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -156,7 +156,14 @@ class LayerOutput:
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         self.calls, self.got = 0, None
-        self.model(x)
+        try:
+            self.model(x)
+        except ConvlensError:
+            raise
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's forward: named as theirs
+            what = (f"called sys.exit({e.code!r})" if isinstance(e, SystemExit)
+                    else f"raised {type(e).__name__}: {first_line(e)}")
+            raise ModelError(f"the model {what} on an input of shape {tuple(x.shape)}") from None
         if self.got is None:
             raise ConvlensError(f"{self.layer!r} was not called {self.call} time(s) in the forward pass")
         return self.got

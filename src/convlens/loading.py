@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .errors import ConvlensError
+from .errors import ConvlensError, ModelError, first_line
 from .zoo import BUILTIN
 
 FORMS = "a built-in name, torchvision:NAME, timm:NAME, path/to/file.py:CALLABLE or package.module:CALLABLE"
@@ -88,16 +88,15 @@ def _callable(where: str, attr: str) -> Callable[[], nn.Module]:
         try:
             sys.path.insert(0, str(path.parent.resolve()))
             spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - any import failure is the user's file
-            raise ConvlensError(f"{where} does not import: {type(e).__name__}: {_first_line(e)}") from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - any import failure is the user's file
+            raise ModelError(f"{where} does not import: {_user(e)}") from None
         finally:
             sys.path.pop(0)
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as e:  # noqa: BLE001
-            raise ConvlensError(f"cannot import {where!r}: {type(e).__name__}: {_first_line(e)} "
-                                f"(MODEL is {FORMS})") from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise ModelError(f"cannot import {where!r}: {_user(e)} (MODEL is {FORMS})") from None
     target = getattr(module, attr, None)
     if target is None:
         raise ConvlensError(f"{where} has no attribute {attr!r}")
@@ -109,8 +108,8 @@ def _callable(where: str, attr: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         try:
             model = target()
-        except Exception as e:  # noqa: BLE001
-            raise ConvlensError(f"{where}:{attr}() failed: {type(e).__name__}: {_first_line(e)}") from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise ModelError(f"{where}:{attr}() failed: {_user(e)}") from None
         if not isinstance(model, nn.Module):
             raise ConvlensError(f"{where}:{attr}() returned {type(model).__name__}, not an nn.Module")
         return model
@@ -126,10 +125,12 @@ def build_model(factory: Callable[[], nn.Module], on_meta: bool = True) -> nn.Mo
         return factory()
     except ConvlensError:
         raise
-    except Exception as e:  # noqa: BLE001
-        raise ConvlensError(f"building the model failed: {type(e).__name__}: {_first_line(e)}") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001
+        raise ModelError(f"building the model failed: {_user(e)}") from None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def _user(e: BaseException) -> str:
+    """The user's exception as one line: 'ValueError: text', or 'sys.exit(5)' for an exit."""
+    if isinstance(e, SystemExit):
+        return f"its code called sys.exit({e.code!r})"
+    return f"{type(e).__name__}: {first_line(e)}"

@@ -21,7 +21,11 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .errors import ConvlensError
+from .coverage import MAX_PIXELS, check_pixels
+from .errors import ConvlensError, check_int
+
+MAX_TOP = 100
+"""Schedules listed at most: each one is measured with a coverage map."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def measure(dilations: tuple[int, ...], kernel: int, channels: int = 64) -> Sche
         model = stack(dilations, kernel, channels)
     params = sum(p.numel() for p in model.parameters())
     report = analyze(stack(dilations, kernel), (1, 1, rf, rf))
-    cov = report.coverage("", (0, 0))
+    cov = report.coverage("", (0, 0), max_pixels=rf * rf)  # the caller decides how large is too large
     return Schedule(tuple(dilations), kernel, report[""].rf[0], params, cov.covered, cov.pixels)
 
 
@@ -116,25 +120,34 @@ def _ascending(n: int, total: int, kernel: int, max_dilation: int) -> Iterator[t
 
 
 def plan(rf: int, kernel: int = 3, *, channels: int = 64, max_layers: int | None = None,
-         max_params: int | None = None, map_size: int | None = None, top: int = 5) -> PlanResult:
+         max_params: int | None = None, map_size: int | None = None, top: int = 5,
+         max_pixels: int = MAX_PIXELS) -> PlanResult:
     """Dilation schedules of ``kernel`` x ``kernel`` stride-1 layers with receptive field at least
     ``rf`` and no holes in any layer's coverage.
 
     ``channels`` sets the parameter count (C -> C maps per layer). ``max_layers`` / ``max_params`` are
     budgets; ``map_size`` (the side of the feature map the stack runs on) caps every dilation below it,
-    since a larger one puts every unit's outer taps in padding. Raises ``ConvlensError`` when no
-    schedule fits the budgets.
+    since a larger one puts every unit's outer taps in padding. Every schedule is measured on an
+    rf x rf coverage map: rf^2 above ``max_pixels`` is refused before any work. Raises
+    ``ConvlensError`` when no schedule fits the budgets.
     """
+    rf, kernel, channels = check_int(rf, "rf", 1), check_int(kernel, "kernel", 1), check_int(channels, "channels", 1)
+    top = check_int(top, "top", 1, MAX_TOP)
+    max_layers, max_params, map_size = (None if v is None else check_int(v, name, 1) for v, name in
+                                        ((max_layers, "max_layers"), (max_params, "max_params"),
+                                         (map_size, "map_size")))
     if kernel < 2:
         raise ConvlensError(f"kernel must be at least 2 (a 1x1 kernel never grows the receptive field); got {kernel}")
     if rf < kernel:
         raise ConvlensError(f"target rf {rf} is below one layer's {kernel}: one undilated layer already reaches it")
-    if channels < 1 or top < 1:
-        raise ConvlensError("channels and top must be at least 1")
     max_dilation = rf if map_size is None else min(rf, map_size - 1)
     if max_dilation < 1:
         raise ConvlensError(f"map_size {map_size} leaves no usable dilation (needs at least 2)")
     need = -(-(rf - 1) // (kernel - 1))  # sum of dilations that reaches rf
+    exponential = _exponential(rf, kernel)
+    largest = 1 + (kernel - 1) * max(need, sum(exponential))  # the widest schedule measured
+    check_pixels(largest * largest, f"measuring the schedules (up to a {largest}x{largest} coverage map)", max_pixels,
+                 "a smaller --rf")
     per_layer = kernel * kernel * channels * channels + channels
     limit = max_layers if max_layers is not None else need  # need layers of dilation 1 always suffice
     if max_params is not None:
@@ -158,7 +171,7 @@ def plan(rf: int, kernel: int = 3, *, channels: int = 64, max_layers: int | None
     for s in schedules:  # the search's argument, checked by the coverage map
         if s.holes:
             raise RuntimeError(f"convlens.plan: schedule {s.dilations} has {s.holes} holes; please report this")
-    return PlanResult(rf, kernel, schedules, measure(_exponential(rf, kernel), kernel, channels))
+    return PlanResult(rf, kernel, schedules, measure(exponential, kernel, channels))
 
 
 def _exponential(rf: int, kernel: int) -> tuple[int, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import numbers
 import re
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from fractions import Fraction
 from typing import Any, Iterator, Sequence
 
 from .checkerboard import Checkerboard, checkerboard
-from .coverage import CoverageResult, coverage
+from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage
 from .diagnostics import Diagnostic
 from .gridding import Gridding, dilated_runs, verdict
 from .errors import ConvlensError
@@ -204,13 +205,14 @@ class Report:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def coverage(self, name: str, unit: Sequence[int] | None = None, axes: Sequence[int] | None = None
-                 ) -> CoverageResult:
+    def coverage(self, name: str, unit: Sequence[int] | None = None, axes: Sequence[int] | None = None, *,
+                 max_pixels: int = MAX_PIXELS) -> CoverageResult:
         """Path counts from every input pixel to one unit of row ``name`` (DESIGN: coverage).
 
         ``unit``: one index per spatial axis of the input (default: the centre, n // 2 per axis).
         The row must be local along every axis (not global, unknown or constant). ``axes``: count
-        paths along these axes only (:func:`convlens.coverage.coverage`)."""
+        paths along these axes only (:func:`convlens.coverage.coverage`). A window of more than
+        ``max_pixels`` input pixels is refused before any work (:data:`convlens.coverage.MAX_PIXELS`)."""
         layer = self[name]
         for a, state in enumerate(layer.axes):
             if not isinstance(state, Local):
@@ -230,6 +232,11 @@ class Report:
                 raise ConvlensError(f"{name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
         if axes is not None and not all(isinstance(a, int) and 0 <= a < len(unit) for a in axes):
             raise ConvlensError(f"axes must be spatial axis indices 0..{len(unit) - 1}, got {axes}")
+        window = layer.window(*unit)
+        if window is not None:
+            chosen = range(len(unit)) if axes is None else sorted(set(axes))
+            check_pixels(math.prod(window[a][1] - window[a][0] + 1 for a in chosen),
+                         f"the coverage of {name or 'the output'} unit {unit}", max_pixels)
         cap, geoms, sources = self.graph
         return coverage(cap, geoms, sources, layer.tensor, unit, name, axes)
 

@@ -15,14 +15,16 @@ analysis rules. Sizes are per axis; 1-D configurations are drawn as one row.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConvlensError
-from .figures import _pyplot
+from ..errors import ConvlensError, check_int
+from .figures import _pyplot, save_figure_file
+from .files import atomic_output
 
 REAL, PAD, TAP, OUT, OUT_CELL, ZERO = "#9ecae1", "#e5e5e5", "#f28e2b", "#c7e9c0", "#d62728", "#ffffff"
 
@@ -93,8 +95,43 @@ class Frame:
     taps: tuple[tuple[int, ...], ...]
 
 
-def frames(spec: ConvSpec) -> list[Frame]:
-    out = []
+MAX_FRAMES = 400
+"""Frames an animation may have unless told otherwise (``max_frames``, ``--max-frames``): 400 frames
+at 600 ms are four minutes of GIF."""
+MAX_CELLS = 4096
+"""Grid cells (padded input plus output) one picture may draw unless told otherwise (``max_cells``,
+``--max-cells``): a 64x64 input with its output is already too small to read."""
+
+
+def frame_count(spec: ConvSpec) -> int:
+    """Frames of the animation: one per output position (per input position when transposed)."""
+    return math.prod(spec.input if spec.transposed else spec.output)
+
+
+def drawn_input(spec: ConvSpec) -> tuple[int, ...]:
+    """The input grid as drawn: padded (direct), or zero-inserted with s - 1 zeros between cells,
+    d (k - 1) - p around them and o_p more on the far side (transposed: the direct conv it equals)."""
+    if spec.transposed:
+        return tuple((n - 1) * s + 1 + 2 * (d * (k - 1) - p) + op for n, k, s, p, d, op in
+                     zip(spec.input, spec.kernel, spec.stride, spec.padding, spec.dilation, spec.output_padding))
+    return tuple(n + 2 * p for n, p in zip(spec.input, spec.padding))
+
+
+def check_size(spec: ConvSpec, animation: bool, max_frames: int = MAX_FRAMES, max_cells: int = MAX_CELLS) -> None:
+    """Refuse, before drawing anything, a picture with more than ``max_cells`` cells or an animation
+    with more than ``max_frames`` frames; the message gives the size, the limit and what lifts it."""
+    cells = math.prod(drawn_input(spec)) + math.prod(spec.output)
+    if cells > max_cells:
+        raise ConvlensError(f"the picture would draw {cells:,} cells (input with padding, and output), more than "
+                            f"the limit of {max_cells:,}: use a smaller --input, or raise --max-cells")
+    if animation and frame_count(spec) > max_frames:
+        raise ConvlensError(f"the animation would have {frame_count(spec):,} frames (one per "
+                            f"{'input' if spec.transposed else 'output'} position), more than the limit of "
+                            f"{max_frames:,}: use a smaller --input, a still (-o x.png), or raise --max-frames")
+
+
+def frames(spec: ConvSpec) -> Iterator[Frame]:
+    """The frames in order, made one at a time (see :class:`Frame`)."""
     grid = spec.input if spec.transposed else spec.output
     for cell in itertools.product(*(range(n) for n in grid)):
         per_axis = []
@@ -104,18 +141,20 @@ def frames(spec: ConvSpec) -> list[Frame]:
                 per_axis.append([c * s - p + t * d for t in range(k) if 0 <= c * s - p + t * d < spec.output[a]])
             else:  # output c reads inputs c s - p + t d
                 per_axis.append([c * s - p + t * d for t in range(k)])
-        out.append(Frame(cell, tuple(itertools.product(*per_axis))))
-    return out
+        yield Frame(cell, tuple(itertools.product(*per_axis)))
 
 
 def _grid(ax, origin, shape, colors, label):
-    plt = _pyplot()
+    """One grid of cells (rows x cols, 1-D as one row), coloured by ``colors(r, c)``, as one collection."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
     rows, cols = (1, shape[0]) if len(shape) == 1 else shape
     x0, y0 = origin
-    for r in range(rows):
-        for c in range(cols):
-            ax.add_patch(plt.Rectangle((x0 + c, y0 + r), 0.92, 0.92, facecolor=colors(r, c), edgecolor="#555",
-                                       linewidth=0.6))
+    cells = [(r, c) for r in range(rows) for c in range(cols)]
+    ax.add_collection(PatchCollection([Rectangle((x0 + c, y0 + r), 0.92, 0.92) for r, c in cells],
+                                      facecolors=[colors(r, c) for r, c in cells], edgecolors="#555",
+                                      linewidths=0.6))
     ax.text(x0, y0 - 0.35, label, fontsize=9, va="bottom")
 
 
@@ -126,11 +165,7 @@ def _draw(spec: ConvSpec, frame: Frame | None):
     # a transposed conv is drawn on its zero-inserted input: s - 1 zeros between cells, d(k - 1) - p
     # around them, o_p more on the far side (the direct convolution it equals)
     q = [d * (k - 1) - p for k, p, d in zip(spec.kernel, spec.padding, spec.dilation)]
-    if spec.transposed:
-        shape_in = tuple((n - 1) * s + 1 + 2 * qq + op for n, s, qq, op in
-                         zip(spec.input, spec.stride, q, spec.output_padding))
-    else:
-        shape_in = tuple(n + 2 * p for n, p in zip(spec.input, pads))
+    shape_in = drawn_input(spec)
     w_in = shape_in[-1]
     rows = max(shape_in[0], spec.output[0]) if two else 1
     fig_w = (w_in + spec.output[-1] + 3) * 0.42 + 0.4
@@ -189,25 +224,33 @@ def _rgba(fig) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba()).copy()
 
 
-def animate(spec: ConvSpec, path: str | Path, ms_per_frame: int = 600) -> list[Frame]:
-    """Write a GIF with one frame per output position (per input position when transposed)."""
+def animate(spec: ConvSpec, path: str | Path, ms_per_frame: int = 600, *, max_frames: int = MAX_FRAMES,
+            max_cells: int = MAX_CELLS) -> list[Frame]:
+    """Write a GIF with one frame per output position (per input position when transposed), drawn one
+    at a time as the GIF is written; the file appears only when every frame is done
+    (:mod:`convlens.render.files`). Sizes are checked first (:func:`check_size`)."""
     from PIL import Image
+    ms_per_frame = check_int(ms_per_frame, "ms_per_frame (--ms)", 10, 60_000)
+    check_size(spec, True, max_frames, max_cells)
     plt = _pyplot()
-    found = frames(spec)
-    images = []
-    for frame in found:
+    found = list(frames(spec))
+
+    def image(frame: Frame):
         fig = _draw(spec, frame)
         fig.suptitle(_title(spec), fontsize=7)
-        images.append(Image.fromarray(_rgba(fig)).convert("RGB"))
-        plt.close(fig)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0, optimize=False)
+        try:
+            return Image.fromarray(_rgba(fig)).convert("RGB")
+        finally:
+            plt.close(fig)
+    with atomic_output(path) as tmp:
+        image(found[0]).save(tmp, format="GIF", save_all=True, append_images=(image(f) for f in found[1:]),
+                             duration=ms_per_frame, loop=0, optimize=False)
     return found
 
 
-def still(spec: ConvSpec, path: str | Path) -> None:
+def still(spec: ConvSpec, path: str | Path, *, max_cells: int = MAX_CELLS) -> None:
     """The whole arithmetic in one picture (PNG/SVG/PDF by suffix; see the module doc)."""
-    plt = _pyplot()
-    fig = _draw(spec, frames(spec)[0] if not spec.transposed else None)
+    check_size(spec, False, max_cells=max_cells)
+    fig = _draw(spec, next(frames(spec)) if not spec.transposed else None)
     fig.suptitle(_title(spec), fontsize=7)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure_file(fig, path)

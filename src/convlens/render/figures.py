@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from ..coverage import CoverageResult
 from ..erf import ERFResult
 from ..errors import ConvlensError
+from .files import atomic_output
 
 
 def _pyplot():
@@ -21,9 +23,34 @@ def _pyplot():
     return plt
 
 
+def plain(text: str, limit: int = 60) -> str:
+    """A name drawn as it is: matplotlib reads text between two ``$`` as math, so they are escaped;
+    names longer than ``limit`` characters are cut with an ellipsis."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _tight(fig) -> None:
+    """tight_layout, without its warning when long labels leave no room (the figure is drawn anyway)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+
+
+def save_figure_file(fig, path: str | Path) -> None:
+    """Save ``fig`` to ``path`` (format by suffix) atomically, then close it."""
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or None)
+    finally:
+        _pyplot().close(fig)
+
+
 def save_coverage_figure(cov: CoverageResult, path: str | Path) -> None:
     """Path counts over the input (png/svg/pdf by the file's suffix), the clipped window outlined."""
-    title = f"coverage of {cov.layer or 'the output'} unit {cov.unit}"
+    title = f"coverage of {plain(cov.layer) or 'the output'} unit {cov.unit}"
     if cov.window is not None:
         title += f": {cov.covered} of {cov.pixels} pixels ({100 * cov.fraction:.1f} %)"
     save_map_figure(cov.map, path, title, "paths", cov.window, mask_zero=True)
@@ -32,7 +59,7 @@ def save_coverage_figure(cov: CoverageResult, path: str | Path) -> None:
 def save_erf_figure(result: ERFResult, path: str | Path) -> None:
     """The ERF map over the input (png/svg/pdf), with the box holding 99 % of its mass per axis."""
     std = ", ".join(f"{s:.1f}" for s in result.std)
-    title = (f"ERF of {result.layer or 'the output'} unit {result.unit} ({result.samples} samples): std {std} px, "
+    title = (f"ERF of {plain(result.layer) or 'the output'} unit {result.unit} ({result.samples} samples): std {std} px, "
              f"rf {'x'.join(map(str, result.rf))}")
     total = result.map.sum()
     box = None
@@ -70,9 +97,8 @@ def save_map_figure(counts: np.ndarray, path: str | Path, title: str, label: str
         ax.set_xlabel("input axis 1")
         ax.set_ylabel("input axis 0")
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _tight(fig)
+    save_figure_file(fig, path)
 
 
 def rf_figure(report):
@@ -94,7 +120,7 @@ def rf_figure(report):
     ax.set_xlabel("layer (leaf modules in call order)")
     ax.set_ylabel("receptive field (px)")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -106,10 +132,10 @@ def cost_figure(report, top: int = 20):
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(rows) + 1.0), dpi=100)
-    ax.barh([layer.name for layer in rows][::-1], [layer.macs / 1e9 for layer in rows][::-1], color="tab:blue")
+    ax.barh([plain(layer.name) for layer in rows][::-1], [layer.macs / 1e9 for layer in rows][::-1], color="tab:blue")
     ax.set_xlabel("GMACs")
     ax.set_title("cost by top-level module", fontsize=9)
-    fig.tight_layout()
+    _tight(fig)
     return fig
 
 
@@ -129,13 +155,12 @@ def checkerboard_figure(cb):
         ax.bar(range(len(counts)), counts, color="tab:blue")
         ax.set_xlabel("phase, axis 0")
         ax.set_ylabel("paths")
-    ax.set_title(f"overlap per output phase of {cb.layer or 'the output'}: max/min {cb.ratio:g}", fontsize=9)
-    fig.tight_layout()
+    ax.set_title(f"overlap per output phase of {plain(cb.layer) or 'the output'}: max/min {cb.ratio:g}", fontsize=9)
+    _tight(fig)
     return fig
 
 
 def save_figure(fig, path) -> None:
     if fig is None:
         raise ConvlensError("nothing to draw for this model (no local rows, or no MACs)")
-    fig.savefig(path)
-    _pyplot().close(fig)
+    save_figure_file(fig, path)

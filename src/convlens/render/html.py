@@ -23,6 +23,7 @@ from ..errors import ConvlensError
 from ..geometry import Local
 from ..report import Report
 from .figures import cost_figure, rf_figure
+from .files import write_text
 from .table import _axes, _bytes, _count, _stride
 
 MAX_UNITS = 16
@@ -125,4 +126,5 @@ def render_html(report: Report, erf=None, compact: bool = False) -> str:
 
 
 def save_html(report: Report, path: str | Path, erf=None) -> None:
-    Path(path).write_text(render_html(report, erf), encoding="utf-8")
+    """Write the report's HTML page to ``path``, atomically (:mod:`convlens.render.files`)."""
+    write_text(path, render_html(report, erf))

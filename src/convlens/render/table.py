@@ -55,7 +55,7 @@ def _console() -> Console:
 def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Console | None = None) -> None:
     """Print the report; ``depth`` limits rows to modules at most that deep (None: all)."""
     console = console or _console()
-    title = f"{report.model} on {'x'.join(map(str, report.input_shape))}"
+    title = Text(f"{report.model} on {'x'.join(map(str, report.input_shape))}")  # names are text, not markup
     table = Table(title=title, title_justify="left", header_style="bold")
     for column, justify in (("name", "left"), ("op", "left"), ("output shape", "left"), ("rf", "right"),
                             ("stride", "right"), ("params", "right"), ("MACs", "right")):
@@ -64,7 +64,7 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
     for layer in shown:
         name = Text("  " * layer.depth + (layer.name or "(model)"))
         flag = " ⚠" if layer.aligned is False or any(rf is None for rf in layer.rf) else ""
-        table.add_row(name, layer.op + flag, "×".join(map(str, layer.output_shape)), _axes(layer.rf),
+        table.add_row(name, Text(layer.op + flag), "×".join(map(str, layer.output_shape)), _axes(layer.rf),
                       _stride(layer), _count(layer.params), _count(layer.macs))
     console.print(table)
     t = report.totals
@@ -74,20 +74,20 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
                   f"bias FLOPs {_count(t.bias_flops)}, peak activations {_bytes(t.peak_activation_bytes)}")
     out = report.output
     offset = _axes(["global" if rf == "global" else o for rf, o in zip(out.rf, out.offset)])
-    console.print(f"output: rf {_axes(out.rf)}, stride {_stride(out)}, offset {offset}")
+    console.print(Text(f"output: rf {_axes(out.rf)}, stride {_stride(out)}, offset {offset}"))
     for note in report.notes:
-        console.print(f"note: {note}", markup=False)
+        console.print(Text(f"note: {note}"))
     if report.diagnostics:
         console.print(f"diagnostics ({len(report.diagnostics)}):")
         for d in report.diagnostics[:MAX_DIAGNOSTICS]:
-            console.print(f"  {d.row or '(model)'}: {d.message}", markup=False)
+            console.print(Text(f"  {d.row or '(model)'}: {d.message}"))
         if len(report.diagnostics) > MAX_DIAGNOSTICS:
             console.print(f"  ... and {len(report.diagnostics) - MAX_DIAGNOSTICS} more (JSON holds them all)")
     flagged = [layer for layer in report if layer.aligned is False]
     for layer in flagged[:10]:
         for note in layer.notes:
             if note.startswith("misaligned"):
-                console.print(f"{layer.name}: {note}", markup=False)
+                console.print(Text(f"{layer.name}: {note}"))
 
 
 def render_zoo(reports: Mapping[str, Report], console: Console | None = None) -> None:
@@ -102,7 +102,7 @@ def render_zoo(reports: Mapping[str, Report], console: Console | None = None) ->
                          no_wrap=column != "what")
     for name, report in reports.items():
         out = report.output
-        table.add_row(name, "×".join(map(str, report.input_shape[1:])), "×".join(map(str, out.output_shape[1:])),
+        table.add_row(Text(name), "×".join(map(str, report.input_shape[1:])), "×".join(map(str, out.output_shape[1:])),
                       _axes(out.rf), _stride(out), _count(report.totals.params), _count(report.totals.macs),
                       ZOO[name].summary)
     console.print(table)
