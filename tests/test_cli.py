@@ -89,8 +89,9 @@ def test_file_and_module_callables(tmp_path):
 def test_bad_input_is_one_line_exit_2(args, message):
     done = run(*args)
     assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
+    *usage, line = done.stderr.strip().splitlines()
+    assert "error:" in line and message in line, done.stderr
+    assert all(u.startswith("usage:") or u.startswith(" ") for u in usage), done.stderr  # argparse's usage
     assert "Traceback" not in done.stderr
 
 

@@ -597,11 +597,13 @@ def _failure(e: BaseException, first_sentence: bool = False) -> str:
     return text + _in_module(where)
 
 
-def _in_module(where: tuple[str, str] | None) -> str:
-    """' in module 'a.b' (Conv2d)', ' in the model (Net)' or ''."""
+def _in_module(where: tuple[str, str, str] | None) -> str:
+    """' in module 'a.b' (Conv2d) on input 1x4x64x64', ' in the model (Net) on ...' or ''."""
     if where is None:
         return ""
-    return f" in module {where[0]!r} ({where[1]})" if where[0] else f" in the model ({where[1]})"
+    row, cls, shapes = where
+    text = f" in module {row!r} ({cls})" if row else f" in the model ({cls})"
+    return text + (f" on input {shapes}" if shapes else "")
 
 
 def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, meta: bool) -> Capture:
@@ -616,6 +618,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
     names = _module_names(model)
     calls: list[ModuleCall] = []
     open_calls: list[ModuleCall] = []
+    open_inputs: list[str] = []  # the tensor shapes each open call was given, for error messages
     seen: dict[str, int] = {}
 
     def pre_hook(module: nn.Module, args: Any) -> None:
@@ -628,12 +631,14 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                           not any(True for _ in module.children()), first_op=len(st.nodes))
         calls.append(call)
         open_calls.append(call)
+        open_inputs.append(", ".join("x".join(map(str, t.shape)) for t in _tensors(args)))
         st.scope.append(row)
 
     def post_hook(module: nn.Module, args: Any, output: Any) -> None:
         if names.get(id(module)) is None or not open_calls:
             return
         call = open_calls.pop()
+        open_inputs.pop()
         st.scope.pop()
         call.outputs = _output_refs(output, st)
         call.end_op = len(st.nodes)
@@ -654,12 +659,12 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                 out = model(x)
             output_ids = _output_refs(out, st)
         except SystemExit as e:
-            where = _where(open_calls)
+            where = _where(open_calls, open_inputs)
             raise ModelError(f"the model's code called sys.exit({e.code!r}){_in_module(where)}; convlens "
                              "needs a forward that returns") from None
         except Exception as e:
             with contextlib.suppress(AttributeError):
-                e._convlens_where = _where(open_calls)  # type: ignore[attr-defined]
+                e._convlens_where = _where(open_calls, open_inputs)  # type: ignore[attr-defined]
             raise
         finally:
             for h in handles:
@@ -681,9 +686,9 @@ def _recursion_room(module_depth: int):
         sys.setrecursionlimit(old)
 
 
-def _where(open_calls: list[ModuleCall]) -> tuple[str, str] | None:
-    """(row, class) of the innermost module call still running."""
-    return (open_calls[-1].name, open_calls[-1].type_name) if open_calls else None
+def _where(open_calls: list[ModuleCall], open_inputs: list[str]) -> tuple[str, str, str] | None:
+    """(row, class, its input shapes) of the innermost module call still running."""
+    return (open_calls[-1].name, open_calls[-1].type_name, open_inputs[-1]) if open_calls else None
 
 
 def _output_refs(output: Any, st: _State) -> list[tuple[str, int]]:

@@ -157,8 +157,12 @@ def _animate(args: argparse.Namespace) -> None:
     if suffix not in (".gif", ".png", ".svg", ".pdf"):
         raise ConvlensError(f"-o must end in .gif (animation) or .png/.svg/.pdf (still), got {args.output!r}")
     check_destination(args.output, "-o")
+    _only_for(args, "-o", "a still" if suffix != ".gif" else "a .gif",
+              {"--ms": ("a .gif",), "--max-frames": ("a .gif",)})
     if suffix == ".gif":
-        found = animate(spec, args.output, args.ms, max_frames=args.max_frames, max_cells=args.max_cells)
+        found = animate(spec, args.output, 600 if args.ms is None else args.ms,
+                        max_frames=MAX_FRAMES if args.max_frames is None else args.max_frames,
+                        max_cells=args.max_cells)
         print(f"{len(found)} frames, output {'x'.join(map(str, spec.output))}")
     else:
         still(spec, args.output, max_cells=args.max_cells)
@@ -170,12 +174,14 @@ def _plot(args: argparse.Namespace) -> None:
     if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
     check_destination(args.output, "-o")
+    _only_for(args, "--kind", args.kind, {"--layer": ("coverage", "erf", "checkerboard"),
+                                         "--unit": ("coverage", "erf"), "--samples": ("erf",)})
     if args.kind in ("coverage", "erf"):
         check_pixels(_pixels(_shape(args)), f"the {args.kind} figure's input-sized map", args.max_pixels)
     unit = None if args.unit is None else _parse_unit(args.unit)
     if args.kind == "erf":
         result = erf(build_model(model_factory(args.model), on_meta=False), _shape(args), layer=args.layer,
-                     unit=unit, samples=args.samples)
+                     unit=unit, samples=16 if args.samples is None else args.samples)
         figures.save_erf_figure(result, args.output)
         return
     report = _report(args)
@@ -187,6 +193,14 @@ def _plot(args: argparse.Namespace) -> None:
         figures.save_coverage_figure(report.coverage(args.layer, unit, max_pixels=args.max_pixels), args.output)
     else:
         figures.save_figure(figures.checkerboard_figure(report.checkerboard(args.layer)), args.output)
+
+
+def _only_for(args: argparse.Namespace, option: str, choice: str, applies: dict[str, tuple[str, ...]]) -> None:
+    """Refuse an option given where it would be ignored (``applies``: option -> the choices it is for)."""
+    for name, choices in applies.items():
+        given = getattr(args, name.lstrip("-").replace("-", "_"))
+        if given not in (None, "") and choice not in choices:
+            raise ConvlensError(f"{name} applies to {option} {', '.join(choices)} only, not {choice}")
 
 
 def _pixels(shape: tuple[int, ...]) -> int:
@@ -243,6 +257,8 @@ def _plan(args: argparse.Namespace) -> None:
 
 def _arith(args: argparse.Namespace) -> None:
     k, s, p, d = args.kernel, args.stride, args.padding, args.dilation
+    if args.what not in ("padding", "output-padding"):
+        _no_target(args)
     if args.what == "conv":
         print(arith.conv_output_size(args.input, k, s, p, d, ceil_mode=args.ceil_mode))
     elif args.what == "transposed":
@@ -255,6 +271,11 @@ def _arith(args: argparse.Namespace) -> None:
         print(arith.output_padding_for(args.input, _target(args), k, s, p, d))
     else:
         print(arith.unread_border(args.input, k, s, p, d))
+
+
+def _no_target(args: argparse.Namespace) -> None:
+    if args.target is not None:
+        raise ConvlensError(f"--target applies to convlens arith padding and output-padding, not {args.what}")
 
 
 def _target(args: argparse.Namespace) -> int:
@@ -273,21 +294,21 @@ def _model_args(p: argparse.ArgumentParser, layer: bool = True, unit: bool = Fal
         p.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
 
 
-def _count_arg(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``low`` (argparse reports anything else)."""
+def _count_arg(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (argparse reports anything else)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
         return value
     return parse
 
 
 def _max_pixels(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-pixels", type=_count_arg(1), default=MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_count_arg(1, 2**62), default=MAX_PIXELS,
                    help=f"refuse coverage maps of more input pixels (default {MAX_PIXELS:,})")
 
 
@@ -301,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's own, else 3x224x224)")
     a.add_argument("--batch", type=_count_arg(1), default=1, help="batch size N (default 1)")
     a.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    a.add_argument("--depth", type=_count_arg(0), default=DEFAULT_DEPTH,
+    a.add_argument("--depth", type=_count_arg(0, 10**6), default=DEFAULT_DEPTH,
                    help=f"table rows up to this module depth (default {DEFAULT_DEPTH}; JSON/CSV hold every row)")
     a.add_argument("-o", "--output", help="write to this file instead of stdout")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (table, plots, "
@@ -341,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--output-padding", default="0")
     n.add_argument("--dims", type=int, choices=(1, 2), default=2, help="axes when every size is one number "
                    "(default 2: --input 5 is 5x5)")
-    n.add_argument("--ms", type=int, default=600, help="milliseconds per frame, 10 to 60000 (default 600)")
-    n.add_argument("--max-frames", type=_count_arg(1), default=MAX_FRAMES,
+    n.add_argument("--ms", type=int, help="milliseconds per frame of a GIF, 10 to 60000 (default 600)")
+    n.add_argument("--max-frames", type=_count_arg(1),
                    help=f"refuse animations with more frames (default {MAX_FRAMES})")
     n.add_argument("--max-cells", type=_count_arg(1), default=MAX_CELLS,
                    help=f"refuse pictures with more grid cells, input and output (default {MAX_CELLS})")
@@ -352,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("plot", help="one figure: rf against depth, coverage, ERF, checkerboard or cost")
     _model_args(f, unit=True)
     f.add_argument("--kind", choices=("rf", "coverage", "erf", "checkerboard", "cost"), required=True)
-    f.add_argument("--samples", type=int, default=16, help="ERF samples (default 16)")
+    f.add_argument("--samples", type=int, help="ERF samples (--kind erf; default 16)")
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
     _max_pixels(f)
     f.set_defaults(run=_plot)

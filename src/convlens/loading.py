@@ -25,6 +25,9 @@ from .zoo import BUILTIN
 FORMS = "a built-in name, torchvision:NAME, timm:NAME, path/to/file.py:CALLABLE or package.module:CALLABLE"
 
 
+MAX_SIZE = 2**31 - 1
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): channels then 1 to 3 spatial sizes, no batch."""
     if not re.fullmatch(r"\s*\d+(\s*[x×,]\s*\d+){1,3}\s*", text or ""):
@@ -33,6 +36,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     shape = tuple(int(s) for s in re.split(r"[x×,]", text.replace(" ", "")))
     if any(s <= 0 for s in shape):
         raise ConvlensError(f"bad --input {text!r}: sizes must be positive")
+    if any(s > MAX_SIZE for s in shape):
+        raise ConvlensError(f"bad --input {text!r}: sizes must be at most {MAX_SIZE} (torch's index range)")
     return shape
 
 

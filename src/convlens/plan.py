@@ -131,7 +131,7 @@ def plan(rf: int, kernel: int = 3, *, channels: int = 64, max_layers: int | None
     rf x rf coverage map: rf^2 above ``max_pixels`` is refused before any work. Raises
     ``ConvlensError`` when no schedule fits the budgets.
     """
-    rf, kernel, channels = check_int(rf, "rf", 1), check_int(kernel, "kernel", 1), check_int(channels, "channels", 1)
+    rf, kernel, channels = check_int(rf, "rf", 1), check_int(kernel, "kernel", 1), check_int(channels, "channels", 1, 2**16)
     top = check_int(top, "top", 1, MAX_TOP)
     max_layers, max_params, map_size = (None if v is None else check_int(v, name, 1) for v, name in
                                         ((max_layers, "max_layers"), (max_params, "max_params"),

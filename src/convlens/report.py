@@ -226,10 +226,12 @@ class Report:
         unit = tuple(unit)
         if len(unit) != len(layer.axes) or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool)
                                                    for u in unit):
-            raise ConvlensError(f"{name!r}: give one integer index per spatial axis ({len(layer.axes)}), got {unit}")
+            raise ConvlensError(f"unit {unit} of {name or 'the output'}: give one integer index per spatial axis "
+                                f"({len(layer.axes)})")
         for a, (u, state) in enumerate(zip(unit, layer.axes)):
             if not 0 <= u < state.n:
-                raise ConvlensError(f"{name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
+                raise ConvlensError(f"unit {unit} of {name or 'the output'}: index {u} is outside 0..{state.n - 1} "
+                                    f"along axis {a}")
         if axes is not None and not all(isinstance(a, int) and 0 <= a < len(unit) for a in axes):
             raise ConvlensError(f"axes must be spatial axis indices 0..{len(unit) - 1}, got {axes}")
         window = layer.window(*unit)

@@ -53,7 +53,10 @@ class ConvSpec:
         k = max(len(g) for g in given)
         k = dims if k == 1 else k
         if k > 2:
-            raise ConvlensError("animations draw 1-D or 2-D convolutions")
+            sizes = ", ".join(f"--{n} {'x'.join(map(str, g))}" for n, g in
+                              zip(("input", "kernel", "stride", "padding", "dilation", "output-padding"), given)
+                              if len(g) > 2)
+            raise ConvlensError(f"animations draw 1-D or 2-D convolutions: give 1 or 2 sizes, got {sizes}")
 
         def per(v, name, lo):
             t = axes(v)
