@@ -580,7 +580,7 @@ def _meta_limitation(e: Exception) -> bool:
     data, a meta tensor met with a real one) rather than the model's own (a shape mismatch, its
     exception): only then can a real run succeed where the meta run failed."""
     return (any(c.__name__ in _META_LIMITS for c in type(e).__mro__)
-            or "meta" in str(e).lower() and not isinstance(e, RecursionError))
+            or "meta" in str(e).lower())
 
 
 def _failure(e: BaseException, first_sentence: bool = False) -> str:
@@ -618,7 +618,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
     names = _module_names(model)
     calls: list[ModuleCall] = []
     open_calls: list[ModuleCall] = []
-    open_inputs: list[str] = []  # the tensor shapes each open call was given, for error messages
+    open_inputs: list[Any] = []  # the arguments of each open call, for error messages
     seen: dict[str, int] = {}
 
     def pre_hook(module: nn.Module, args: Any) -> None:
@@ -631,7 +631,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                           not any(True for _ in module.children()), first_op=len(st.nodes))
         calls.append(call)
         open_calls.append(call)
-        open_inputs.append(", ".join("x".join(map(str, t.shape)) for t in _tensors(args)))
+        open_inputs.append(args)
         st.scope.append(row)
 
     def post_hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -686,9 +686,12 @@ def _recursion_room(module_depth: int):
         sys.setrecursionlimit(old)
 
 
-def _where(open_calls: list[ModuleCall], open_inputs: list[str]) -> tuple[str, str, str] | None:
+def _where(open_calls: list[ModuleCall], open_inputs: list[Any]) -> tuple[str, str, str] | None:
     """(row, class, its input shapes) of the innermost module call still running."""
-    return (open_calls[-1].name, open_calls[-1].type_name, open_inputs[-1]) if open_calls else None
+    if not open_calls:
+        return None
+    shapes = ", ".join("x".join(map(str, t.shape)) for t in _tensors(open_inputs[-1]))
+    return open_calls[-1].name, open_calls[-1].type_name, shapes
 
 
 def _output_refs(output: Any, st: _State) -> list[tuple[str, int]]:

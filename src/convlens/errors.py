@@ -19,7 +19,7 @@ class ModelError(ConvlensError):
     names the user's exception type and text, and where it happened."""
 
 
-class NeedsRealWeights(ModelError):
+class NeedsRealWeights(ConvlensError):
     """A model whose weights are on the meta device runs an op that meta tensors cannot run; only a
     copy with real weights can be analyzed (the CLI then builds one)."""
 

@@ -25,7 +25,7 @@ def check_destination(path: str | os.PathLike | None, option: str = "-o") -> Pat
     temporary file in it, as :func:`atomic_output` will."""
     if path is None:
         return None
-    text = os.fspath(path)
+    text = _text(path, option)
     if not text.strip():
         raise ConvlensError(f"{option} is empty: give a file name")
     p = Path(text)
@@ -52,7 +52,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same suffix (so writers that pick a format by
     suffix pick the same one); when the block succeeds, rename it over ``path``, else remove it. An
     ``OSError`` (a full disk, a folder that went away) becomes one ``ConvlensError`` line."""
-    p = Path(path)
+    p = check_destination(path, "the output path")
     if _is_device(p):
         try:
             yield p
@@ -80,6 +80,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """``text`` into ``path`` (UTF-8), atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _text(path: object, option: str) -> str:
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise ConvlensError(f"{option} must be a file path, got {type(path).__name__}") from None
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    return text
 
 
 def _is_device(p: Path) -> bool:
