@@ -20,19 +20,20 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+from rich.console import Console
 
 from . import arith
 from .api import analyze
-from .erf import erf
-from .shift import shift_check
 from .coverage import MAX_PIXELS, check_pixels
+from .erf import erf
 from .errors import ConvlensError, NeedsRealWeights, first_line
 from .loading import FORMS, build_model, model_factory, parse_shape
 from .plan import plan
-from .render import DEFAULT_DEPTH, render_plan, render_table, render_zoo
-from .render.animate import MAX_CELLS, MAX_FRAMES
+from .render import DEFAULT_DEPTH, figures, render_plan, render_table, render_zoo
+from .render.animate import MAX_CELLS, MAX_FRAMES, ConvSpec, animate, still
 from .render.files import atomic_output, check_destination, write_text
 from .report import Report
+from .shift import shift_check
 from .zoo import DEFAULT_INPUT, DEFAULT_MODEL, ZOO, survey
 
 
@@ -60,7 +61,6 @@ def _analyze(args: argparse.Namespace) -> None:
         report.save_html(args.html)
     if args.format == "table":
         if args.output:
-            from rich.console import Console
             with atomic_output(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 render_table(report, depth=args.depth, console=Console(file=f, width=160))
         else:
@@ -96,8 +96,7 @@ def _coverage(args: argparse.Namespace) -> None:
     elif suffix == ".json":
         write_text(args.output, json.dumps(cov.to_dict(), indent=2) + "\n")
     else:
-        from .render.figures import save_coverage_figure
-        save_coverage_figure(cov, args.output)
+        figures.save_coverage_figure(cov, args.output)
     print(summary)
     for note in cov.notes:
         print(f"note: {note}")
@@ -122,8 +121,7 @@ def _erf(args: argparse.Namespace) -> None:
     elif suffix == ".json":
         write_text(args.output, text)
     else:
-        from .render.figures import save_erf_figure
-        save_erf_figure(result, args.output)
+        figures.save_erf_figure(result, args.output)
     print(f"{args.layer or 'output'} unit {result.unit}: ERF std per axis "
           f"{', '.join(f'{s:.2f}' for s in result.std)} px, 99 % of the mass within radius "
           f"{', '.join(map(str, result.radius[0.99]))}, rf {'x'.join(map(str, result.rf))}")
@@ -143,8 +141,6 @@ def _shift(args: argparse.Namespace) -> None:
 
 
 def _animate(args: argparse.Namespace) -> None:
-    from .render.animate import ConvSpec, animate, still  # matplotlib: only when drawing
-
     def sizes(text: str, name: str):
         try:
             return tuple(int(x) for x in str(text).lower().replace("×", "x").split("x"))
@@ -170,7 +166,6 @@ def _animate(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from .render import figures
     if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
     check_destination(args.output, "-o")
@@ -237,7 +232,7 @@ unread:    real border pixels on the far side that the stride never reads
 def _zoo(args: argparse.Namespace) -> None:
     reports = survey(args.names or None)
     if args.format == "table":
-        render_zoo(reports)
+        render_zoo(reports, {name: ZOO[name].summary for name in reports})
         return
     rows = [{"name": name, "summary": ZOO[name].summary, "source": ZOO[name].source,
              "input_shape": list(ZOO[name].input_shape), "output_shape": list(r.output.output_shape[1:]),

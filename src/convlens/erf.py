@@ -17,15 +17,19 @@ from __future__ import annotations
 import contextlib
 import numbers
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .api import analyze
 from .errors import ConvlensError, ModelError, check_input_shape, check_int, first_line
-from .modelstate import check_model, model_dtype, preserved
+from .modelstate import check_model, evaluated, model_dtype
 
 QUANTILES = (0.5, 0.9, 0.99)
 MAX_SAMPLES = 10**7
@@ -169,15 +173,6 @@ class LayerOutput:
         return self.got
 
 
-@contextlib.contextmanager
-def _eval(model: nn.Module):
-    """The model in eval mode; afterwards its modules' attributes, caches and training flags are as
-    they were (:func:`convlens.modelstate.preserved`)."""
-    with preserved(model):
-        model.eval()
-        yield
-
-
 def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, unit: Sequence[int] | None = None,
         samples: int = 16, inputs: Any = None, *, batch_size: int = 8, seed: int = 0,
         progress: bool | None = None, device: torch.device | str | None = None) -> ERFResult:
@@ -190,8 +185,6 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     progress bar (default: when there is more than one batch and stderr is a terminal). When
     ``torch.distributed`` is initialized the map is averaged over every rank's samples.
     """
-    from .api import analyze  # the theoretical rf (and the row's shape) on meta
-
     check_model(model, "erf", real=True)
     samples = check_int(samples, "samples", 1, MAX_SAMPLES)
     batch_size = check_int(batch_size, "batch_size", 1)
@@ -215,7 +208,7 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     count = 0
     n_batches = -(-samples // batch_size)
     show = progress if progress is not None else (n_batches > 1 and _stderr_is_terminal())
-    with _eval(model), LayerOutput(model, layer or "") as capture, _progress(show, n_batches) as advance:
+    with evaluated(model), LayerOutput(model, layer or "") as capture, _progress(show, n_batches) as advance:
         for x in _batches(inputs, shape, samples, batch_size, dtype, seed):
             if tuple(x.shape[1:]) != shape[1:]:
                 raise ConvlensError(f"an input batch has shape {tuple(x.shape)}, not (B, {shape[1:]})")
@@ -238,7 +231,6 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
 
 
 def _stderr_is_terminal() -> bool:
-    import sys
     return sys.stderr.isatty()
 
 
@@ -247,9 +239,6 @@ def _progress(show: bool, total: int):
     if not show:
         yield lambda: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     columns = (TextColumn("ERF"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("erf", total=total)

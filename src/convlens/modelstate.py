@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from .errors import ConvlensError
 
+
 def check_model(model: Any, entry: str, real: bool = False) -> nn.Module:
     """``model`` if convlens can run it: an ``nn.Module``, not TorchScript (whose submodules run out of
     sight of hooks and dispatch), with real weights when ``real`` (the ERF and the shift check run it)."""
@@ -126,3 +127,12 @@ def preserved(model: nn.Module) -> Iterator[None]:
             yield
     finally:
         snapshot.restore()
+
+
+@contextlib.contextmanager
+def evaluated(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode; afterwards its modules' attributes, caches and training flags are as
+    they were (:func:`preserved`). For the real runs of the ERF and the shift check."""
+    with preserved(model):
+        model.eval()
+        yield model

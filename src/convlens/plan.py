@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from .api import analyze
 from .coverage import MAX_PIXELS, check_pixels
 from .errors import ConvlensError, check_int
 
@@ -85,8 +86,6 @@ def stack(dilations: tuple[int, ...], kernel: int, channels: int = 1) -> nn.Sequ
 
 def measure(dilations: tuple[int, ...], kernel: int, channels: int = 64) -> Schedule:
     """rf, parameters and the centre unit's coverage of one schedule, from ``convlens.analyze``."""
-    from .api import analyze
-
     rf = 1 + (kernel - 1) * sum(dilations)
     with torch.device("meta"):
         model = stack(dilations, kernel, channels)

@@ -20,14 +20,16 @@ import numbers
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from .checkerboard import Checkerboard, checkerboard
-from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage
+from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage, forward_profiles
 from .diagnostics import Diagnostic
-from .gridding import Gridding, dilated_runs, verdict
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Part, Unknown
+from .gridding import Gridding, dilated_runs, verdict
 
 Window = tuple[int, int]
 
@@ -241,6 +243,19 @@ class Report:
                          f"the coverage of {name or 'the output'} unit {unit}", max_pixels)
         cap, geoms, sources = self.graph
         return coverage(cap, geoms, sources, layer.tensor, unit, name, axes)
+
+    def axis_profiles(self, axis: int, units: Mapping[int | str, Sequence[int]]) -> dict[int | str, np.ndarray]:
+        """For many rows at once (keys: row numbers or names, as ``report[key]``), path counts along
+        input ``axis`` alone (as :meth:`coverage` with ``axes=[axis]``) of some of their units:
+        ``{key: counts[len(units), N]}`` (float64; zeros exact). Rows that are not local along every
+        axis are left out."""
+        if self.graph is None:
+            raise ConvlensError("this report carries no graph (it was not made by convlens.analyze)")
+        cap, geoms, sources = self.graph
+        tensors = {key: self[key].tensor for key in units}
+        wanted = {tid: list(units[key]) for key, tid in tensors.items() if tid is not None}
+        found = forward_profiles(cap, geoms, sources, axis, wanted)
+        return {key: found[tid] for key, tid in tensors.items() if tid in found}
 
     def gridding(self, name: str) -> Gridding:
         """Holes in what row ``name``'s centre unit sees, with the runs of dilated convs feeding it and

@@ -13,7 +13,6 @@ Like :mod:`convlens.erf` this runs the real model (in ``eval()`` mode, restored 
 from __future__ import annotations
 
 import numbers
-
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Sequence
@@ -22,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .erf import MAX_SEED, LayerOutput, _eval
+from .api import analyze
+from .erf import MAX_SEED, LayerOutput
 from .errors import ConvlensError, check_input_shape, check_int
-from .modelstate import check_model, model_dtype
 from .geometry import Local
+from .modelstate import check_model, evaluated, model_dtype
 
 DEFAULT_TOL = 1e-4
 
@@ -78,8 +78,6 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
                 *, seed: int = 0, tol: float = DEFAULT_TOL) -> ShiftResult:
     """Shift the input by 1 .. ``shift`` pixels (or the given shifts) along each axis and measure how the
     output of ``layer`` (default: the model's output) follows (see the module doc)."""
-    from .api import analyze
-
     check_model(model, "shift_check", real=True)
     shape = check_input_shape(input_shape)
     seed = check_int(seed, "seed", 0, MAX_SEED)
@@ -99,7 +97,7 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
     results = []
-    with _eval(model):
+    with evaluated(model):
         base = _run(model, x, name)
         _check_finite(base, name)
         for a in range(k):

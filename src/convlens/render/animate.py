@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import ConvlensError, check_int
-from .figures import _pyplot, save_figure_file
+from .figures import pyplot, save_figure_file
 from .files import atomic_output
 
 REAL, PAD, TAP, OUT, OUT_CELL, ZERO = "#9ecae1", "#e5e5e5", "#f28e2b", "#c7e9c0", "#d62728", "#ffffff"
@@ -162,7 +162,7 @@ def _grid(ax, origin, shape, colors, label):
 
 
 def _draw(spec: ConvSpec, frame: Frame | None):
-    plt = _pyplot()
+    plt = pyplot()
     two = len(spec.input) == 2
     pads = spec.padding
     # a transposed conv is drawn on its zero-inserted input: s - 1 zeros between cells, d(k - 1) - p
@@ -235,7 +235,7 @@ def animate(spec: ConvSpec, path: str | Path, ms_per_frame: int = 600, *, max_fr
     from PIL import Image
     ms_per_frame = check_int(ms_per_frame, "ms_per_frame (--ms)", 10, 60_000)
     check_size(spec, True, max_frames, max_cells)
-    plt = _pyplot()
+    plt = pyplot()
     found = list(frames(spec))
 
     def image(frame: Frame):

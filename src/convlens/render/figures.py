@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..coverage import CoverageResult
-from ..erf import ERFResult
 from ..errors import ConvlensError
 from .files import atomic_output
 
+if TYPE_CHECKING:
+    from ..erf import ERFResult
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (matplotlib is optional: the ``plot`` extra)."""
     try:
         import matplotlib
     except ImportError:
@@ -45,7 +49,7 @@ def save_figure_file(fig, path: str | Path) -> None:
         with atomic_output(path) as tmp:
             fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or None)
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
 
 
 def save_coverage_figure(cov: CoverageResult, path: str | Path) -> None:
@@ -74,7 +78,7 @@ def save_map_figure(counts: np.ndarray, path: str | Path, title: str, label: str
                     box: tuple[tuple[int, int], ...] | None, mask_zero: bool) -> None:
     """A map over the input grid: a bar chart for 1-D inputs, an image with ``box`` outlined for
     2-D ones, the slice through the box's centre along the first axis for 3-D ones."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8 if counts.ndim > 1 else 3.2), dpi=120)
     if counts.ndim == 3:
         z = (box[0][0] + box[0][1]) // 2 if box is not None else counts.shape[0] // 2
@@ -104,7 +108,7 @@ def save_map_figure(counts: np.ndarray, path: str | Path, title: str, label: str
 def rf_figure(report):
     """rf per axis against the leaf modules in call order (log scale), input sizes dashed; None when
     no row has a local rf."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [layer.name for layer in report]
     leaves = [layer for layer in report if layer.depth > 0 and not any(n.startswith(layer.name + ".") for n in names)]
     points = [(i, layer) for i, layer in enumerate(leaves) if any(isinstance(r, int) for r in layer.rf)]
@@ -126,7 +130,7 @@ def rf_figure(report):
 
 def cost_figure(report, top: int = 20):
     """MACs of the (up to ``top``) costliest top-level modules; None when nothing costs MACs."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted([layer for layer in report if layer.depth == 1 and layer.macs > 0], key=lambda x: x.macs,
                   reverse=True)[:top]
     if not rows:
@@ -141,7 +145,7 @@ def cost_figure(report, top: int = 20):
 
 def checkerboard_figure(cb):
     """Overlap counts over one period of output phases (the grid for 2-D rows, bars for 1-D)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=100)
     if cb.grid is not None and cb.grid.ndim == 2:
         image = ax.imshow(cb.grid, cmap="viridis", interpolation="nearest")

@@ -2,7 +2,7 @@
 little inline JavaScript for sorting, filtering, collapsing by depth and redrawing the coverage map.
 
 Coverage in the report: for every row local along every axis, the per-axis path counts
-(:func:`convlens.coverage.forward_profiles`) of up to ``MAX_UNITS`` units per axis, quantised to
+(:meth:`convlens.Report.axis_profiles`) of up to ``MAX_UNITS`` units per axis, quantised to
 0..255 per unit (zero stays zero, so holes are exact). The map drawn for a unit is the product of its
 per-axis profiles: exact for separable networks, and its support is the unit's window along each
 axis. Inputs longer than ``MAX_INPUT`` along an axis are drawn without coverage (too large to embed).
@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..coverage import forward_profiles
 from ..errors import ConvlensError
 from ..geometry import Local
 from ..report import Report
-from .figures import cost_figure, rf_figure
+from .figures import cost_figure, pyplot, rf_figure
 from .files import write_text
-from .table import _axes, _bytes, _count, _stride
+from .format import axes_text, bytes_text, count_text, stride_text
 
 MAX_UNITS = 16
 MAX_INPUT = 1024
@@ -46,24 +45,19 @@ def _sampled(n: int) -> list[int]:
 
 def _profiles(report: Report) -> dict[str, Any]:
     """Row index -> per axis {units, data (base64 uint8, len(units) x N)}."""
-    cap, geoms, sources = report.graph
     input_size = report.input_shape[2:]
     if any(n > MAX_INPUT for n in input_size) or len(input_size) > 2:
         return {}
-    rows = {i: layer for i, layer in enumerate(report) if layer.tensor is not None
-            and all(isinstance(s, Local) for s in layer.axes)}
+    rows = [i for i, layer in enumerate(report) if layer.tensor is not None
+            and all(isinstance(s, Local) for s in layer.axes)]
     found: dict[str, Any] = {}
     for a in range(len(input_size)):
-        wanted = {layer.tensor: _sampled(layer.axes[a].n) for layer in rows.values()}
-        prof = forward_profiles(cap, geoms, sources, a, wanted)
-        for i, layer in rows.items():
-            counts = prof.get(layer.tensor)
-            if counts is None:
-                continue
+        wanted = {i: _sampled(report[i].axes[a].n) for i in rows}
+        for i, counts in report.axis_profiles(a, wanted).items():
             peak = counts.max(axis=1, keepdims=True)
             q = np.where(counts > 0, np.ceil(255 * counts / np.where(peak > 0, peak, 1)), 0).astype(np.uint8)
-            found.setdefault(str(i), {})[str(a)] = {"units": wanted[layer.tensor],
-                                                   "data": base64.b64encode(q.tobytes()).decode("ascii")}
+            found.setdefault(str(i), {})[str(a)] = {"units": wanted[i],
+                                                    "data": base64.b64encode(q.tobytes()).decode("ascii")}
     return found
 
 
@@ -79,19 +73,18 @@ def _inline(fig) -> str | None:
     """A figure as inline SVG (closed afterwards); None stays None."""
     if fig is None:
         return None
-    from .figures import _pyplot
     svg = _svg(fig)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return svg
 
 
 def _row(i: int, layer) -> dict[str, Any]:
     return {"i": i, "name": layer.name, "label": layer.name or "(model)", "op": layer.op, "depth": layer.depth,
-            "shape": "×".join(map(str, layer.output_shape)), "rf": _axes(layer.rf),
+            "shape": "×".join(map(str, layer.output_shape)), "rf": axes_text(layer.rf),
             "rf_max": max((r for r in layer.rf if isinstance(r, int)), default=-1),
-            "stride": _stride(layer), "params": layer.params, "params_text": _count(layer.params),
-            "macs": layer.macs, "macs_text": _count(layer.macs), "bytes": layer.activation_bytes,
-            "bytes_text": _bytes(layer.activation_bytes), "notes": layer.notes,
+            "stride": stride_text(layer), "params": layer.params, "params_text": count_text(layer.params),
+            "macs": layer.macs, "macs_text": count_text(layer.macs), "bytes": layer.activation_bytes,
+            "bytes_text": bytes_text(layer.activation_bytes), "notes": layer.notes,
             "flag": layer.aligned is False or any(r is None for r in layer.rf)}
 
 
@@ -105,9 +98,9 @@ def render_html(report: Report, erf=None, compact: bool = False) -> str:
                     "i": index.get(d.row, index.get(d.row + "[0]"))} for d in report.diagnostics]
     t = report.totals
     summary = {"model": report.model, "input": "x".join(map(str, report.input_shape)),
-               "output_stride": _axes([("global" if r == "global" else s) for r, s in zip(out.rf, out.stride)]),
-               "rf": _axes(out.rf), "params": _count(t.params), "macs": _count(t.macs),
-               "peak": _bytes(t.peak_activation_bytes), "rows": len(report)}
+               "output_stride": axes_text([("global" if r == "global" else s) for r, s in zip(out.rf, out.stride)]),
+               "rf": axes_text(out.rf), "params": count_text(t.params), "macs": count_text(t.macs),
+               "peak": bytes_text(t.peak_activation_bytes), "rows": len(report)}
     data = {"rows": [{k: r[k] for k in ("i", "name", "label", "depth", "shape", "rf")} for r in rows],
             "input": list(report.input_shape[2:])}
     if compact:

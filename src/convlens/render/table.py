@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..plan import PlanResult
-from ..report import Layer, Report
+from ..report import Report
+from .format import axes_text, bytes_text, count_text, stride_text
+
+if TYPE_CHECKING:
+    from ..plan import PlanResult
 
 MAX_DIAGNOSTICS = 20
 DEFAULT_DEPTH = 2
 """Rows shown by default: the model, its children and grandchildren (ResNet blocks, VGG stages'
 layers). JSON and CSV always hold every row."""
-
-
-def _axes(values, sep: str = "×") -> str:
-    def one(v) -> str:
-        if v is None:
-            return "?"
-        if isinstance(v, Fraction):
-            return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
-        return str(v)
-    return sep.join(one(v) for v in values)
-
-
-def _count(n: int) -> str:
-    for unit, size in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
-def _bytes(n: int) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def _stride(layer: Layer) -> str:
-    return _axes(["global" if rf == "global" else s for rf, s in zip(layer.rf, layer.stride)])
 
 
 def _console() -> Console:
@@ -64,17 +39,17 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
     for layer in shown:
         name = Text("  " * layer.depth + (layer.name or "(model)"))
         flag = " ⚠" if layer.aligned is False or any(rf is None for rf in layer.rf) else ""
-        table.add_row(name, Text(layer.op + flag), "×".join(map(str, layer.output_shape)), _axes(layer.rf),
-                      _stride(layer), _count(layer.params), _count(layer.macs))
+        table.add_row(name, Text(layer.op + flag), "×".join(map(str, layer.output_shape)), axes_text(layer.rf),
+                      stride_text(layer), count_text(layer.params), count_text(layer.macs))
     console.print(table)
     t = report.totals
     console.print(f"rows shown: {len(shown)} of {len(report)} (depth <= {depth})" if depth is not None
                   else f"rows: {len(report)}")
-    console.print(f"total: params {_count(t.params)}, MACs {_count(t.macs)}, FLOPs {_count(t.flops)}, "
-                  f"bias FLOPs {_count(t.bias_flops)}, peak activations {_bytes(t.peak_activation_bytes)}")
+    console.print(f"total: params {count_text(t.params)}, MACs {count_text(t.macs)}, FLOPs {count_text(t.flops)}, "
+                  f"bias FLOPs {count_text(t.bias_flops)}, peak activations {bytes_text(t.peak_activation_bytes)}")
     out = report.output
-    offset = _axes(["global" if rf == "global" else o for rf, o in zip(out.rf, out.offset)])
-    console.print(Text(f"output: rf {_axes(out.rf)}, stride {_stride(out)}, offset {offset}"))
+    offset = axes_text(["global" if rf == "global" else o for rf, o in zip(out.rf, out.offset)])
+    console.print(Text(f"output: rf {axes_text(out.rf)}, stride {stride_text(out)}, offset {offset}"))
     for note in report.notes:
         console.print(Text(f"note: {note}"))
     if report.diagnostics:
@@ -90,10 +65,9 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
                 console.print(Text(f"{layer.name}: {note}"))
 
 
-def render_zoo(reports: Mapping[str, Report], console: Console | None = None) -> None:
-    """One row per zoo model: its input, output, the output's rf and stride, params and MACs."""
-    from ..zoo import ZOO
-
+def render_zoo(reports: Mapping[str, Report], summaries: Mapping[str, str], console: Console | None = None) -> None:
+    """One row per zoo model: its input, output, the output's rf and stride, params, MACs and
+    ``summaries[name]``."""
     console = console or _console()
     table = Table(title="convlens zoo (random weights; every name works as MODEL)", title_justify="left",
                   header_style="bold")
@@ -103,8 +77,8 @@ def render_zoo(reports: Mapping[str, Report], console: Console | None = None) ->
     for name, report in reports.items():
         out = report.output
         table.add_row(Text(name), "×".join(map(str, report.input_shape[1:])), "×".join(map(str, out.output_shape[1:])),
-                      _axes(out.rf), _stride(out), _count(report.totals.params), _count(report.totals.macs),
-                      ZOO[name].summary)
+                      axes_text(out.rf), stride_text(out), count_text(report.totals.params),
+                      count_text(report.totals.macs), Text(summaries.get(name, "")))
     console.print(table)
 
 
@@ -118,7 +92,7 @@ def render_plan(result: PlanResult, console: Console | None = None) -> None:
         table.add_column(column, justify="left" if column in ("", "dilations") else "right")
     rows = [(str(i), s) for i, s in enumerate(result.schedules, start=1)] + [("exp.", result.exponential)]
     for label, s in rows:
-        table.add_row(label, ", ".join(map(str, s.dilations)), str(s.layers), str(s.rf), _count(s.params),
+        table.add_row(label, ", ".join(map(str, s.dilations)), str(s.layers), str(s.rf), count_text(s.params),
                       f"{s.covered} / {s.pixels}")
     console.print(table)
     console.print("every schedule's coverage is measured with convlens's coverage map; 'exp.' is the plain "

@@ -6,14 +6,14 @@ source); every name also works as MODEL on the command line. ``convlens zoo`` li
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import torch
 
+from ..api import analyze
+from ..errors import ConvlensError
+from ..report import Report
 from . import deeplab, dilation, drn, segnet, tcn, unet, wavenet
 from .dilation import dilated_vgg16_voc
 from .registry import ZooModel, entries
-
-if TYPE_CHECKING:
-    from ..report import Report
 
 _MODULES = (dilation, wavenet, tcn, unet, segnet, drn, deeplab)
 ZOO: dict[str, ZooModel] = entries(*(e for m in _MODULES for e in m.ENTRIES))
@@ -27,13 +27,8 @@ __all__ = ["BUILTIN", "DEFAULT_INPUT", "DEFAULT_MODEL", "ZOO", "ZooModel", "dila
 def survey(names: list[str] | None = None) -> dict[str, Report]:
     """Each zoo model (all by default) built on the meta device and analyzed at its default input
     (batch 1): nothing is allocated, so the whole zoo takes seconds."""
-    import torch
-
-    from ..api import analyze
-
     unknown = sorted(set(names or []) - set(ZOO))
     if unknown:
-        from ..errors import ConvlensError
         raise ConvlensError(f"no zoo model {', '.join(unknown)}; the zoo has {', '.join(ZOO)}")
     reports = {}
     for name in names or list(ZOO):
