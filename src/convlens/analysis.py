@@ -22,6 +22,7 @@ from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
                        Part, Unknown, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
+from .rules.registry import Channels
 from .rules.plans import axes_of, broadcast, identity, plain
 from .rules.registry import Dim
 
@@ -60,7 +61,8 @@ class GraphGeometry:
     costs: dict[int, Cost]  # node index -> cost
     misaligned: dict[int, list[Misalignment]]  # node index -> merges that do not align
     merges: set[int]  # node indices where several local inputs meet
-    unsupported: dict[str, int] = field(default_factory=dict)  # op name -> number of calls
+    no_rule: dict[str, int] = field(default_factory=dict)  # op without a geometry rule -> number of calls
+    untracked: dict[str, int] = field(default_factory=dict)  # "op (why)" -> number of calls
     sources: dict[tuple[int, int], list[Source]] = field(default_factory=dict)  # (tensor, axis) -> local sources
 
 
@@ -125,7 +127,8 @@ class GraphWalk:
         self.gctx: dict[int, bool] = {}
         self.producers: dict[int, OpNode] = {}
         self.plans: dict[int, Plan] = {}  # output tensor id -> plan
-        self.unsupported: dict[str, int] = {}
+        self.no_rule: dict[str, int] = {}  # op name -> calls
+        self.untracked: dict[str, int] = {}  # "op (why)" -> calls
         self.demand: dict[tuple[int, int], tuple[int, int]] = {}
         self.local: dict[int, list[Local | None]] = {}
         self.misaligned: dict[int, list[Misalignment]] = {}
@@ -187,8 +190,8 @@ class GraphWalk:
             return [Plan(dims=tuple(plain(s) for s in shape), constant=True) for shape in outs]
         rule = GEOMETRY.get(key_of(node.op))
         if rule is None:
-            self.unsupported[node.name] = self.unsupported.get(node.name, 0) + 1
-            return [Plan(dims=tuple(plain(s) for s in shape), unsupported="no rule") for shape in outs]
+            self.no_rule[node.name] = self.no_rule.get(node.name, 0) + 1
+            return [Plan(dims=tuple(plain(s) for s in shape), no_rule=True) for shape in outs]
         result = rule(self._context(node))
         plans = list(result) if isinstance(result, list) else [result] * len(outs)
         return [p if p is not None else Plan(dims=tuple(plain(s) for s in shape), constant=True)
@@ -199,8 +202,8 @@ class GraphWalk:
         seen = self._untracked_calls.setdefault(label, set())
         if node.index not in seen:
             seen.add(node.index)
-            if label != node.name:
-                self.unsupported[label] = self.unsupported.get(label, 0) + 1
+            if label != node.name:  # (an op without a rule is counted in no_rule)
+                self.untracked[label] = self.untracked.get(label, 0) + 1
         return Unknown(frozenset({label}))
 
     def _resolve(self, node: OpNode, tid: int, plan: Plan) -> None:
@@ -216,8 +219,8 @@ class GraphWalk:
             live = [t for t, s in states.items() if not isinstance(s, Constant)]
             if plan.constant or not live:
                 kinds.append(CONSTANT)
-            elif plan.unsupported:
-                label = op if plan.unsupported == "no rule" else f"{op} ({plan.unsupported})"
+            elif plan.no_rule or plan.unsupported:
+                label = op if plan.no_rule else f"{op} ({plan.unsupported})"
                 kinds.append(Unknown(unknown | {label}))
                 self._untracked(label, node)
             elif unknown:
@@ -264,7 +267,7 @@ class GraphWalk:
         self.kinds[tid] = kinds
         self.gctx[tid] = gctx and has_local
         self.plans[tid] = plan
-        if plan.channels == "split" or (plan.channels == "keep" and any(t in self._split for t in ins)):
+        if plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP and any(t in self._split for t in ins)):
             self._split.add(tid)
         for a, s in enumerate(kinds):  # a first reach (spans unknown yet: it may miss positions, never add)
             if isinstance(s, Global):
@@ -515,7 +518,7 @@ class GraphWalk:
         for node in self.cap.nodes:
             rule = COST.get(key_of(node.op))
             costs[node.index] = rule(self._context(node)) if rule is not None else Cost()
-        return GraphGeometry(geoms, costs, self.misaligned, self.merges, self.unsupported, self._sources)
+        return GraphGeometry(geoms, costs, self.misaligned, self.merges, self.no_rule, self.untracked, self._sources)
 
 
 def walk(cap: Capture) -> GraphGeometry:

@@ -55,17 +55,17 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
     notes = []
     if cap.fallback:
         notes.append(cap.fallback)
-    for op, count in sorted(graph.unsupported.items()):
+    for op, count in sorted({**graph.no_rule, **graph.untracked}.items()):
         calls = f"{count} call{'s' if count > 1 else ''}"
-        if "(" in op:
-            notes.append(f"untracked: {op}, {calls}: the axes it touches are unknown")
-        else:
+        if op in graph.no_rule:
             notes.append(f"no geometry rule for {op} ({calls}): the axes it touches are unknown")
+        else:
+            notes.append(f"untracked: {op}, {calls}: the axes it touches are unknown")
     params = sum(p.numel() for p in model.parameters())
     totals = Totals(params=params, macs=sum(c.macs for c in graph.costs.values()),
                     bias_flops=sum(c.bias_flops for c in graph.costs.values()),
                     peak_activation_bytes=peak_activation_bytes(cap))
-    return Report(name or type(model).__name__, shape, layers, totals, notes, dict(graph.unsupported),
+    return Report(name or type(model).__name__, shape, layers, totals, notes, {**graph.no_rule, **graph.untracked},
                   backend="cpu" if cap.fallback else "meta", graph=(cap, graph.geoms, graph.sources),
                   diagnostics=diagnostics)
 

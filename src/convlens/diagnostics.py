@@ -23,6 +23,7 @@ from .capture import Capture, OpNode
 from .checkerboard import FIX
 from .geometry import Local
 from .gridding import describe, dilated_runs, verdict
+from .rules.registry import key_of, register_into
 
 aten = torch.ops.aten
 
@@ -67,11 +68,9 @@ OP_CHECKS: dict[Any, OpCheck] = {}
 
 
 def register_check(*ops: Any) -> Callable[[OpCheck], OpCheck]:
-    def decorator(fn: OpCheck) -> OpCheck:
-        for op in ops:
-            OP_CHECKS[op] = fn
-        return fn
-    return decorator
+    """Decorator: a per-op diagnostic for the given aten packets (a key registered twice is refused,
+    as for the geometry and cost rules)."""
+    return register_into(OP_CHECKS, list(ops), "diagnostic")
 
 
 def _ints(value: Any, k: int, default: Any = None) -> list[int]:
@@ -174,7 +173,7 @@ def op_diagnostics(cap: Capture, row_of: dict[int, str]) -> list[Diagnostic]:
     """Every op-level check over the captured ops; ``row_of`` maps a node index to its row."""
     found = []
     for node in cap.nodes:
-        check = OP_CHECKS.get(getattr(node.op, "overloadpacket", node.op))
+        check = OP_CHECKS.get(key_of(node.op))
         if check is None:
             continue
         for kind, message, data in check(node, cap):

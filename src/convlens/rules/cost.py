@@ -12,8 +12,7 @@ from math import prod
 
 import torch
 
-from ..capture import SDPA as SDPA_WHOLE
-from .registry import Cost, RuleContext, register_cost
+from .registry import Cost, RuleContext, attention_targets, register_cost
 
 aten = torch.ops.aten
 
@@ -57,13 +56,7 @@ def addmm(ctx: RuleContext) -> Cost:
     return Cost(macs, prod(ctx.out_shape))
 
 
-SDPA = """
-_scaled_dot_product_flash_attention_for_cpu _scaled_dot_product_flash_attention
-_scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention _scaled_dot_product_attention_math
-""".split()
-
-
-@register_cost([getattr(aten, n) for n in SDPA if hasattr(aten, n)] + [SDPA_WHOLE])
+@register_cost(attention_targets())
 def attention(ctx: RuleContext) -> Cost:
     """q k^T then (.) v: B*H*L*S*E + B*H*L*S*Ev."""
     n = ctx.node

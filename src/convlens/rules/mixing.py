@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..capture import SDPA as SDPA_WHOLE
 from .plans import virtual_axes, axes_of, broadcast, identity, plain, pointwise, windowed
-from .registry import Plan, RuleContext, Source, register_geometry
+from .registry import Channels, Plan, RuleContext, Source, attention_targets, register_geometry
 
 aten = torch.ops.aten
 
@@ -109,7 +108,7 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
         for ax in ctx.local_axes(bias):
             plan.local.setdefault(ax, []).append(Source(bias.id, identity))
     plan.dims = tuple(dims)
-    plan.channels = "mix"
+    plan.channels = Channels.MIX
     return plan
 
 
@@ -123,14 +122,7 @@ def addmm(ctx: RuleContext) -> Plan:
     return _product(ctx, ctx.node.arg(1, "mat1"), ctx.node.arg(2, "mat2"), bias=ctx.node.arg(0, "self"))
 
 
-SDPA = """
-_scaled_dot_product_flash_attention_for_cpu _scaled_dot_product_flash_attention
-_scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention
-_scaled_dot_product_attention_math scaled_dot_product_attention _scaled_dot_product_fused_attention_overrideable
-""".split()
-
-
-@register_geometry([getattr(aten, n) for n in SDPA if hasattr(aten, n)] + [SDPA_WHOLE])
+@register_geometry(attention_targets())
 def attention(ctx: RuleContext) -> list[Plan | None]:
     """softmax(q k^T) v: each query position attends over every key position, so the axes of the
     key/value sequence dim become global; the rest follows q."""

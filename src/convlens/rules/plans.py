@@ -13,7 +13,7 @@ import numpy as np
 
 from ..capture import TRef
 from ..geometry import IndexFn
-from .registry import Dim, Plan, RuleContext, Source
+from .registry import Channels, Dim, Plan, RuleContext, Source
 
 
 def axes_of(dim: Dim) -> tuple[int, ...]:
@@ -238,7 +238,7 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     if not spatial:
         plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
         if len({r.id for r in refs}) > 1:
-            plan.channels = "split"
+            plan.channels = Channels.SPLIT
         return plan
     (axis,) = axes.pop()
     if not any(axis in ctx.local_axes(r) for r in refs) and len({r.id for r in refs}) > 1:

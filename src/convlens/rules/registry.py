@@ -11,12 +11,13 @@ names recorded by capture (strings). Registering a key twice is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 from typing import Any, Callable, Iterable
 
 import torch
 
-from ..capture import OpNode, TensorInfo, TRef
+from ..capture import SDPA, OpNode, TensorInfo, TRef
 from ..geometry import IndexFn
 
 Factor = tuple[int | None, int]  # (spatial axis of the network input or None, size)
@@ -33,6 +34,24 @@ class Source:
     scale: Fraction = Fraction(1)
 
 
+class Channels(Enum):
+    """What an op does to the non-spatial (channel) dims, for the ops that pick channels by position
+    (``pixel_shuffle``, a slice of channels), which need every channel to see the same window."""
+
+    KEEP = "keep"  # per channel (elementwise, pooling, depthwise): channels see what they saw
+    MIX = "mix"  # every output channel reads every input channel (a dense conv, a matrix product)
+    SPLIT = "split"  # channels from tensors or phases with different windows (a cat along channels)
+
+
+ATTENTION_OPS = """
+_scaled_dot_product_flash_attention_for_cpu _scaled_dot_product_flash_attention
+_scaled_dot_product_efficient_attention _scaled_dot_product_cudnn_attention
+_scaled_dot_product_attention_math scaled_dot_product_attention _scaled_dot_product_fused_attention_overrideable
+""".split()
+"""The aten attention kernels (those this torch build has), which both the geometry and the cost
+rules cover, beside the capture's whole-function record (``capture.SDPA``)."""
+
+
 @dataclass
 class Plan:
     """How one output tensor's geometry follows from the op's inputs.
@@ -42,16 +61,14 @@ class Plan:
     ``fold``: axes the op consumes (reduced, contracted, attended over): they become global.
     ``piecewise``: axes along which the sources cover disjoint ranges (cat along a spatial axis):
     not a merge, so alignment is not checked there.
-    ``unsupported``: a reason; every input axis that is not constant becomes Unknown(op).
+    ``unsupported``: a reason; every input axis that is not constant becomes Unknown(op (reason)).
+    ``no_rule``: set by the analysis for an op without a geometry rule: Unknown(op).
     ``context``: local axes whose units also see the whole axis (statistics of a norm): global context.
     ``constant``: the output does not depend on the input's values (factory ops).
     ``untracked``: why an axis is left out of ``local`` (named in the Unknown state and the notes).
     ``unread``: inputs whose values do not reach the output (a parent that a write through a view
     overwrites whole): they neither map nor make axes unknown.
-    ``channels``: what the op does to the non-spatial (channel) dims, for ``pixel_shuffle``, which
-    needs every channel to see the same window: "keep" (per channel, the default), "mix" (every
-    output channel reads every input channel: a dense conv, a matrix product) or "split" (channels
-    from tensors or phases with different windows: a cat along channels, a pixel_unshuffle).
+    ``channels``: what the op does to the non-spatial (channel) dims (:class:`Channels`).
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -61,10 +78,11 @@ class Plan:
     fold: set[int] = field(default_factory=set)
     piecewise: set[int] = field(default_factory=set)
     unsupported: str | None = None
+    no_rule: bool = False
     context: set[int] = field(default_factory=set)
     constant: bool = False
     untracked: dict[int, str] = field(default_factory=dict)
-    channels: str = "keep"
+    channels: Channels = Channels.KEEP
     unread: set[int] = field(default_factory=set)
 
 
@@ -141,7 +159,9 @@ def _keys(targets: Any) -> Iterable[Any]:
         yield t
 
 
-def _register(table: dict, targets: Any, kind: str) -> Callable:
+def register_into(table: dict, targets: Any, kind: str) -> Callable:
+    """A decorator that files a function under every key of ``targets`` (aten overload packets or
+    synthetic op names) in ``table``; a key registered twice, or of another type, is refused."""
     def decorator(fn: Callable) -> Callable:
         for key in _keys(targets):
             if key in table:
@@ -153,12 +173,18 @@ def _register(table: dict, targets: Any, kind: str) -> Callable:
 
 def register_geometry(targets: Any) -> Callable[[GeometryRule], GeometryRule]:
     """Decorator: ``fn(ctx) -> Plan`` for the given aten packets (or synthetic names)."""
-    return _register(GEOMETRY, targets, "geometry")
+    return register_into(GEOMETRY, targets, "geometry")
 
 
 def register_cost(targets: Any) -> Callable[[CostRule], CostRule]:
     """Decorator: ``fn(ctx) -> Cost`` for the given aten packets."""
-    return _register(COST, targets, "cost")
+    return register_into(COST, targets, "cost")
+
+
+def attention_targets() -> list[Any]:
+    """The registry keys of every attention kernel this torch build has, and the capture's record."""
+    from_aten = [getattr(torch.ops.aten, n) for n in ATTENTION_OPS if hasattr(torch.ops.aten, n)]
+    return from_aten + [SDPA]
 
 
 def key_of(op: Any) -> Any:

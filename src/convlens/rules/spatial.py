@@ -15,7 +15,7 @@ import torch
 from ..capture import CIRCULAR_PAD
 from ..geometry import IndexFn
 from .plans import affine, plain, windowed
-from .registry import Plan, RuleContext, register_geometry
+from .registry import Channels, Plan, RuleContext, register_geometry
 
 aten = torch.ops.aten
 
@@ -74,7 +74,7 @@ def convolution(ctx: RuleContext) -> Plan:
             maps[d] = (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
     plan = windowed(ctx, x, maps, fold=[rank - k - 1])
     if int(n.arg(8, "groups", 1)) == 1:
-        plan.channels = "mix"
+        plan.channels = Channels.MIX
     return plan
 
 
@@ -319,7 +319,7 @@ def pixel_unshuffle(ctx: RuleContext) -> Plan:
     rank = len(ctx.shape(x))
     step = (affine(r, 0, r), Fraction(r))
     plan = windowed(ctx, x, {rank - 2: step, rank - 1: step})
-    plan.channels = "split"  # each channel holds one phase of the r x r block
+    plan.channels = Channels.SPLIT  # each channel holds one phase of the r x r block
     return plan
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..capture import VIEW_WRITE, OpNode, TRef
 from .plans import axes_of, broadcast, identity, permute, view
-from .registry import Plan, RuleContext, Source, register_geometry
+from .registry import Channels, Plan, RuleContext, Source, register_geometry
 
 _FULL = {"alias", "detach", "lift_fresh", "view", "_unsafe_view", "reshape", "_reshape_alias", "view_as", "flatten",
          "unflatten", "unsqueeze", "squeeze"}
@@ -159,7 +159,7 @@ def region_write(ctx: RuleContext, base: TRef, src: TRef, d: int, start: int, st
     if full:
         plan.unread.add(base.id)
     elif not axes_of(dims[d]):
-        plan.channels = "split"  # channels (or samples) in the region see other windows than the rest
+        plan.channels = Channels.SPLIT  # channels (or samples) in the region see other windows than the rest
     base_local, src_local = set(ctx.local_axes(base)), set(ctx.local_axes(src))
     tracked = {a for dim in (*dims, *src_dims) for a in axes_of(dim)} | base_local | src_local
     for a in sorted(tracked):
