@@ -255,3 +255,29 @@ def test_a_channel_pick_after_channels_saw_different_windows_is_named(kind):
     assert any("picks channels" in note for note in report.notes), report.notes
     checked = check_against_oracle(PickAfterChannelWrite(kind), (1, 5, 6, 7))
     assert checked.windows > 0  # the rows before the pick still match the oracle
+
+
+class OneUnitMerge(nn.Module):
+    """Two 5-tap convs over a 5-sample input, one with stride 1 and one with stride 2: each gives one
+    unit, with the same window [0, 4] and the same centre, so only the strides tell them apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(1, 1, 5, stride=1)
+        self.b = nn.Conv1d(1, 1, 5, stride=2)
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+def test_a_merge_one_unit_long_with_different_strides_is_misaligned():
+    # DESIGN: a merge is aligned when its inputs share stride and centres. Here the centres agree at
+    # the one unit there is; the strides (1 and 2, the convs' own) do not.
+    net = OneUnitMerge()
+    with torch.no_grad():
+        assert net.a(torch.zeros(1, 1, 5)).shape[-1] == net.b(torch.zeros(1, 1, 5)).shape[-1] == 1
+    report = convlens.analyze(net, (1, 1, 5))
+    assert report["a"].window(0) == report["b"].window(0) == ((0, 4),)
+    assert report[""].aligned is False
+    note = next(n for n in report[""].notes if n.startswith("misaligned merge"))
+    assert "stride 1," in note and "stride 2," in note, note

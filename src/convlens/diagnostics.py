@@ -23,6 +23,7 @@ from .capture import Capture, OpNode
 from .checkerboard import FIX
 from .geometry import Local
 from .gridding import describe, dilated_runs, verdict
+from .rules.args import CONVOLUTIONS, conv_args, pool_args
 from .rules.registry import key_of, register_into
 
 aten = torch.ops.aten
@@ -73,15 +74,6 @@ def register_check(*ops: Any) -> Callable[[OpCheck], OpCheck]:
     return register_into(OP_CHECKS, list(ops), "diagnostic")
 
 
-def _ints(value: Any, k: int, default: Any = None) -> list[int]:
-    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
-        value = default
-    if isinstance(value, int):
-        return [value] * k
-    value = [int(v) for v in value]
-    return value * k if len(value) == 1 else value
-
-
 def _window_checks(node: OpNode, cap: Capture, kernel: list[int], stride: list[int], padding: list[int],
                    dilation: list[int], ceil_mode: bool = False, what: str = "conv") -> list[tuple[str, str, dict]]:
     """Checks shared by convolutions and pools (not transposed)."""
@@ -118,15 +110,12 @@ def _window_checks(node: OpNode, cap: Capture, kernel: list[int], stride: list[i
     return found
 
 
-@register_check(aten.convolution, aten._convolution)
+@register_check(*CONVOLUTIONS)
 def _conv(node: OpNode, cap: Capture):
-    w = cap.tensors[node.inputs[1]].shape
-    k = len(w) - 2
-    stride, padding, dilation = (_ints(node.arg(i, name), k) for i, name in
-                                 ((3, "stride"), (4, "padding"), (5, "dilation")))
-    if bool(node.arg(6, "transposed")):
-        return _overlap(list(w[2:]), stride, padding, dilation)
-    return _window_checks(node, cap, list(w[2:]), stride, padding, dilation)
+    c = conv_args(node, cap.tensors)
+    if c.transposed:
+        return _overlap(list(c.kernel), list(c.stride), list(c.padding), list(c.dilation))
+    return _window_checks(node, cap, list(c.kernel), list(c.stride), list(c.padding), list(c.dilation))
 
 
 def transposed_overlap(kernel: int, stride: int, padding: int, dilation: int) -> list[int]:
@@ -146,27 +135,19 @@ def _overlap(kernel: list[int], stride: list[int], padding: list[int], dilation:
              f"grid): checkerboard; {FIX}", {"per_axis": counts, "ratio": total})]
 
 
-def _max_pool(k: int):
-    def check(node: OpNode, cap: Capture):
-        kernel = _ints(node.arg(1, "kernel_size"), k)
-        stride = _ints(node.arg(2, "stride"), k, kernel)
-        padding = _ints(node.arg(3, "padding", 0), k, 0)
-        dilation = _ints(node.arg(4, "dilation", 1), k, 1)
-        ceil = bool(node.arg(5, "ceil_mode", False))
-        found = _window_checks(node, cap, kernel, stride, padding, dilation, ceil, what="max pool")
-        x = cap.tensors[node.inputs[0]].shape[-k:]
-        o = cap.tensors[node.outputs[0]].shape[-k:]
-        share = min(1.0, float(np.prod([oo / ii for oo, ii in zip(o, x)])))
-        if share < 1:
-            found.append(("sparse-gradient", f"max pool passes gradient to at most {100 * share:.0f} % of its "
-                          f"inputs (one per window)", {"share": share}))
-        return found
-    return check
-
-
-for _k in (1, 2, 3):
-    register_check(*[getattr(aten, f"max_pool{_k}d{s}") for s in ("", "_with_indices")
-                     if hasattr(aten, f"max_pool{_k}d{s}")])(_max_pool(_k))
+@register_check(*[getattr(aten, f"max_pool{k}d{s}") for k in (1, 2, 3) for s in ("", "_with_indices")
+                   if hasattr(aten, f"max_pool{k}d{s}")])
+def _max_pool(node: OpNode, cap: Capture):
+    p = pool_args(node)
+    found = _window_checks(node, cap, list(p.kernel), list(p.stride), list(p.padding), list(p.dilation),
+                           p.ceil_mode, what="max pool")
+    x = cap.tensors[node.inputs[0]].shape[-p.k:]
+    o = cap.tensors[node.outputs[0]].shape[-p.k:]
+    share = min(1.0, float(np.prod([oo / ii for oo, ii in zip(o, x)])))
+    if share < 1:
+        found.append(("sparse-gradient", f"max pool passes gradient to at most {100 * share:.0f} % of its "
+                      f"inputs (one per window)", {"share": share}))
+    return found
 
 
 def op_diagnostics(cap: Capture, row_of: dict[int, str]) -> list[Diagnostic]:

@@ -15,14 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from .analysis import reachable_centre
 from .capture import Capture, OpNode
 from .coverage import coverage
+from .rules.args import conv_args, is_convolution, pool_args, pool_dims
 from .rules.elementwise import pointwise_ops
 
-aten = torch.ops.aten
 _POINTWISE = set(pointwise_ops())
 
 
@@ -81,17 +79,10 @@ class Gridding:
 
 def _conv_params(node: OpNode, cap: Capture) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
     """(kernel, stride, dilation) of a non-transposed convolution, else None."""
-    if getattr(node.op, "overloadpacket", None) not in (aten.convolution, aten._convolution):
+    if not is_convolution(node):
         return None
-    if bool(node.arg(6, "transposed")):
-        return None
-    kernel = tuple(cap.tensors[node.inputs[1]].shape[2:])
-    k = len(kernel)
-
-    def ints(v):
-        v = [v] if isinstance(v, int) else list(v)
-        return tuple(v * k if len(v) == 1 else v)
-    return kernel, ints(node.arg(3, "stride")), ints(node.arg(5, "dilation"))
+    c = conv_args(node, cap.tensors)
+    return None if c.transposed else (c.kernel, c.stride, c.dilation)
 
 
 def _per_position(node: OpNode) -> bool:
@@ -172,31 +163,20 @@ def gap_makers(cap: Capture, feeding: set[int], row_of: dict[int, str]) -> list[
     for node in cap.nodes:
         if not set(node.outputs) & feeding:
             continue
-        packet = getattr(node.op, "overloadpacket", None)
-        if packet in (aten.convolution, aten._convolution):
-            kernel = cap.tensors[node.inputs[1]].shape[2:]
-            k = len(kernel)
-            stride, dilation = _ints(node.arg(3, "stride"), k), _ints(node.arg(5, "dilation"), k)
-            if bool(node.arg(6, "transposed")):
-                gaps = any(kk * d < s or d % s for kk, s, d in zip(kernel, stride, dilation) if s > 1)
+        if is_convolution(node):
+            c = conv_args(node, cap.tensors)
+            if c.transposed:
+                gaps = any(kk * d < s or d % s for kk, s, d in zip(c.kernel, c.stride, c.dilation) if s > 1)
             else:
-                gaps = any(d > 1 or d * (kk - 1) + 1 < s for kk, s, d in zip(kernel, stride, dilation))
-        elif packet is not None and packet.__name__.startswith("max_pool"):
-            kernel = _ints(node.arg(1, "kernel_size"), 1)
-            k = len(cap.tensors[node.inputs[0]].shape) - 2
-            kernel = _ints(node.arg(1, "kernel_size"), k)
-            stride, dilation = _ints(node.arg(2, "stride") or kernel, k), _ints(node.arg(4, "dilation", 1), k)
-            gaps = any(d > 1 or d * (kk - 1) + 1 < s for kk, s, d in zip(kernel, stride, dilation))
+                gaps = any(d > 1 or d * (kk - 1) + 1 < s for kk, s, d in zip(c.kernel, c.stride, c.dilation))
+        elif pool_dims(node) is not None and pool_args(node).max:
+            p = pool_args(node)
+            gaps = any(d > 1 or d * (kk - 1) + 1 < s for kk, s, d in zip(p.kernel, p.stride, p.dilation))
         else:
             continue
         if gaps:
             rows.append(row_of.get(node.index, ""))
     return list(dict.fromkeys(rows))
-
-
-def _ints(v, k: int) -> tuple[int, ...]:
-    v = [v] if isinstance(v, int) else list(v)
-    return tuple(v * k if len(v) == 1 else v)
 
 
 def verdict(cap: Capture, geoms: dict, sources: dict, tid: int, name: str, runs: list[DilatedRun]) -> Gridding:

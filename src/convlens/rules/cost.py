@@ -12,6 +12,7 @@ from math import prod
 
 import torch
 
+from .args import CONVOLUTIONS, conv_args
 from .registry import Cost, RuleContext, attention_targets, register_cost
 
 aten = torch.ops.aten
@@ -30,12 +31,11 @@ def conv_macs(x_shape, w_shape, out_shape, transposed: bool) -> int:
     return batch * prod(w_shape) * prod(spatial)
 
 
-@register_cost([aten.convolution, aten._convolution])
+@register_cost(list(CONVOLUTIONS))
 def convolution(ctx: RuleContext) -> Cost:
-    n = ctx.node
-    x, w, bias = n.arg(0, "input"), n.arg(1, "weight"), n.arg(2, "bias")
-    macs = conv_macs(ctx.shape(x), ctx.shape(w), ctx.out_shape, bool(n.arg(6, "transposed")))
-    return Cost(macs, prod(ctx.out_shape) if bias is not None else 0)
+    c = conv_args(ctx.node, ctx.tensors)
+    macs = conv_macs(ctx.shape(c.input), ctx.shape(c.weight), ctx.out_shape, c.transposed)
+    return Cost(macs, prod(ctx.out_shape) if c.bias is not None else 0)
 
 
 def _matmul_macs(a_shape, b_shape, out_shape) -> int:

@@ -99,6 +99,7 @@ class RuleContext:
                  dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]],
                  global_: dict[int, frozenset[int]] | None = None, split: frozenset[int] = frozenset()):
         self.node = node
+        self.tensors = tensors  # tensor id -> TensorInfo (what args.conv_args reads)
         self._tensors = tensors
         self._producers = producers
         self._dims = dims

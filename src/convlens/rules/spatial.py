@@ -15,19 +15,10 @@ import torch
 from ..capture import CIRCULAR_PAD
 from ..geometry import IndexFn
 from .plans import affine, plain, windowed
+from .args import CONVOLUTIONS, conv_args, per_dim, pool_args
 from .registry import Channels, Plan, RuleContext, register_geometry
 
 aten = torch.ops.aten
-
-
-def _per_dim(value, k: int, default=None) -> list[int]:
-    """Expand an int-or-list aten argument to k values (empty list -> default)."""
-    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
-        value = default
-    if isinstance(value, int):
-        return [value] * k
-    value = list(value)
-    return value * k if len(value) == 1 else value
 
 
 # ---------------------------------------------------------------- convolution
@@ -55,58 +46,33 @@ def transposed_taps(stride: int, padding: int, kernel: int, dilation: int) -> In
     return fn
 
 
-@register_geometry([aten.convolution, aten._convolution])
+@register_geometry(list(CONVOLUTIONS))
 def convolution(ctx: RuleContext) -> Plan:
-    n = ctx.node
-    x, w = n.arg(0, "input"), n.arg(1, "weight")
-    k = len(ctx.shape(w)) - 2
-    stride, padding, dilation = (_per_dim(n.arg(i, name), k) for i, name in
-                                 ((3, "stride"), (4, "padding"), (5, "dilation")))
-    transposed = bool(n.arg(6, "transposed"))
-    kernel = list(ctx.shape(w)[2:])
-    rank = len(ctx.shape(x))
+    c = conv_args(ctx.node, ctx.tensors)
+    rank = len(ctx.shape(c.input))
     maps = {}
-    for i in range(k):
-        d = rank - k + i
-        if transposed:
-            maps[d] = (transposed_taps(stride[i], padding[i], kernel[i], dilation[i]), Fraction(1, stride[i]))
-        else:
-            maps[d] = (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
-    plan = windowed(ctx, x, maps, fold=[rank - k - 1])
-    if int(n.arg(8, "groups", 1)) == 1:
+    for i in range(c.k):
+        s, p, kk, d = c.stride[i], c.padding[i], c.kernel[i], c.dilation[i]
+        maps[rank - c.k + i] = ((transposed_taps(s, p, kk, d), Fraction(1, s)) if c.transposed
+                                else (affine(s, -p, kk, d), Fraction(s)))
+    plan = windowed(ctx, c.input, maps, fold=[rank - c.k - 1])
+    if c.groups == 1:
         plan.channels = Channels.MIX
     return plan
 
 
 # ---------------------------------------------------------------- pooling
 
-def _pool(ctx: RuleContext, k_spatial: int, kernel, stride, padding, dilation) -> Plan:
-    x = ctx.node.arg(0, "self")
-    rank = len(ctx.shape(x))
-    kernel = _per_dim(kernel, k_spatial)
-    stride = _per_dim(stride, k_spatial, kernel)
-    padding = _per_dim(padding, k_spatial, 0)
-    dilation = _per_dim(dilation, k_spatial, 1)
-    maps = {rank - k_spatial + i: (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
-            for i in range(k_spatial)}
-    return windowed(ctx, x, maps)
+def _pool(ctx: RuleContext) -> Plan:
+    p = pool_args(ctx.node)
+    rank = len(ctx.shape(p.input))
+    maps = {rank - p.k + i: (affine(p.stride[i], -p.padding[i], p.kernel[i], p.dilation[i]), Fraction(p.stride[i]))
+            for i in range(p.k)}
+    return windowed(ctx, p.input, maps)
 
 
-def _pool_rule(k_spatial: int, has_dilation: bool):
-    def rule(ctx: RuleContext) -> Plan:
-        n = ctx.node
-        dilation = n.arg(4, "dilation") if has_dilation else 1
-        return _pool(ctx, k_spatial, n.arg(1, "kernel_size"), n.arg(2, "stride"), n.arg(3, "padding", 0),
-                     dilation)
-    return rule
-
-
-for _k, _ops in ((1, ["max_pool1d", "max_pool1d_with_indices"]),
-                 (2, ["max_pool2d", "max_pool2d_with_indices"]),
-                 (3, ["max_pool3d", "max_pool3d_with_indices"])):
-    register_geometry([getattr(aten, o) for o in _ops if hasattr(aten, o)])(_pool_rule(_k, True))
-for _k, _op in ((1, "avg_pool1d"), (2, "avg_pool2d"), (3, "avg_pool3d")):
-    register_geometry(getattr(aten, _op))(_pool_rule(_k, False))
+register_geometry([getattr(aten, f"{kind}{k}d{suffix}") for kind in ("max_pool", "avg_pool") for k in (1, 2, 3)
+                   for suffix in ("", "_with_indices") if hasattr(aten, f"{kind}{k}d{suffix}")])(_pool)
 
 
 def adaptive_taps(n_in: int, n_out: int) -> IndexFn:
@@ -152,13 +118,10 @@ def max_unpool(ctx: RuleContext) -> Plan:
     if pool is None or "max_pool" not in pool.name or ctx.shape(pool.arg(0, "self"))[-k:] != tuple(out_shape[-k:]):
         return Plan(dims=tuple(plain(s) for s in out_shape),
                     unsupported="max_unpool whose indices do not come from a max pool of the output's size")
-    kernel = _per_dim(pool.arg(1, "kernel_size"), k)
-    stride = _per_dim(pool.arg(2, "stride"), k, kernel)
-    padding = _per_dim(pool.arg(3, "padding", 0), k, 0)
-    dilation = _per_dim(pool.arg(4, "dilation", 1), k, 1)
+    p = pool_args(pool)
     rank = len(ctx.shape(x))
-    maps = {rank - k + i: (transposed_taps(stride[i], padding[i], kernel[i], dilation[i]), Fraction(1, stride[i]))
-            for i in range(k)}
+    maps = {rank - k + i: (transposed_taps(p.stride[i], p.padding[i], p.kernel[i], p.dilation[i]),
+                           Fraction(1, p.stride[i])) for i in range(k)}
     return windowed(ctx, x, maps, extra=[idx])
 
 
@@ -358,7 +321,7 @@ def constant_pad(ctx: RuleContext) -> Plan:
 
 def _padding_rule(mode: str, k: int):
     def rule(ctx: RuleContext) -> Plan:
-        pad = _per_dim(ctx.node.arg(1, "padding"), 2 * k)
+        pad = per_dim(ctx.node.arg(1, "padding"), 2 * k)
         return _pad(ctx, ctx.node.arg(0, "self"), pad, mode)
     return rule
 
