@@ -130,7 +130,6 @@ class GraphWalk:
         self.no_rule: dict[str, int] = {}  # op name -> calls
         self.untracked: dict[str, int] = {}  # "op (why)" -> calls
         self.demand: dict[tuple[int, int], tuple[int, int]] = {}
-        self.local: dict[int, list[Local | None]] = {}
         self.misaligned: dict[int, list[Misalignment]] = {}
         self.merges: set[int] = set()
         self.parts: dict[int, tuple[Part, ...]] = {}

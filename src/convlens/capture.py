@@ -85,7 +85,6 @@ class OpNode:
     inputs: list[int]  # tensor ids read, in argument order
     outputs: list[int]  # tensor ids written
     scope: str  # module path that issued the op ("" = the root)
-    inplace: bool = False
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         """Positional argument i, or keyword ``name``, following the aten schema order."""
@@ -446,9 +445,8 @@ class _State:
             tid = self.new_id(t, kind, name)
         return tid
 
-    def _append(self, op: Any, name: str, args: tuple, kwargs: dict, inputs: list[int], outputs: list[int],
-                inplace: bool) -> OpNode:
-        node = OpNode(len(self.nodes), op, name, args, kwargs, inputs, outputs, self.scope[-1], inplace)
+    def _append(self, op: Any, name: str, args: tuple, kwargs: dict, inputs: list[int], outputs: list[int]) -> OpNode:
+        node = OpNode(len(self.nodes), op, name, args, kwargs, inputs, outputs, self.scope[-1])
         self.nodes.append(node)
         return node
 
@@ -471,7 +469,7 @@ class _State:
             if live:
                 self.live.add(outputs[-1])
         name = func if isinstance(func, str) else str(func)
-        node = self._append(func, name, rargs, rkwargs, inputs, outputs, bool(written))
+        node = self._append(func, name, rargs, rkwargs, inputs, outputs)
         if not written and not isinstance(func, str) and _schema(func).view and inputs:
             parent = next(x for x in _tensors((args, kwargs)))
             parent_view = self.views.get(id(parent))
@@ -492,7 +490,7 @@ class _State:
             old, new = self.ids[id(view.parent)], self.ids[id(child)]
             tid = self._version(old, old in self.live or new in self.live)
             self._append(VIEW_WRITE, VIEW_WRITE, (TRef(old), TRef(new), view.node, view.index), {}, [old, new],
-                         [tid], True)
+                         [tid])
             self.ids[id(view.parent)] = tid
             path.append(view)
             child = view.parent
@@ -520,7 +518,7 @@ class _State:
             args, kwargs = _map_refs(swap, view.node.args), _map_refs(swap, view.node.kwargs)
             outputs = [self._version(o, parent in self.live) for o in view.node.outputs]
             self._append(view.node.op, view.node.name, args, kwargs,
-                         [parent if i == old_parent else i for i in view.node.inputs], outputs, False)
+                         [parent if i == old_parent else i for i in view.node.inputs], outputs)
             self.ids[id(obj)] = outputs[view.index]
             view.synced = self.ids[id(view.root)]
 

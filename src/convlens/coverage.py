@@ -261,7 +261,7 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
     unit = tuple(unit[a] for a in chosen)
     input_size = tuple(cap.tensors[cap.input_id].shape[2:][a] for a in chosen)
     start = _Map([_Term(tuple(unit), tuple(np.ones(1, dtype=np.int64) for _ in range(k)))])
-    final, counts, cut_global = _walk(cap, geoms, sources, tid, start, chosen, lead=0)
+    final, counts, cut_global = _walk(cap, geoms, sources, tid, start, chosen)
     notes = []
     if cut_global:
         notes.append("paths through global context (gates, spatial statistics, reductions) are not counted")
@@ -275,9 +275,8 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
 
 
 def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int, start: _Map,
-          chosen: Sequence[int], lead: int) -> tuple[_Map, _Counts, bool]:
-    """Carry ``start`` (the map at tensor ``tid``) back to the network input along axes ``chosen``;
-    ``lead`` leading dims of dense maps are carried along unmapped (a batch of units)."""
+          chosen: Sequence[int]) -> tuple[_Map, _Counts, bool]:
+    """Carry ``start`` (the map at tensor ``tid``) back to the network input along axes ``chosen``."""
     all_axes = range(len(cap.tensors[cap.input_id].shape) - 2)
     maps: dict[int, _Map] = {tid: start}
     counts = _Counts()
@@ -298,7 +297,7 @@ def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]
                     raise ConvlensError(f"coverage cannot pair the operands of {node.name} along the axes")
                 target = maps.setdefault(t, _Map())
                 for operand in zip(*per_axis):
-                    _propagate(counts, m, [operand[a] for a in chosen], [states[a].n for a in chosen], target, lead)
+                    _propagate(counts, m, [operand[a] for a in chosen], [states[a].n for a in chosen], target)
                 if len(target.terms) > MAX_TERMS:
                     counts.densify(target)
     final = maps.get(cap.input_id, _Map())
@@ -306,8 +305,7 @@ def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]
     return final, counts, cut_global
 
 
-def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequence[int], target: _Map,
-               lead: int = 0) -> None:
+def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequence[int], target: _Map) -> None:
     """Add the map of one operand (its source along each axis) into ``target``."""
     for term in m.terms:
         mapped = []
@@ -321,7 +319,7 @@ def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequen
     if m.dense is not None:
         dense: _Dense | None = m.dense
         for a, src in enumerate(operand):
-            dense = counts.map_dense(dense, lead + a, src.fn, n_in[a])
+            dense = counts.map_dense(dense, a, src.fn, n_in[a])
             if dense is None:
                 return
         target.dense = dense if target.dense is None else counts.add_into(target.dense, dense.starts, dense.counts)
