@@ -125,7 +125,6 @@ class GraphWalk:
         self.dims: dict[int, tuple[Dim, ...]] = {}
         self.kinds: dict[int, list[AxisState | _Pending]] = {}
         self.gctx: dict[int, bool] = {}
-        self.producers: dict[int, OpNode] = {}
         self.plans: dict[int, Plan] = {}  # output tensor id -> plan
         self.no_rule: dict[str, int] = {}  # op name -> calls
         self.untracked: dict[str, int] = {}  # "op (why)" -> calls
@@ -156,7 +155,7 @@ class GraphWalk:
         return frozenset(a for a, s in enumerate(self.kinds[tid]) if isinstance(s, (Local, _Pending)))
 
     def _context(self, node: OpNode) -> RuleContext:
-        return RuleContext(node, self.cap.tensors, self.producers, self.dims,
+        return RuleContext(node, self.cap.tensors, self.cap.producers, self.dims,
                            {t: self._local_axes(t) for t in node.inputs},
                            {t: frozenset(a for a, s in enumerate(self.kinds[t]) if isinstance(s, Global))
                             for t in node.inputs},
@@ -173,8 +172,6 @@ class GraphWalk:
         for node in cap.nodes:
             for t in node.inputs:
                 self._ensure(t)
-            for t in node.outputs:
-                self.producers[t] = node
             plans = self._plans(node)
             for tid, plan in zip(node.outputs, plans):
                 self._resolve(node, tid, plan)

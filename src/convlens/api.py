@@ -16,7 +16,7 @@ from .errors import ConvlensError, check_input_shape
 from .geometry import Constant, Global, Local, Unknown
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
-from .report import Layer, Report, Totals
+from .report import Analysis, Layer, Report, Totals
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
                     bias_flops=sum(c.bias_flops for c in graph.costs.values()),
                     peak_activation_bytes=peak_activation_bytes(cap))
     return Report(name or type(model).__name__, shape, layers, totals, notes, {**graph.no_rule, **graph.untracked},
-                  backend="cpu" if cap.fallback else "meta", graph=(cap, graph.geoms, graph.sources),
+                  backend="cpu" if cap.fallback else "meta", analysis=Analysis(cap, graph),
                   diagnostics=diagnostics)
 
 
@@ -77,7 +77,7 @@ def _module_params(model: nn.Module) -> dict[str, int]:
 
 def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tuple[int, ...]) -> list[Layer]:
     params = _module_params(model)
-    producers = {t: node for node in cap.nodes for t in node.outputs}
+    producers = cap.producers
     names = {node.outputs[0]: f"{_short(node.name)} in {node.scope or 'the model'}" for node in cap.nodes
              if node.outputs}
     names[cap.input_id] = "the input"

@@ -26,6 +26,7 @@ before it is next read.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,7 +131,18 @@ class Capture:
     output_ids: list[tuple[str, int]]
     fallback: str | None = None  # why the model ran on CPU instead of meta
 
-    def row_of_nodes(self) -> dict[int, str]:
+    @functools.cached_property
+    def producers(self) -> dict[int, OpNode]:
+        """The op that wrote each tensor, by tensor id (the input, parameters and constants have none)."""
+        return {t: node for node in self.nodes for t in node.outputs}
+
+    @functools.cached_property
+    def last_use(self) -> dict[int, int]:
+        """The index of the last op that reads each tensor, by tensor id."""
+        return {t: node.index for node in self.nodes for t in node.inputs}
+
+    @functools.cached_property
+    def row_of_node(self) -> dict[int, str]:
         """The row (innermost module call) that issued each op, by op index."""
         row_of: dict[int, str] = {}
         for call in sorted(self.calls, key=lambda c: c.depth):

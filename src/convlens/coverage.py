@@ -335,10 +335,7 @@ def forward_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], l
     as :func:`coverage` with ``axes=[axis]`` (floating tensors, local along every axis). Memory: one N-column matrix
     per live tensor."""
     n_in = cap.tensors[cap.input_id].shape[2 + axis]
-    last_use: dict[int, int] = {}
-    for node in cap.nodes:
-        for t in node.inputs:
-            last_use[t] = node.index
+    last_use = cap.last_use
     mats: dict[int, np.ndarray] = {cap.input_id: np.eye(n_in)}
     out: dict[int, np.ndarray] = {}
     if cap.input_id in wanted:

@@ -207,7 +207,7 @@ def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int
     """Every diagnostic of an analysis: op-level checks, misaligned merges, where units first see mostly
     padding, runs of dilated convs that grid. Each message is also added to its row's notes
     (misaligned merges are there already). ``graph`` is the :class:`convlens.analysis.GraphGeometry`."""
-    row_of = cap.row_of_nodes()
+    row_of = cap.row_of_node
     found = op_diagnostics(cap, row_of)
     for index, items in sorted(graph.misaligned.items()):
         for m in items:

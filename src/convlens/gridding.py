@@ -108,7 +108,7 @@ def _previous_conv(node: OpNode, cap: Capture, producers: dict[int, OpNode]) -> 
 
 def dilated_runs(cap: Capture, row_of: dict[int, str]) -> list[DilatedRun]:
     """Every maximal run of dilated convs (see the module doc), in execution order."""
-    producers = {t: node for node in cap.nodes for t in node.outputs}
+    producers = cap.producers
     nxt: dict[int, OpNode | None] = {}
     prev_of: dict[int, OpNode] = {}
     convs = [n for n in cap.nodes if _conv_params(n, cap) is not None]
@@ -144,7 +144,7 @@ def _same_run(prev: OpNode, node: OpNode, cap: Capture) -> bool:
 
 def ancestors(cap: Capture, tid: int) -> set[int]:
     """Every tensor that ``tid`` is computed from (itself included)."""
-    producers = {t: node for node in cap.nodes for t in node.outputs}
+    producers = cap.producers
     seen, todo = {tid}, [tid]
     while todo:
         node = producers.get(todo.pop())
@@ -186,7 +186,7 @@ def verdict(cap: Capture, geoms: dict, sources: dict, tid: int, name: str, runs:
     cov = coverage(cap, geoms, sources, tid, unit, name)
     feeding = ancestors(cap, tid)
     grids = cov.covered < cov.pixels
-    causes = gap_makers(cap, feeding, cap.row_of_nodes()) if grids else []
+    causes = gap_makers(cap, feeding, cap.row_of_node) if grids else []
     return Gridding(name, unit, cov.covered, cov.pixels, cov.holes, [r for r in runs if r.end_tensor in feeding],
                     causes)
 

@@ -24,6 +24,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .analysis import GraphGeometry
+from .capture import Capture
 from .checkerboard import Checkerboard, checkerboard
 from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage, forward_profiles
 from .diagnostics import Diagnostic
@@ -160,6 +162,31 @@ class Totals:
         return 2 * self.macs
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """The captured op graph and the geometry of every tensor, and the unit-level queries that walk
+    them (coverage, per-axis profiles, gridding). A :class:`Report` holds one; nothing else reaches
+    into the capture or the per-tensor geometry."""
+
+    capture: Capture
+    geometry: GraphGeometry
+
+    def coverage(self, tid: int, unit: tuple[int, ...], layer: str, axes: Sequence[int] | None = None
+                 ) -> CoverageResult:
+        """Path counts from the input to one unit of tensor ``tid`` (:func:`convlens.coverage.coverage`)."""
+        return coverage(self.capture, self.geometry.geoms, self.geometry.sources, tid, unit, layer, axes)
+
+    def profiles(self, axis: int, wanted: Mapping[int, Sequence[int]]) -> dict[int, np.ndarray]:
+        """Per tensor id, path counts along one input axis of some units
+        (:func:`convlens.coverage.forward_profiles`)."""
+        return forward_profiles(self.capture, self.geometry.geoms, self.geometry.sources, axis, dict(wanted))
+
+    def gridding(self, tid: int, layer: str) -> Gridding:
+        """Holes in what the centre unit of tensor ``tid`` sees, with the dilated runs feeding it."""
+        return verdict(self.capture, self.geometry.geoms, self.geometry.sources, tid, layer,
+                       dilated_runs(self.capture, self.capture.row_of_node))
+
+
 @dataclass
 class Report:
     """Everything convlens knows about one model at one input shape.
@@ -177,9 +204,9 @@ class Report:
     backend: str = "meta"
     diagnostics: list[Diagnostic] = field(default_factory=list)
     """Verdicts about what layers do to the input they see (:mod:`convlens.diagnostics`)."""
-    graph: Any = field(repr=False, default=None, compare=False)
-    """The captured graph and its geometry (capture, per-tensor states, per-axis sources): what the
-    unit-level queries (:meth:`coverage`) walk. Not part of the JSON."""
+    analysis: Analysis | None = field(repr=False, default=None, compare=False)
+    """The captured graph and its geometry, which the unit-level queries (:meth:`coverage`,
+    :meth:`axis_profiles`, :meth:`gridding`) ask. Not part of the JSON."""
 
     def __post_init__(self) -> None:
         self._by_name = {}
@@ -221,7 +248,7 @@ class Report:
                 what = {Global: "global", Unknown: "unknown", Constant: "constant"}[type(state)]
                 raise ConvlensError(f"{repr(name) if name else 'the output'} is {what} along axis {a}: coverage "
                                     f"needs a row whose units see a local window along every axis (--layer)")
-        if self.graph is None or layer.tensor is None:
+        if self.analysis is None or layer.tensor is None:
             raise ConvlensError("this report carries no graph (it was not made by convlens.analyze)")
         if unit is None:
             unit = tuple(s.n // 2 for s in layer.axes)
@@ -241,28 +268,25 @@ class Report:
             chosen = range(len(unit)) if axes is None else sorted(set(axes))
             check_pixels(math.prod(window[a][1] - window[a][0] + 1 for a in chosen),
                          f"the coverage of {name or 'the output'} unit {unit}", max_pixels)
-        cap, geoms, sources = self.graph
-        return coverage(cap, geoms, sources, layer.tensor, unit, name, axes)
+        return self.analysis.coverage(layer.tensor, unit, name, axes)
 
     def axis_profiles(self, axis: int, units: Mapping[int | str, Sequence[int]]) -> dict[int | str, np.ndarray]:
         """For many rows at once (keys: row numbers or names, as ``report[key]``), path counts along
         input ``axis`` alone (as :meth:`coverage` with ``axes=[axis]``) of some of their units:
         ``{key: counts[len(units), N]}`` (float64; zeros exact). Rows that are not local along every
         axis are left out."""
-        if self.graph is None:
+        if self.analysis is None:
             raise ConvlensError("this report carries no graph (it was not made by convlens.analyze)")
-        cap, geoms, sources = self.graph
         tensors = {key: self[key].tensor for key in units}
         wanted = {tid: list(units[key]) for key, tid in tensors.items() if tid is not None}
-        found = forward_profiles(cap, geoms, sources, axis, wanted)
+        found = self.analysis.profiles(axis, wanted)
         return {key: found[tid] for key, tid in tensors.items() if tid in found}
 
     def gridding(self, name: str) -> Gridding:
         """Holes in what row ``name``'s centre unit sees, with the runs of dilated convs feeding it and
         Wang et al.'s rule for each (:mod:`convlens.gridding`)."""
         self.coverage(name)  # the same checks and errors
-        cap, geoms, sources = self.graph
-        return verdict(cap, geoms, sources, self[name].tensor, name, dilated_runs(cap, cap.row_of_nodes()))
+        return self.analysis.gridding(self[name].tensor, name)
 
     def checkerboard(self, name: str) -> Checkerboard:
         """Overlap counts per output phase of row ``name`` (:mod:`convlens.checkerboard`)."""
