@@ -63,7 +63,8 @@ def convolution(ctx: RuleContext) -> Plan:
 
 # ---------------------------------------------------------------- pooling
 
-def _pool(ctx: RuleContext) -> Plan:
+def pool(ctx: RuleContext) -> Plan:
+    """Max and average pools: output v reads taps stride*v - padding + dilation*t, t < kernel."""
     p = pool_args(ctx.node)
     rank = len(ctx.shape(p.input))
     maps = {rank - p.k + i: (affine(p.stride[i], -p.padding[i], p.kernel[i], p.dilation[i]), Fraction(p.stride[i]))
@@ -72,7 +73,7 @@ def _pool(ctx: RuleContext) -> Plan:
 
 
 register_geometry([getattr(aten, f"{kind}{k}d{suffix}") for kind in ("max_pool", "avg_pool") for k in (1, 2, 3)
-                   for suffix in ("", "_with_indices") if hasattr(aten, f"{kind}{k}d{suffix}")])(_pool)
+                   for suffix in ("", "_with_indices") if hasattr(aten, f"{kind}{k}d{suffix}")])(pool)
 
 
 def adaptive_taps(n_in: int, n_out: int) -> IndexFn:
