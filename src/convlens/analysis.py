@@ -1,12 +1,15 @@
 """Analysis: walk the captured graph, apply the rules, compose windows, check merges, add up cost.
 
-Three passes over the ops in execution order (the capture is already topologically sorted):
+Three passes over the ops in execution order (the capture is already topologically sorted), each
+writing one record per tensor and reading only the records of tensors before it:
 
-1. *structure*: apply each op's geometry rule to get its output dims and, per spatial axis, the state
-   kind (local / global / unknown / constant) and the effective stride (an exact fraction);
-2. *demand* (backwards): which positions of every tensor later ops read in the unbounded model —
+1. *structure* (:class:`Structure`): apply each op's geometry rule to get its output dims and, per
+   spatial axis, the state (:class:`Pending` where local, with the effective stride as an exact
+   fraction; global, unknown or constant);
+2. *demand* (backwards): which positions of every local axis later ops read in the unbounded model —
    padding positions included — so the arrays of pass 3 cover them;
-3. *windows*: the unbounded and clipped window arrays of every local axis (:mod:`convlens.geometry`).
+3. *windows* (:class:`TensorGeom`): the unbounded and clipped window arrays of every local axis
+   (:mod:`convlens.geometry`), the spans of global axes, merges checked for alignment.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import gcd, lcm
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -28,12 +31,49 @@ from .rules.registry import Dim
 
 
 
-@dataclass
+@dataclass(frozen=True)
+class Pending:
+    """Pass 1's fact about one local axis of one tensor: its size, effective stride and period, and
+    the sources its positions draw from; pass 3 turns it into a :class:`~convlens.geometry.Local`."""
+
+    n: int
+    stride: Fraction | None
+    period: int
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Pass 1's record of one tensor: its dims (as factors of the input's axes), per spatial axis its
+    state (:class:`Pending` where local; global with a first reach, unknown or constant), whether it
+    carries global context, the plan of the op that made it (None for the input, parameters and
+    constants) and whether its channels may see different windows (``Plan.channels``)."""
+
+    dims: tuple[Dim, ...]
+    axes: tuple[AxisState | Pending, ...]
+    global_context: bool = False
+    plan: Plan | None = None
+    channels_split: bool = False
+
+    def local_axes(self) -> frozenset[int]:
+        return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, (Local, Pending)))
+
+    def global_axes(self) -> frozenset[int]:
+        return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Global))
+
+
+@dataclass(frozen=True)
 class TensorGeom:
+    """The walk's final record of one tensor: dims, per spatial axis its state, global context, the
+    parts its windows are made of, the real pixels its units also see through global context per
+    local axis (``context_spans``), and the axes an input made unknown in pass 3 (``late``)."""
+
     dims: tuple[Dim, ...]
     axes: tuple[AxisState, ...]
     global_context: bool = False
     parts: tuple[Part, ...] = ()
+    context_spans: dict[int, tuple[int, int]] = field(default_factory=dict, compare=False)
+    late: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -43,16 +83,6 @@ class Misalignment:
     node: OpNode
     axis: int
     inputs: list[tuple[int, Fraction | None, Fraction | None]]  # (tensor id, stride, offset)
-
-
-@dataclass
-class _Pending:
-    """Pass 1's result for one local axis of one tensor: enough to fill its arrays in pass 3."""
-
-    n: int
-    stride: Fraction | None
-    period: int
-    sources: list[Source]
 
 
 @dataclass
@@ -118,70 +148,76 @@ def profile(parts: Sequence[Part], a: int, centre: dict[int, int]) -> tuple[np.n
     return lo, hi
 
 
+class _Dims(Mapping):
+    """Tensor id -> dims, read through the structure records (what a :class:`RuleContext` reads)."""
+
+    def __init__(self, structure: dict[int, Structure]):
+        self._structure = structure
+
+    def __getitem__(self, tid: int) -> tuple[Dim, ...]:
+        return self._structure[tid].dims
+
+    def __iter__(self):
+        return iter(self._structure)
+
+    def __len__(self) -> int:
+        return len(self._structure)
+
+
 class GraphWalk:
+    """The three passes over a capture (see the module doc). Each pass writes one record per tensor
+    and only reads the records of tensors before it: :class:`Structure` (pass 1), the demanded
+    position range per local axis (pass 2), :class:`TensorGeom` (pass 3)."""
+
     def __init__(self, cap: Capture):
         self.cap = cap
         self.k = len(cap.tensors[cap.input_id].shape) - 2
-        self.dims: dict[int, tuple[Dim, ...]] = {}
-        self.kinds: dict[int, list[AxisState | _Pending]] = {}
-        self.gctx: dict[int, bool] = {}
-        self.plans: dict[int, Plan] = {}  # output tensor id -> plan
+        self.structure: dict[int, Structure] = {}
+        self.demand: dict[tuple[int, int], tuple[int, int]] = {}  # (tensor, axis) -> [lo, hi) positions read
+        self.geoms: dict[int, TensorGeom] = {}
         self.no_rule: dict[str, int] = {}  # op name -> calls
         self.untracked: dict[str, int] = {}  # "op (why)" -> calls
-        self.demand: dict[tuple[int, int], tuple[int, int]] = {}
         self.misaligned: dict[int, list[Misalignment]] = {}
         self.merges: set[int] = set()
-        self.parts: dict[int, tuple[Part, ...]] = {}
         self._untracked_calls: dict[str, set[int]] = {}
-        self.context_spans: dict[int, dict[int, tuple[int, int]]] = {}
-        self._sources: dict[tuple[int, int], list[Source]] = {}
-        self._late: set[tuple[int, int]] = set()  # (tensor, axis) made unknown in pass 3
-        self._split: set[int] = set()  # tensors whose channels may see different windows (Plan.channels)
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
         """Tensors not produced by a recorded op (parameters, constants) do not depend on the input."""
-        if tid not in self.dims:
-            self.dims[tid] = tuple(plain(s) for s in self.cap.tensors[tid].shape)
-            self.kinds[tid] = [CONSTANT] * self.k
-            self.gctx[tid] = False
+        if tid not in self.structure:
+            self.structure[tid] = Structure(tuple(plain(s) for s in self.cap.tensors[tid].shape), (CONSTANT,) * self.k)
 
-    def _read(self, node: OpNode, tid: int) -> list[int]:
-        """The inputs of ``node`` whose values reach its output ``tid`` (not those a write overwrites)."""
-        plan = self.plans.get(tid)
+    def _read(self, node: OpNode, plan: Plan | None) -> list[int]:
+        """The inputs of ``node`` whose values reach the output ``plan`` made (not those a write overwrites)."""
         return [t for t in node.inputs if plan is None or t not in plan.unread]
 
-    def _local_axes(self, tid: int) -> frozenset[int]:
-        return frozenset(a for a, s in enumerate(self.kinds[tid]) if isinstance(s, (Local, _Pending)))
-
     def _context(self, node: OpNode) -> RuleContext:
-        return RuleContext(node, self.cap.tensors, self.cap.producers, self.dims,
-                           {t: self._local_axes(t) for t in node.inputs},
-                           {t: frozenset(a for a, s in enumerate(self.kinds[t]) if isinstance(s, Global))
-                            for t in node.inputs},
-                           frozenset(t for t in node.inputs if t in self._split))
+        st = self.structure
+        return RuleContext(node, self.cap.tensors, self.cap.producers, _Dims(st),
+                           {t: st[t].local_axes() for t in node.inputs},
+                           {t: st[t].global_axes() for t in node.inputs},
+                           frozenset(t for t in node.inputs if st[t].channels_split))
 
     # -------------------------------------------------------------- pass 1
-    def structure(self) -> None:
+    def structure_pass(self) -> None:
         cap = self.cap
         shape = cap.tensors[cap.input_id].shape
-        self.dims[cap.input_id] = (plain(shape[0]), plain(shape[1])) + tuple(((a, s),) for a, s in
-                                                                             enumerate(shape[2:]))
-        self.kinds[cap.input_id] = [_Pending(s, Fraction(1), 1, []) for s in shape[2:]]
-        self.gctx[cap.input_id] = False
+        self.structure[cap.input_id] = Structure(
+            (plain(shape[0]), plain(shape[1])) + tuple(((a, s),) for a, s in enumerate(shape[2:])),
+            tuple(Pending(s, Fraction(1), 1, ()) for s in shape[2:]))
         for node in cap.nodes:
             for t in node.inputs:
                 self._ensure(t)
-            plans = self._plans(node)
-            for tid, plan in zip(node.outputs, plans):
-                self._resolve(node, tid, plan)
+            for tid, plan in zip(node.outputs, self._plans(node)):
+                self.structure[tid] = self._resolve(node, plan)
 
-    def _plans(self, node: OpNode) -> list[Plan | None]:
+    def _plans(self, node: OpNode) -> list[Plan]:
         outs = [self.cap.tensors[t].shape for t in node.outputs]
         if not outs:  # .item(), sizes: no tensor comes out
             return []
         empty = any(0 in self.cap.tensors[t].shape for t in node.inputs) and all(0 in shape for shape in outs)
-        if empty or all(all(isinstance(s, Constant) for s in self.kinds[t]) and not self.gctx[t] for t in node.inputs):
+        if empty or all(all(isinstance(s, Constant) for s in self.structure[t].axes)
+                        and not self.structure[t].global_context for t in node.inputs):
             # (an empty tensor, such as no detections at all, has no unit to speak of)
             return [Plan(dims=tuple(plain(s) for s in shape), constant=True) for shape in outs]
         rule = GEOMETRY.get(key_of(node.op))
@@ -202,44 +238,44 @@ class GraphWalk:
                 self.untracked[label] = self.untracked.get(label, 0) + 1
         return Unknown(frozenset({label}))
 
-    def _resolve(self, node: OpNode, tid: int, plan: Plan) -> None:
-        """Per axis, the output's state kind from the plan and the inputs' kinds."""
+    def _resolve(self, node: OpNode, plan: Plan) -> Structure:
+        """Per axis, the output's state from the plan and the inputs' states."""
         op = node.name
         ins = [t for t in dict.fromkeys(node.inputs) if t not in plan.unread]
-        kinds: list[AxisState | _Pending] = []
+        axes: list[AxisState | Pending] = []
         gctx = False
         carried = {a: d for d, dim in enumerate(plan.dims) for a in axes_of(dim)}
         for a in range(self.k):
-            states = {t: self.kinds[t][a] for t in ins}
+            states = {t: self.structure[t].axes[a] for t in ins}
             unknown = frozenset().union(*(s.ops for s in states.values() if isinstance(s, Unknown)))
             live = [t for t, s in states.items() if not isinstance(s, Constant)]
             if plan.constant or not live:
-                kinds.append(CONSTANT)
+                axes.append(CONSTANT)
             elif plan.no_rule or plan.unsupported:
                 label = op if plan.no_rule else f"{op} ({plan.unsupported})"
-                kinds.append(Unknown(unknown | {label}))
+                axes.append(Unknown(unknown | {label}))
                 self._untracked(label, node)
             elif unknown:
-                kinds.append(Unknown(unknown))
+                axes.append(Unknown(unknown))
             elif a in plan.fold:
-                kinds.append(GLOBAL)
+                axes.append(GLOBAL)
             elif a in plan.local:
                 sources = plan.local[a]
                 named = {s.tid for s in sources}
-                if any(isinstance(states[t], _Pending) for t in ins if t not in named):
-                    kinds.append(self._untracked(f"{op} (an input's spatial axis has no mapping)", node))
+                if any(isinstance(states[t], Pending) for t in ins if t not in named):
+                    axes.append(self._untracked(f"{op} (an input's spatial axis has no mapping)", node))
                     continue
-                local = [s for s in sources if isinstance(states[s.tid], _Pending)]
+                local = [s for s in sources if isinstance(states[s.tid], Pending)]
                 sees_global = any(isinstance(s, Global) for s in states.values())
                 if not local:
-                    kinds.append(GLOBAL if sees_global else CONSTANT)
+                    axes.append(GLOBAL if sees_global else CONSTANT)
                     continue
                 if len({s.tid for s in local}) > 1 and self._partly_reached(ins, a):
                     # the window of a unit along a is the union of the pieces that reach it, and whether
                     # a piece reaches it also depends on its position along the global axis, which
                     # parts do not record
-                    kinds.append(self._untracked(f"{op} (merges pieces that may reach different positions "
-                                                 "of a padded global axis)", node))
+                    axes.append(self._untracked(f"{op} (merges pieces that may reach different positions "
+                                                "of a padded global axis)", node))
                     continue
                 gctx |= sees_global or a in plan.context
                 moving = [s for s in local if s.fn is not broadcast]
@@ -250,40 +286,42 @@ class GraphWalk:
                     p_in = states[s.tid].period
                     period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in))
                 size = dict(plan.dims[carried[a]])[a] if a in carried else 1
-                kinds.append(_Pending(size, stride, period, local))
-                self._sources[(tid, a)] = local
-            elif any(isinstance(states[t], _Pending) for t in live):
-                kinds.append(self._untracked(f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})",
-                                             node))
+                axes.append(Pending(size, stride, period, tuple(local)))
+            elif any(isinstance(states[t], Pending) for t in live):
+                axes.append(self._untracked(
+                    f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})", node))
             else:
-                kinds.append(GLOBAL)
-        has_local = any(isinstance(s, _Pending) for s in kinds)
-        gctx |= any(self.gctx[t] for t in ins)
-        self.dims[tid] = plan.dims
-        self.kinds[tid] = kinds
-        self.gctx[tid] = gctx and has_local
-        self.plans[tid] = plan
-        if plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP and any(t in self._split for t in ins)):
-            self._split.add(tid)
-        for a, s in enumerate(kinds):  # a first reach (spans unknown yet: it may miss positions, never add)
-            if isinstance(s, Global):
-                kinds[a] = Global(None, self._reach(node, tid, a))
+                axes.append(GLOBAL)
+        has_local = any(isinstance(s, Pending) for s in axes)
+        gctx |= any(self.structure[t].global_context for t in ins)
+        split = plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP
+                                                    and any(self.structure[t].channels_split for t in ins))
+        # a first reach of each global axis (spans unknown yet: it may miss positions, never add)
+        final = tuple(Global(None, self._reach(node, plan, plan.dims, a, self._structure_axes))
+                      if isinstance(s, Global) else s for a, s in enumerate(axes))
+        return Structure(plan.dims, final, gctx and has_local, plan, split)
+
+    def _structure_axes(self, tid: int) -> tuple[AxisState | Pending, ...]:
+        return self.structure[tid].axes
+
+    def _final_axes(self, tid: int) -> tuple[AxisState, ...]:
+        return self.geoms[tid].axes
 
     def _partly_reached(self, inputs: list[int], a: int) -> bool:
         """Whether some input has a global axis other than ``a`` with positions that read only padding."""
         return any(isinstance(s, Global) and s.reach is not None
-                   for t in inputs for b, s in enumerate(self.kinds[t]) if b != a)
+                   for t in inputs for b, s in enumerate(self.structure[t].axes) if b != a)
 
     # -------------------------------------------------------------- pass 2
     def propagate_demand(self) -> None:
-        for tid, kinds in self.kinds.items():
-            for a, s in enumerate(kinds):
-                if isinstance(s, _Pending):
+        for tid, st in self.structure.items():
+            for a, s in enumerate(st.axes):
+                if isinstance(s, Pending):
                     self.demand[(tid, a)] = (0, max(s.n, min(s.period, MAX_PERIOD)))
         for node in reversed(self.cap.nodes):
             for tid in node.outputs:
-                for a, s in enumerate(self.kinds[tid]):
-                    if not isinstance(s, _Pending):
+                for a, s in enumerate(self.structure[tid].axes):
+                    if not isinstance(s, Pending):
                         continue
                     lo, hi = self.demand[(tid, a)]
                     v = np.arange(lo, hi, dtype=np.int64)
@@ -299,64 +337,76 @@ class GraphWalk:
     # -------------------------------------------------------------- pass 3
     def windows(self) -> None:
         cap = self.cap
-        axes = {}
-        for a, s in enumerate(self.kinds[cap.input_id]):
+        for tid, st in self.structure.items():  # the input's and the constants' records
+            if st.plan is None and tid != cap.input_id:
+                self.geoms[tid] = TensorGeom(st.dims, tuple(st.axes), st.global_context)
+        arrays = {}
+        for a, s in enumerate(self.structure[cap.input_id].axes):
             lo, hi = self.demand[(cap.input_id, a)]
             u = np.arange(lo, hi, dtype=np.int64)
             real = np.arange(s.n, dtype=np.int64)
-            axes[a] = AxisArrays(lo, u, u.copy(), real, real.copy())
-        self.parts[cap.input_id] = (Part(axes),)
-        self._summarize(cap.input_id)
+            arrays[a] = AxisArrays(lo, u, u.copy(), real, real.copy())
+        parts = (Part(arrays),)
+        st = self.structure[cap.input_id]
+        self.geoms[cap.input_id] = TensorGeom(st.dims, self._summarize(cap.input_id, st.axes, parts), False, parts)
         for node in cap.nodes:
             for tid in node.outputs:
-                self._late_unknowns(node, tid)
-                if any(isinstance(s, _Pending) for s in self.kinds[tid]):
-                    per_source = self._fill(tid)
-                    self._summarize(tid)
-                    if len(per_source) > 1:
-                        self._check_alignment(node, tid, per_source)
-                for a, s in enumerate(self.kinds[tid]):
-                    if isinstance(s, Global):
-                        self.kinds[tid][a] = self._pieces_differ(node, tid, a) or \
-                            Global(self._span(node, tid, a), self._reach(node, tid, a))
-                self.context_spans[tid] = self._context_spans(node, tid)
+                self.geoms[tid] = self._finish(node, tid)
 
-    def _late_unknowns(self, node: OpNode, tid: int) -> None:
-        """Axes that an input made unknown in this pass (``_pieces_differ``) are unknown here too."""
-        for a, s in enumerate(self.kinds[tid]):
-            if isinstance(s, (_Pending, Global)):
-                late = [self.kinds[t][a] for t in self._read(node, tid) if (t, a) in self._late]
-                if late:
-                    self.kinds[tid][a] = Unknown(frozenset().union(*(u.ops for u in late)))
-                    self._late.add((tid, a))
+    def _finish(self, node: OpNode, tid: int) -> TensorGeom:
+        """The final record of one output of ``node``, from its structure and its inputs' records."""
+        st = self.structure[tid]
+        read = self._read(node, st.plan)
+        axes: list[AxisState | Pending] = list(st.axes)
+        late = set()
+        for a, s in enumerate(axes):  # axes an input made unknown in this pass are unknown here too
+            if isinstance(s, (Pending, Global)):
+                found = [self.geoms[t].axes[a] for t in read if a in self.geoms[t].late]
+                if found:
+                    axes[a] = Unknown(frozenset().union(*(u.ops for u in found)))
+                    late.add(a)
+        parts: tuple[Part, ...] = ()
+        if any(isinstance(s, Pending) for s in axes):
+            per_source, parts = self._fill(tid, axes)
+            axes = list(self._summarize(tid, axes, parts))
+            if len(per_source) > 1:
+                self._check_alignment(node, tid, axes, parts, per_source)
+        for a, s in enumerate(axes):
+            if isinstance(s, Global):
+                differ = self._pieces_differ(node, st.plan, axes, a)
+                if differ is not None:
+                    axes[a] = differ
+                    late.add(a)
+                else:
+                    axes[a] = Global(self._span(read, a), self._reach(node, st.plan, st.dims, a, self._final_axes))
+        return TensorGeom(st.dims, tuple(axes), st.global_context, parts,
+                          self._context_spans(read, st.plan, axes), frozenset(late))
 
-    def _pieces_differ(self, node: OpNode, tid: int, a: int) -> Unknown | None:
+    def _pieces_differ(self, node: OpNode, plan: Plan | None, axes: list, a: int) -> Unknown | None:
         """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)
         that see different pixels along a, or of several pieces and global context along a (which
         may come with some pieces only): which of them a unit pools, and so its span along a, depends
         on the unit, and one span per axis cannot say it."""
-        plan = self.plans.get(tid)
-        if plan is None or a not in plan.fold or not any(isinstance(s, Local) for s in self.kinds[tid]):
+        if plan is None or a not in plan.fold or not any(isinstance(s, Local) for s in axes):
             return None
         spans = set()
-        for t in self._read(node, tid):
-            parts = [p for p in self.parts.get(t, ()) if a in p.axes
-                     and all((o.clo <= o.chi).any() for o in p.axes.values())]
+        for t in self._read(node, plan):
+            record = self.geoms[t]
+            parts = [p for p in record.parts if a in p.axes and all((o.clo <= o.chi).any() for o in p.axes.values())]
             for part in parts:
                 ok = part.axes[a].clo <= part.axes[a].chi
                 spans.add((int(part.axes[a].clo[ok].min()), int(part.axes[a].chi[ok].max())))
-            if len(parts) > 1 and a in self.context_spans.get(t, {}):
+            if len(parts) > 1 and a in record.context_spans:
                 spans.add(("context", t))  # global context (a norm's statistics) may reach some pieces only
         if len(spans) < 2:
             return None
-        self._late.add((tid, a))
         return self._untracked(f"{node.name} (pools pieces that see different pixels along a spatial axis it "
                                "reduces while another stays local)", node)
 
     def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
         """All real pixels along axis a that reach any unit of a local tensor."""
         lo, hi = EMPTY_LO, EMPTY_HI
-        for part in self.parts[tid]:
+        for part in self.geoms[tid].parts:
             arr = part.axes.get(a)
             if arr is None or any(not (other.clo <= other.chi).any() for other in part.axes.values()):
                 continue  # a piece that no real pixel reaches along some axis reaches no unit at all
@@ -364,21 +414,21 @@ class GraphWalk:
             lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
         return (int(lo), int(hi)) if lo <= hi else None
 
-    def _context_spans(self, node: OpNode, tid: int) -> dict[int, tuple[int, int]]:
+    def _context_spans(self, read: list[int], plan: Plan | None, axes: list) -> dict[int, tuple[int, int]]:
         """Per local axis, the real pixels its units also see through global context (a gate, a
         norm's statistics): they count when the axis is later reduced."""
-        plan = self.plans.get(tid)
         out = {}
-        for a, s in enumerate(self.kinds[tid]):
+        for a, s in enumerate(axes):
             if not isinstance(s, Local):
                 continue
             spans = []
-            for t in self._read(node, tid):
-                state = self.kinds[t][a]
+            for t in read:
+                record = self.geoms[t]
+                state = record.axes[a]
                 if isinstance(state, Global) and state.span is not None:
                     spans.append(state.span)
-                if a in self.context_spans.get(t, {}):
-                    spans.append(self.context_spans[t][a])
+                if a in record.context_spans:
+                    spans.append(record.context_spans[a])
                 if plan is not None and a in plan.context and isinstance(state, Local):
                     spans.append(self._clipped_union(t, a))
             spans = [x for x in spans if x is not None]
@@ -386,22 +436,23 @@ class GraphWalk:
                 out[a] = (min(x[0] for x in spans), max(x[1] for x in spans))
         return out
 
-    def _reach(self, node: OpNode, tid: int, a: int) -> np.ndarray | None:
-        """Positions of a global axis that real values reach, when the op moved positions along it."""
-        plan = self.plans.get(tid)
-        size = next((f for dim in self.dims[tid] for ax, f in dim if ax == a), None)
+    def _reach(self, node: OpNode, plan: Plan | None, dims: tuple[Dim, ...], a: int,
+               axes_of_input) -> np.ndarray | None:
+        """Positions of a global axis that real values reach, when the op moved positions along it
+        (``axes_of_input(t)``: the inputs' states, from pass 1 or pass 3)."""
+        size = next((f for dim in dims for ax, f in dim if ax == a), None)
         if plan is None or a not in plan.local or size is None:
             return None
         mapped = {src.tid for src in plan.local[a]}
-        if any(isinstance(self.kinds[t][a], Global) and self.kinds[t][a].span is not None
-               for t in self._read(node, tid) if t not in mapped):
+        if any(isinstance(axes_of_input(t)[a], Global) and axes_of_input(t)[a].span is not None
+               for t in self._read(node, plan) if t not in mapped):
             return None  # an input that sees the input, not mapped along a: it reaches every position
         reach = np.zeros(size, dtype=bool)
         for src in plan.local[a]:
-            state = self.kinds[src.tid][a]
+            state = axes_of_input(src.tid)[a]
             if not isinstance(state, Global):
                 continue
-            n_in = next((f for dim in self.dims[src.tid] for ax, f in dim if ax == a), 1)
+            n_in = next((f for dim in self.structure[src.tid].dims for ax, f in dim if ax == a), 1)
             r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
             ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)
             ta, tb = clip_taps(ta, tb, step, len(r_in))
@@ -410,38 +461,38 @@ class GraphWalk:
             reach |= got == 0
         return None if reach.all() else reach
 
-    def _span(self, node: OpNode, tid: int, a: int) -> tuple[int, int] | None:
+    def _span(self, read: list[int], a: int) -> tuple[int, int] | None:
         """Real pixels along axis a that reach a global output: everything its inputs reached,
         their global context included."""
         spans = []
-        for t in self._read(node, tid):
-            if any(isinstance(s, Global) and s.reach is not None and not s.reach.any() for s in self.kinds[t]):
+        for t in read:
+            record = self.geoms[t]
+            if any(isinstance(s, Global) and s.reach is not None and not s.reach.any() for s in record.axes):
                 continue  # no position of this input is reached by anything real (phase gaps, padding)
-            state = self.kinds[t][a]
+            state = record.axes[a]
             if isinstance(state, Global):
                 spans.append(state.span)
             elif isinstance(state, Local):
                 spans.append(self._clipped_union(t, a))
-                spans.append(self.context_spans.get(t, {}).get(a))
+                spans.append(record.context_spans.get(a))
         spans = [x for x in spans if x is not None]
         return (min(x[0] for x in spans), max(x[1] for x in spans)) if spans else None
 
-    def _fill(self, tid: int) -> dict[int, list[Part]]:
-        """The output's parts: every part of every contributing input, mapped along each local axis."""
-        pending = {a: s for a, s in enumerate(self.kinds[tid]) if isinstance(s, _Pending)}
+    def _fill(self, tid: int, axes: list) -> tuple[dict[int, list[Part]], tuple[Part, ...]]:
+        """The output's parts: every part of every contributing input, mapped along each local axis
+        (per contributing input, and all of them normalized)."""
+        pending = {a: s for a, s in enumerate(axes) if isinstance(s, Pending)}
         contributors = list(dict.fromkeys(src.tid for p in pending.values() for src in p.sources))
         per_source: dict[int, list[Part]] = {}
         for t in contributors:
-            for part in self.parts.get(t, ()):
-                axes = {}
+            for part in self.geoms[t].parts if t in self.geoms else ():
+                arrays = {}
                 for a, p in pending.items():
                     srcs = [s for s in p.sources if s.tid == t]
                     if srcs and a in part.axes:
-                        axes[a] = self._map(tid, a, p.n, srcs, part.axes[a])
-                per_source.setdefault(t, []).append(Part(axes))
-        parts = [part for ps in per_source.values() for part in ps]
-        self.parts[tid] = normalize(parts)
-        return per_source
+                        arrays[a] = self._map(tid, a, p.n, srcs, part.axes[a])
+                per_source.setdefault(t, []).append(Part(arrays))
+        return per_source, normalize([part for ps in per_source.values() for part in ps])
 
     def _map(self, tid: int, a: int, n: int, sources: list[Source], arr: AxisArrays) -> AxisArrays:
         lo_d, hi_d = self.demand[(tid, a)]
@@ -463,32 +514,34 @@ class GraphWalk:
             clo, chi = np.minimum(clo, flo), np.maximum(chi, fhi)
         return AxisArrays(lo_d, lo, hi, clo, chi)
 
-    def _summarize(self, tid: int) -> None:
-        """Replace each pending axis by its :class:`Local` summary (profile at the centre of the others)."""
-        kinds = self.kinds[tid]
-        parts = self.parts[tid]
-        centre = {a: reachable_centre(parts, a, s.n) for a, s in enumerate(kinds) if isinstance(s, _Pending)}
-        for a, s in enumerate(kinds):
-            if isinstance(s, _Pending):
+    def _summarize(self, tid: int, axes, parts: tuple[Part, ...]) -> tuple[AxisState, ...]:
+        """Each pending axis as its :class:`Local` summary (profile at the centre of the others)."""
+        centre = {a: reachable_centre(parts, a, s.n) for a, s in enumerate(axes) if isinstance(s, Pending)}
+        out = []
+        for a, s in enumerate(axes):
+            if isinstance(s, Pending):
                 lo, hi = profile(parts, a, centre)
-                kinds[a] = Local(s.n, s.stride, s.period, self.demand[(tid, a)][0], lo, hi)
+                s = Local(s.n, s.stride, s.period, self.demand[(tid, a)][0], lo, hi)
+            out.append(s)
+        return tuple(out)
 
-    def _check_alignment(self, node: OpNode, tid: int, per_source: dict[int, list[Part]]) -> None:
+    def _check_alignment(self, node: OpNode, tid: int, out: list, parts: tuple[Part, ...],
+                         per_source: dict[int, list[Part]]) -> None:
         """Aligned: every moving local input has the same stride and the same centre(u) wherever
         both reach u."""
-        out = self.kinds[tid]
+        st = self.structure[tid]
         for a, state in enumerate(out):
-            if not isinstance(state, Local) or a in self.plans[tid].piecewise:
+            if not isinstance(state, Local) or a in st.plan.piecewise:
                 continue
-            moving = {s.tid: s for s in self._sources[(tid, a)] if s.fn is not broadcast}
+            moving = {s.tid: s for s in st.axes[a].sources if s.fn is not broadcast}
             if len(moving) < 2:
                 continue
             self.merges.add(node.index)
-            centre = {b: reachable_centre(self.parts[tid], b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
+            centre = {b: reachable_centre(parts, b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
             pieces = {}
             for t, src in moving.items():
                 lo, hi = profile(per_source[t], a, centre)
-                in_state = self.kinds[t][a]
+                in_state = self.geoms[t].axes[a]
                 stride = in_state.stride * src.scale if in_state.stride is not None else None
                 pieces[t] = (lo, hi, stride)
             u = slice(-state.ustart, -state.ustart + state.n)
@@ -505,16 +558,16 @@ class GraphWalk:
 
     # -------------------------------------------------------------- driver
     def run(self) -> GraphGeometry:
-        self.structure()
+        self.structure_pass()
         self.propagate_demand()
         self.windows()
-        geoms = {t: TensorGeom(self.dims[t], tuple(self.kinds[t]), self.gctx[t], self.parts.get(t, ()))
-                 for t in self.dims}
         costs = {}
         for node in self.cap.nodes:
             rule = COST.get(key_of(node.op))
             costs[node.index] = rule(self._context(node)) if rule is not None else Cost()
-        return GraphGeometry(geoms, costs, self.misaligned, self.merges, self.no_rule, self.untracked, self._sources)
+        sources = {(t, a): list(s.sources) for t, st in self.structure.items() for a, s in enumerate(st.axes)
+                   if isinstance(s, Pending)}
+        return GraphGeometry(self.geoms, costs, self.misaligned, self.merges, self.no_rule, self.untracked, sources)
 
 
 def walk(cap: Capture) -> GraphGeometry:
