@@ -76,21 +76,24 @@ class TensorGeom:
     late: frozenset[int] = frozenset()
 
 
-@dataclass
-class Misalignment:
-    """A merge whose local inputs do not share stride and centres, along one axis."""
+@dataclass(frozen=True)
+class Merge:
+    """Where several moving local inputs meet along one axis (an add, a mul, a cat along channels),
+    with each input's stride and offset there; ``aligned`` when they share the stride and the centre
+    of every unit both reach (DESIGN). The row's ``aligned``, its notes and the diagnostics all read
+    these records."""
 
     node: OpNode
     axis: int
-    inputs: list[tuple[int, Fraction | None, Fraction | None]]  # (tensor id, stride, offset)
+    inputs: tuple[tuple[int, Fraction | None, Fraction | None], ...]  # (tensor id, stride, offset)
+    aligned: bool
 
 
 @dataclass
 class GraphGeometry:
     geoms: dict[int, TensorGeom]
     costs: dict[int, Cost]  # node index -> cost
-    misaligned: dict[int, list[Misalignment]]  # node index -> merges that do not align
-    merges: set[int]  # node indices where several local inputs meet
+    merges: list[Merge]  # in execution order
     no_rule: dict[str, int] = field(default_factory=dict)  # op without a geometry rule -> number of calls
     untracked: dict[str, int] = field(default_factory=dict)  # "op (why)" -> number of calls
     sources: dict[tuple[int, int], list[Source]] = field(default_factory=dict)  # (tensor, axis) -> local sources
@@ -177,8 +180,7 @@ class GraphWalk:
         self.geoms: dict[int, TensorGeom] = {}
         self.no_rule: dict[str, int] = {}  # op name -> calls
         self.untracked: dict[str, int] = {}  # "op (why)" -> calls
-        self.misaligned: dict[int, list[Misalignment]] = {}
-        self.merges: set[int] = set()
+        self.merges: list[Merge] = []
         self._untracked_calls: dict[str, set[int]] = {}
 
     # -------------------------------------------------------------- helpers
@@ -536,7 +538,6 @@ class GraphWalk:
             moving = {s.tid: s for s in st.axes[a].sources if s.fn is not broadcast}
             if len(moving) < 2:
                 continue
-            self.merges.add(node.index)
             centre = {b: reachable_centre(parts, b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
             pieces = {}
             for t, src in moving.items():
@@ -551,10 +552,9 @@ class GraphWalk:
                 both &= (lo <= hi)[u]
             same = all(stride == ref_stride and np.array_equal((lo + hi)[u][both], (ref_lo + ref_hi)[u][both])
                        for lo, hi, stride in pieces.values())
-            if not same:
-                info = [(t, stride, Local(state.n, stride, state.period, state.ustart, lo, hi).offset)
-                        for t, (lo, hi, stride) in pieces.items()]
-                self.misaligned.setdefault(node.index, []).append(Misalignment(node, a, info))
+            info = tuple((t, stride, Local(state.n, stride, state.period, state.ustart, lo, hi).offset)
+                         for t, (lo, hi, stride) in pieces.items())
+            self.merges.append(Merge(node, a, info, same))
 
     # -------------------------------------------------------------- driver
     def run(self) -> GraphGeometry:
@@ -567,7 +567,7 @@ class GraphWalk:
             costs[node.index] = rule(self._context(node)) if rule is not None else Cost()
         sources = {(t, a): list(s.sources) for t, st in self.structure.items() for a, s in enumerate(st.axes)
                    if isinstance(s, Pending)}
-        return GraphGeometry(self.geoms, costs, self.misaligned, self.merges, self.no_rule, self.untracked, sources)
+        return GraphGeometry(self.geoms, costs, self.merges, self.no_rule, self.untracked, sources)
 
 
 def walk(cap: Capture) -> GraphGeometry:

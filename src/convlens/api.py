@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .analysis import GraphGeometry, Misalignment, walk
+from .analysis import GraphGeometry, Merge, walk
 from .capture import Capture, capture
 from .diagnostics import collect_diagnostics
 from .errors import ConvlensError, check_input_shape
@@ -91,10 +91,9 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             producer = producers.get(tid)
             inside = producer is not None and call.first_op <= producer.index < call.end_op
             op = _short(producer.name) if call.is_leaf and inside else call.type_name
-            misaligned = [m for i in range(call.first_op, call.end_op) for m in graph.misaligned.get(i, [])]
-            merges = [i for i in range(call.first_op, call.end_op) if i in graph.merges]
-            aligned = None if not merges else not any(i in graph.misaligned for i in merges)
-            notes = _notes(geom.axes, geom.global_context, misaligned, names, input_size)
+            merges = [m for m in graph.merges if call.first_op <= m.node.index < call.end_op]
+            aligned = None if not merges else all(m.aligned for m in merges)
+            notes = _notes(geom.axes, geom.global_context, [m for m in merges if not m.aligned], names, input_size)
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
@@ -115,7 +114,7 @@ def _short(op_name: str) -> str:
     return parts[1] if len(parts) >= 2 and parts[0] == "aten" else op_name
 
 
-def _notes(axes, global_context: bool, misaligned: list[Misalignment], names: dict[int, str],
+def _notes(axes, global_context: bool, misaligned: list[Merge], names: dict[int, str],
            input_size: tuple[int, ...]) -> list[str]:
     notes = []
     for a, state in enumerate(axes):

@@ -209,9 +209,9 @@ def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int
     (misaligned merges are there already). ``graph`` is the :class:`convlens.analysis.GraphGeometry`."""
     row_of = cap.row_of_node
     found = op_diagnostics(cap, row_of)
-    for index, items in sorted(graph.misaligned.items()):
-        for m in items:
-            found.append(Diagnostic("misaligned-merge", row_of.get(index, ""),
+    for m in graph.merges:
+        if not m.aligned:
+            found.append(Diagnostic("misaligned-merge", row_of.get(m.node.index, ""),
                                     f"misaligned merge along axis {m.axis} at {m.node.name}",
                                     {"axis": m.axis, "strides": [s for _, s, _ in m.inputs],
                                      "offsets": [o for _, _, o in m.inputs]}))
