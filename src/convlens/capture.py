@@ -76,6 +76,13 @@ class TensorInfo:
         return n * self.dtype.itemsize  # complex64: 8, bool: 1
 
 
+@functools.lru_cache(maxsize=None)
+def _schema_index(op: Any) -> dict[str, tuple[int, Any]] | None:
+    """An op overload's arguments by name, with their positions (None for synthetic ops)."""
+    schema = getattr(op, "_schema", None)
+    return None if schema is None else {a.name: (i, a) for i, a in enumerate(schema.arguments)}
+
+
 @dataclass
 class OpNode:
     index: int
@@ -97,17 +104,18 @@ class OpNode:
         """Argument ``name`` bound by the op's schema: positional or keyword as given, else the
         schema's default, else ``default`` (also when this overload has no such argument, e.g. the
         ``dim`` of ``aten.mean.default``, which reduces every dim)."""
-        schema = getattr(self.op, "_schema", None)
-        if schema is None:
+        index = _schema_index(self.op)
+        if index is None:
             return self.kwargs.get(name, default)
-        for i, a in enumerate(schema.arguments):
-            if a.name == name:
-                if not a.kwarg_only and i < len(self.args):
-                    return self.args[i]
-                if name in self.kwargs:
-                    return self.kwargs[name]
-                return a.default_value if a.has_default_value() else default
-        return default
+        found = index.get(name)
+        if found is None:
+            return default
+        i, a = found
+        if not a.kwarg_only and i < len(self.args):
+            return self.args[i]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        return a.default_value if a.has_default_value() else default
 
 
 @dataclass
