@@ -56,7 +56,7 @@ class Structure:
     channels_split: bool = False
 
     def local_axes(self) -> frozenset[int]:
-        return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, (Local, Pending)))
+        return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Pending))
 
     def global_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Global))

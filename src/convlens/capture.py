@@ -635,8 +635,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
     st = _State(meta, named, protected)
     names = _module_names(model)
     calls: list[ModuleCall] = []
-    open_calls: list[ModuleCall] = []
-    open_inputs: list[Any] = []  # the arguments of each open call, for error messages
+    open_calls: list[tuple[ModuleCall, Any]] = []  # with their arguments, for error messages
     seen: dict[str, int] = {}
 
     def pre_hook(module: nn.Module, args: Any) -> None:
@@ -648,15 +647,13 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
         call = ModuleCall(row, path, 0 if path == "" else path.count(".") + 1, type(module).__name__,
                           not any(True for _ in module.children()), first_op=len(st.nodes))
         calls.append(call)
-        open_calls.append(call)
-        open_inputs.append(args)
+        open_calls.append((call, args))
         st.scope.append(row)
 
     def post_hook(module: nn.Module, args: Any, output: Any) -> None:
         if names.get(id(module)) is None or not open_calls:
             return
-        call = open_calls.pop()
-        open_inputs.pop()
+        call, _ = open_calls.pop()
         st.scope.pop()
         call.outputs = _output_refs(output, st)
         call.end_op = len(st.nodes)
@@ -677,12 +674,12 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                 out = model(x)
             output_ids = _output_refs(out, st)
         except SystemExit as e:
-            where = _where(open_calls, open_inputs)
+            where = _where(open_calls)
             raise ModelError(f"the model's code called sys.exit({e.code!r}){_in_module(where)}; convlens "
                              "needs a forward that returns") from None
         except Exception as e:
             with contextlib.suppress(AttributeError):
-                e._convlens_where = _where(open_calls, open_inputs)  # type: ignore[attr-defined]
+                e._convlens_where = _where(open_calls)  # type: ignore[attr-defined]
             raise
         finally:
             for h in handles:
@@ -704,12 +701,12 @@ def _recursion_room(module_depth: int):
         sys.setrecursionlimit(old)
 
 
-def _where(open_calls: list[ModuleCall], open_inputs: list[Any]) -> tuple[str, str, str] | None:
+def _where(open_calls: list[tuple[ModuleCall, Any]]) -> tuple[str, str, str] | None:
     """(row, class, its input shapes) of the innermost module call still running."""
     if not open_calls:
         return None
-    shapes = ", ".join("x".join(map(str, t.shape)) for t in _tensors(open_inputs[-1]))
-    return open_calls[-1].name, open_calls[-1].type_name, shapes
+    call, args = open_calls[-1]
+    return call.name, call.type_name, ", ".join("x".join(map(str, t.shape)) for t in _tensors(args))
 
 
 def _output_refs(output: Any, st: _State) -> list[tuple[str, int]]:

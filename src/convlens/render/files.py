@@ -19,10 +19,10 @@ from typing import Iterator
 from ..errors import ConvlensError
 
 
-def check_destination(path: str | os.PathLike | None, option: str = "-o") -> Path | None:
+def check_destination(path: str | os.PathLike | None, option: str = "-o", probe: bool = True) -> Path | None:
     """``path`` as a Path when a file can be written there (None stays None); ``ConvlensError``
-    naming ``option`` and saying what to do otherwise. Probes the folder by creating and removing a
-    temporary file in it, as :func:`atomic_output` will."""
+    naming ``option`` and saying what to do otherwise. ``probe``: also create and remove a temporary
+    file in the folder, as :func:`atomic_output` will (before the work starts)."""
     if path is None:
         return None
     text = _text(path, option)
@@ -38,6 +38,8 @@ def check_destination(path: str | os.PathLike | None, option: str = "-o") -> Pat
         raise ConvlensError(f"{option} {text!r}: folder {str(folder)!r} does not exist (create it first)")
     if not folder.is_dir():
         raise ConvlensError(f"{option} {text!r}: {str(folder)!r} is not a folder")
+    if not probe:
+        return p
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{p.name}.", suffix=".probe"):
             pass
@@ -52,7 +54,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same suffix (so writers that pick a format by
     suffix pick the same one); when the block succeeds, rename it over ``path``, else remove it. An
     ``OSError`` (a full disk, a folder that went away) becomes one ``ConvlensError`` line."""
-    p = check_destination(path, "the output path")
+    p = check_destination(path, "the output path", probe=False)  # its own mkstemp is the probe
     if _is_device(p):
         try:
             yield p
