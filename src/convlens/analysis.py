@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import gcd, lcm
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
 from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
-                       Part, Unknown, clip_taps, range_reduce)
+                       Part, Unknown, Windows, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.registry import Channels
 from .rules.plans import axes_of, broadcast, identity, plain
@@ -65,13 +65,13 @@ class Structure:
 @dataclass(frozen=True)
 class TensorGeom:
     """The walk's final record of one tensor: dims, per spatial axis its state, global context, the
-    parts its windows are made of, the real pixels its units also see through global context per
+    windows of its units, the real pixels its units also see through global context per
     local axis (``context_spans``), and the axes an input made unknown in pass 3 (``late``)."""
 
     dims: tuple[Dim, ...]
     axes: tuple[AxisState, ...]
     global_context: bool = False
-    parts: tuple[Part, ...] = ()
+    windows: Windows = Windows()
     context_spans: dict[int, tuple[int, int]] = field(default_factory=dict, compare=False)
     late: frozenset[int] = frozenset()
 
@@ -97,58 +97,6 @@ class GraphGeometry:
     no_rule: dict[str, int] = field(default_factory=dict)  # op without a geometry rule -> number of calls
     untracked: dict[str, int] = field(default_factory=dict)  # "op (why)" -> number of calls
     sources: dict[tuple[int, int], list[Source]] = field(default_factory=dict)  # (tensor, axis) -> local sources
-
-
-def _union(parts: Sequence[Part]) -> Part:
-    axes = {}
-    for a in parts[0].axes:
-        arrs = [p.axes[a] for p in parts]
-        axes[a] = AxisArrays(arrs[0].ustart, np.minimum.reduce([x.lo for x in arrs]),
-                             np.maximum.reduce([x.hi for x in arrs]), np.minimum.reduce([x.clo for x in arrs]),
-                             np.maximum.reduce([x.chi for x in arrs]))
-    return Part(axes)
-
-
-def normalize(parts: Sequence[Part]) -> tuple[Part, ...]:
-    """Unite the pieces that are present at every position (their union is exact per axis); keep
-    pieces with gaps apart."""
-    full: dict[frozenset[int], list[Part]] = {}
-    partial: list[Part] = []
-    for part in parts:
-        if all(arr.full() for arr in part.axes.values()):
-            full.setdefault(frozenset(part.axes), []).append(part)
-        else:
-            partial.append(part)
-    return tuple(_union(group) if len(group) > 1 else group[0] for group in full.values()) + tuple(partial)
-
-
-def reachable_centre(parts: Sequence[Part], a: int, n: int) -> int:
-    """The reachable position along axis a nearest to n // 2 (units in phase gaps are skipped)."""
-    reach = np.zeros(n, dtype=bool)
-    for part in parts:
-        if a in part.axes:
-            arr = part.axes[a]
-            i = -arr.ustart
-            reach |= (arr.lo <= arr.hi)[i:i + n]
-    idx = np.nonzero(reach)[0]
-    return int(idx[np.argmin(np.abs(idx - n // 2))]) if len(idx) else n // 2
-
-
-def profile(parts: Sequence[Part], a: int, centre: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Unbounded windows along axis a with every other axis at its ``centre`` position."""
-    lo = hi = None
-    for part in parts:
-        if a not in part.axes:
-            continue
-        if any(b != a and arr.unbounded(centre[b]) is None for b, arr in part.axes.items()):
-            continue
-        arr = part.axes[a]
-        lo = arr.lo if lo is None else np.minimum(lo, arr.lo)
-        hi = arr.hi if hi is None else np.maximum(hi, arr.hi)
-    if lo is None:
-        arr = next(p.axes[a] for p in parts if a in p.axes)
-        return np.full_like(arr.lo, EMPTY_LO), np.full_like(arr.hi, EMPTY_HI)
-    return lo, hi
 
 
 class _Dims(Mapping):
@@ -348,9 +296,10 @@ class GraphWalk:
             u = np.arange(lo, hi, dtype=np.int64)
             real = np.arange(s.n, dtype=np.int64)
             arrays[a] = AxisArrays(lo, u, u.copy(), real, real.copy())
-        parts = (Part(arrays),)
+        windows = Windows((Part(arrays),))
         st = self.structure[cap.input_id]
-        self.geoms[cap.input_id] = TensorGeom(st.dims, self._summarize(cap.input_id, st.axes, parts), False, parts)
+        self.geoms[cap.input_id] = TensorGeom(st.dims, self._summarize(cap.input_id, st.axes, windows), False,
+                                              windows)
         for node in cap.nodes:
             for tid in node.outputs:
                 self.geoms[tid] = self._finish(node, tid)
@@ -367,12 +316,12 @@ class GraphWalk:
                 if found:
                     axes[a] = Unknown(frozenset().union(*(u.ops for u in found)))
                     late.add(a)
-        parts: tuple[Part, ...] = ()
+        windows = Windows()
         if any(isinstance(s, Pending) for s in axes):
-            per_source, parts = self._fill(tid, axes)
-            axes = list(self._summarize(tid, axes, parts))
+            per_source, windows = self._fill(tid, axes)
+            axes = list(self._summarize(tid, axes, windows))
             if len(per_source) > 1:
-                self._check_alignment(node, tid, axes, parts, per_source)
+                self._check_alignment(node, tid, axes, windows, per_source)
         for a, s in enumerate(axes):
             if isinstance(s, Global):
                 differ = self._pieces_differ(node, st.plan, axes, a)
@@ -381,7 +330,7 @@ class GraphWalk:
                     late.add(a)
                 else:
                     axes[a] = Global(self._span(read, a), self._reach(node, st.plan, st.dims, a, self._final_axes))
-        return TensorGeom(st.dims, tuple(axes), st.global_context, parts,
+        return TensorGeom(st.dims, tuple(axes), st.global_context, windows,
                           self._context_spans(read, st.plan, axes), frozenset(late))
 
     def _pieces_differ(self, node: OpNode, plan: Plan | None, axes: list, a: int) -> Unknown | None:
@@ -394,11 +343,9 @@ class GraphWalk:
         spans = set()
         for t in self._read(node, plan):
             record = self.geoms[t]
-            parts = [p for p in record.parts if a in p.axes and all((o.clo <= o.chi).any() for o in p.axes.values())]
-            for part in parts:
-                ok = part.axes[a].clo <= part.axes[a].chi
-                spans.add((int(part.axes[a].clo[ok].min()), int(part.axes[a].chi[ok].max())))
-            if len(parts) > 1 and a in record.context_spans:
+            reaching = record.windows.clipped_spans(a)
+            spans.update(reaching)
+            if len(reaching) > 1 and a in record.context_spans:
                 spans.add(("context", t))  # global context (a norm's statistics) may reach some pieces only
         if len(spans) < 2:
             return None
@@ -407,14 +354,8 @@ class GraphWalk:
 
     def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
         """All real pixels along axis a that reach any unit of a local tensor."""
-        lo, hi = EMPTY_LO, EMPTY_HI
-        for part in self.geoms[tid].parts:
-            arr = part.axes.get(a)
-            if arr is None or any(not (other.clo <= other.chi).any() for other in part.axes.values()):
-                continue  # a piece that no real pixel reaches along some axis reaches no unit at all
-            ok = arr.clo <= arr.chi
-            lo, hi = min(lo, int(arr.clo[ok].min())), max(hi, int(arr.chi[ok].max()))
-        return (int(lo), int(hi)) if lo <= hi else None
+        spans = self.geoms[tid].windows.clipped_spans(a)
+        return (min(x[0] for x in spans), max(x[1] for x in spans)) if spans else None
 
     def _context_spans(self, read: list[int], plan: Plan | None, axes: list) -> dict[int, tuple[int, int]]:
         """Per local axis, the real pixels its units also see through global context (a gate, a
@@ -480,21 +421,22 @@ class GraphWalk:
         spans = [x for x in spans if x is not None]
         return (min(x[0] for x in spans), max(x[1] for x in spans)) if spans else None
 
-    def _fill(self, tid: int, axes: list) -> tuple[dict[int, list[Part]], tuple[Part, ...]]:
+    def _fill(self, tid: int, axes: list) -> tuple[dict[int, Windows], Windows]:
         """The output's parts: every part of every contributing input, mapped along each local axis
         (per contributing input, and all of them normalized)."""
         pending = {a: s for a, s in enumerate(axes) if isinstance(s, Pending)}
         contributors = list(dict.fromkeys(src.tid for p in pending.values() for src in p.sources))
         per_source: dict[int, list[Part]] = {}
         for t in contributors:
-            for part in self.geoms[t].parts if t in self.geoms else ():
+            for part in self.geoms[t].windows.parts if t in self.geoms else ():
                 arrays = {}
                 for a, p in pending.items():
                     srcs = [s for s in p.sources if s.tid == t]
                     if srcs and a in part.axes:
                         arrays[a] = self._map(tid, a, p.n, srcs, part.axes[a])
                 per_source.setdefault(t, []).append(Part(arrays))
-        return per_source, normalize([part for ps in per_source.values() for part in ps])
+        return ({t: Windows(tuple(ps)) for t, ps in per_source.items()},
+                Windows.of([part for ps in per_source.values() for part in ps]))
 
     def _map(self, tid: int, a: int, n: int, sources: list[Source], arr: AxisArrays) -> AxisArrays:
         lo_d, hi_d = self.demand[(tid, a)]
@@ -516,19 +458,18 @@ class GraphWalk:
             clo, chi = np.minimum(clo, flo), np.maximum(chi, fhi)
         return AxisArrays(lo_d, lo, hi, clo, chi)
 
-    def _summarize(self, tid: int, axes, parts: tuple[Part, ...]) -> tuple[AxisState, ...]:
+    def _summarize(self, tid: int, axes, windows: Windows) -> tuple[AxisState, ...]:
         """Each pending axis as its :class:`Local` summary (profile at the centre of the others)."""
-        centre = {a: reachable_centre(parts, a, s.n) for a, s in enumerate(axes) if isinstance(s, Pending)}
+        centre = {a: windows.reachable_centre(a, s.n) for a, s in enumerate(axes) if isinstance(s, Pending)}
         out = []
         for a, s in enumerate(axes):
             if isinstance(s, Pending):
-                lo, hi = profile(parts, a, centre)
-                s = Local(s.n, s.stride, s.period, self.demand[(tid, a)][0], lo, hi)
+                s = Local(s.n, s.stride, s.period, *windows.profile(a, centre))
             out.append(s)
         return tuple(out)
 
-    def _check_alignment(self, node: OpNode, tid: int, out: list, parts: tuple[Part, ...],
-                         per_source: dict[int, list[Part]]) -> None:
+    def _check_alignment(self, node: OpNode, tid: int, out: list, windows: Windows,
+                         per_source: dict[int, Windows]) -> None:
         """Aligned: every moving local input has the same stride and the same centre(u) wherever
         both reach u."""
         st = self.structure[tid]
@@ -538,10 +479,10 @@ class GraphWalk:
             moving = {s.tid: s for s in st.axes[a].sources if s.fn is not broadcast}
             if len(moving) < 2:
                 continue
-            centre = {b: reachable_centre(parts, b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
+            centre = {b: windows.reachable_centre(b, s.n) for b, s in enumerate(out) if isinstance(s, Local)}
             pieces = {}
             for t, src in moving.items():
-                lo, hi = profile(per_source[t], a, centre)
+                _, lo, hi = per_source[t].profile(a, centre)
                 in_state = self.geoms[t].axes[a]
                 stride = in_state.stride * src.scale if in_state.stride is not None else None
                 pieces[t] = (lo, hi, stride)

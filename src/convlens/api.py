@@ -99,7 +99,7 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
                 global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size,
-                parts=geom.parts, axis_dims=_axis_dims(geom), tensor=tid))
+                windows=geom.windows, axis_dims=_axis_dims(geom), tensor=tid))
     return rows
 
 

@@ -21,7 +21,7 @@ import torch
 from .arith import unread_border
 from .capture import Capture, OpNode
 from .checkerboard import FIX
-from .geometry import Local
+from .geometry import Local, Windows
 from .gridding import describe, dilated_runs, verdict
 from .rules.args import CONVOLUTIONS, conv_args, pool_args
 from .rules.registry import key_of, register_into
@@ -162,36 +162,17 @@ def op_diagnostics(cap: Capture, row_of: dict[int, str]) -> list[Diagnostic]:
     return found
 
 
-def mostly_padding_share(parts, input_size: tuple[int, ...], n: tuple[int, ...]) -> float:
+def mostly_padding_share(windows: Windows, input_size: tuple[int, ...], n: tuple[int, ...]) -> float:
     """Share of a row's units whose unbounded window lies more than half outside the real input
-    (1 - prod over axes of the real fraction < 1/2); ``parts`` as in :class:`convlens.geometry.Part`."""
+    (1 - prod over axes of the real fraction < 1/2); ``n``: the row's size along each axis."""
     k = len(input_size)
     chunk = max(1, (1 << 22) // max(1, int(np.prod(n[1:]))))
     hits = total = 0
     for start in range(0, n[0], chunk):
-        ranges = [np.arange(start, min(n[0], start + chunk))] + [np.arange(m) for m in n[1:]]
-        lo = [None] * k
-        hi = [None] * k
-        for part in parts:
-            if set(part.axes) != set(range(k)):
-                continue
-            arrs = [part.axes[a] for a in range(k)]
-            plo = [arr.lo[r - arr.ustart] for arr, r in zip(arrs, ranges)]
-            phi = [arr.hi[r - arr.ustart] for arr, r in zip(arrs, ranges)]
-            present = np.ones([len(r) for r in ranges], dtype=bool)
-            for a in range(k):
-                shape = [1] * k
-                shape[a] = -1
-                present &= (plo[a] <= phi[a]).reshape(shape)
-            for a in range(k):
-                shape = [1] * k
-                shape[a] = -1
-                cand_lo = np.where(present, plo[a].reshape(shape), np.iinfo(np.int64).max)
-                cand_hi = np.where(present, phi[a].reshape(shape), np.iinfo(np.int64).min)
-                lo[a] = cand_lo if lo[a] is None else np.minimum(lo[a], cand_lo)
-                hi[a] = cand_hi if hi[a] is None else np.maximum(hi[a], cand_hi)
-        if lo[0] is None:
+        boxes = windows.boxes([np.arange(start, min(n[0], start + chunk))] + [np.arange(m) for m in n[1:]])
+        if boxes is None:
             return 0.0
+        lo, hi = boxes
         reached = lo[0] <= hi[0]
         real = np.ones(reached.shape)
         for a in range(k):
@@ -224,7 +205,7 @@ def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int
     if last is not None and last is not first:
         chosen.append(last)
     for layer in chosen:
-        share = mostly_padding_share(layer.parts, input_size, tuple(s.n for s in layer.axes))
+        share = mostly_padding_share(layer.windows, input_size, tuple(s.n for s in layer.axes))
         if share > 0:
             found.append(Diagnostic("mostly-padding", layer.name,
                                     f"{100 * share:.1f} % of units see mostly padding (rf {_fmt_rf(layer.rf)} > input "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -86,6 +86,129 @@ class Part:
     axes: dict[int, AxisArrays]
 
 
+Window = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The windows of every unit of one tensor, as its parts (:class:`Part`), and the queries on them.
+
+    Everything outside the walk reads windows through these queries (a unit's window, the profile
+    along an axis, the reachable centre, blocks of bounding boxes), never the arrays themselves, so
+    that how windows are stored is this module's business alone. Axis numbers are spatial axes of the
+    network input; unit positions are indices along the tensor dim carrying each axis.
+    """
+
+    parts: tuple[Part, ...] = ()
+
+    @classmethod
+    def of(cls, parts: Sequence[Part]) -> "Windows":
+        """Unite the pieces that are present at every position (their union is exact per axis); keep
+        pieces with gaps apart."""
+        full: dict[frozenset[int], list[Part]] = {}
+        partial: list[Part] = []
+        for part in parts:
+            if all(arr.full() for arr in part.axes.values()):
+                full.setdefault(frozenset(part.axes), []).append(part)
+            else:
+                partial.append(part)
+        return cls(tuple(_union(group) if len(group) > 1 else group[0] for group in full.values())
+                   + tuple(partial))
+
+    def window(self, unit: Mapping[int, int], clipped: bool = True) -> dict[int, Window] | None:
+        """Per axis of ``unit`` (axis -> position), the bounding box of the windows of the parts that
+        reach the unit: clipped (real pixels only) or unbounded. None when no part reaches it."""
+        found: dict[int, list[Window]] = {a: [] for a in unit}
+        for part in self.parts:
+            got = {a: (arr.clipped(unit[a]) if clipped else arr.unbounded(unit[a])) for a, arr in part.axes.items()
+                   if a in unit}
+            if got and all(w is not None for w in got.values()):
+                for a, w in got.items():
+                    found[a].append(w)
+        if any(not ws for ws in found.values()):
+            return None
+        return {a: (min(w[0] for w in ws), max(w[1] for w in ws)) for a, ws in found.items()}
+
+    def reachable_centre(self, a: int, n: int) -> int:
+        """The reachable position along axis a nearest to n // 2 (units in phase gaps are skipped)."""
+        reach = np.zeros(n, dtype=bool)
+        for part in self.parts:
+            if a in part.axes:
+                arr = part.axes[a]
+                i = -arr.ustart
+                reach |= (arr.lo <= arr.hi)[i:i + n]
+        idx = np.nonzero(reach)[0]
+        return int(idx[np.argmin(np.abs(idx - n // 2))]) if len(idx) else n // 2
+
+    def profile(self, a: int, centre: Mapping[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+        """Unbounded windows along axis a with every other axis at its ``centre`` position:
+        ``(ustart, lo, hi)``, the arrays covering positions ``[ustart, ustart + len(lo))``."""
+        lo = hi = None
+        for part in self.parts:
+            if a not in part.axes:
+                continue
+            if any(b != a and arr.unbounded(centre[b]) is None for b, arr in part.axes.items()):
+                continue
+            arr = part.axes[a]
+            lo = arr.lo if lo is None else np.minimum(lo, arr.lo)
+            hi = arr.hi if hi is None else np.maximum(hi, arr.hi)
+        arr = next(p.axes[a] for p in self.parts if a in p.axes)
+        if lo is None:
+            return arr.ustart, np.full_like(arr.lo, EMPTY_LO), np.full_like(arr.hi, EMPTY_HI)
+        return arr.ustart, lo, hi
+
+    def clipped_spans(self, a: int) -> list[Window]:
+        """Per part that some real pixel reaches along every axis, the real pixels along axis a that
+        reach any of its units."""
+        spans = []
+        for part in self.parts:
+            arr = part.axes.get(a)
+            if arr is None or any(not (other.clo <= other.chi).any() for other in part.axes.values()):
+                continue  # a piece that no real pixel reaches along some axis reaches no unit at all
+            ok = arr.clo <= arr.chi
+            spans.append((int(arr.clo[ok].min()), int(arr.chi[ok].max())))
+        return spans
+
+    def boxes(self, positions: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+        """Unbounded bounding boxes of the units of the grid ``positions[0] x positions[1] x ...``
+        (one array of positions per axis 0..k-1): per axis, ``lo`` and ``hi`` arrays of the grid's
+        shape; units no part reaches hold lo > hi. None when no part spans every axis."""
+        k = len(positions)
+        lo: list = [None] * k
+        hi: list = [None] * k
+        for part in self.parts:
+            if set(part.axes) != set(range(k)):
+                continue
+            arrs = [part.axes[a] for a in range(k)]
+            plo = [arr.lo[r - arr.ustart] for arr, r in zip(arrs, positions)]
+            phi = [arr.hi[r - arr.ustart] for arr, r in zip(arrs, positions)]
+            present = np.ones([len(r) for r in positions], dtype=bool)
+            for a in range(k):
+                present &= _along(plo[a] <= phi[a], a, k)
+            for a in range(k):
+                cand_lo = np.where(present, _along(plo[a], a, k), np.iinfo(np.int64).max)
+                cand_hi = np.where(present, _along(phi[a], a, k), np.iinfo(np.int64).min)
+                lo[a] = cand_lo if lo[a] is None else np.minimum(lo[a], cand_lo)
+                hi[a] = cand_hi if hi[a] is None else np.maximum(hi[a], cand_hi)
+        return None if lo[0] is None else (lo, hi)
+
+
+def _along(x: np.ndarray, a: int, k: int) -> np.ndarray:
+    shape = [1] * k
+    shape[a] = -1
+    return x.reshape(shape)
+
+
+def _union(parts: Sequence[Part]) -> Part:
+    axes = {}
+    for a in parts[0].axes:
+        arrs = [p.axes[a] for p in parts]
+        axes[a] = AxisArrays(arrs[0].ustart, np.minimum.reduce([x.lo for x in arrs]),
+                             np.maximum.reduce([x.hi for x in arrs]), np.minimum.reduce([x.clo for x in arrs]),
+                             np.maximum.reduce([x.chi for x in arrs]))
+    return Part(axes)
+
+
 @dataclass(frozen=True)
 class Local:
     """One local axis of a tensor: size ``n``, effective ``stride`` (exact), ``period`` (the number
@@ -107,6 +230,13 @@ class Local:
         lo, hi = self.lo[u], self.hi[u]
         ok = lo <= hi
         return int((hi[ok] - lo[ok]).max()) + 1 if ok.any() else None
+
+    def inside(self, n_in: int) -> np.ndarray:
+        """Per unit 0..n-1: its unbounded window (on the profile) lies inside the real input
+        ``[0, n_in)`` and is not empty."""
+        u = np.arange(self.n, dtype=np.int64) - self.ustart
+        lo, hi = self.lo[u], self.hi[u]
+        return (lo >= 0) & (hi <= n_in - 1) & (lo <= hi)
 
     @property
     def offset(self) -> Fraction | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .analysis import reachable_centre
 from .capture import Capture, OpNode
 from .coverage import coverage
 from .rules.args import conv_args, is_convolution, pool_args, pool_dims
@@ -181,8 +180,8 @@ def gap_makers(cap: Capture, feeding: set[int], row_of: dict[int, str]) -> list[
 
 def verdict(cap: Capture, geoms: dict, sources: dict, tid: int, name: str, runs: list[DilatedRun]) -> Gridding:
     """The coverage verdict for the centre unit of tensor ``tid`` (local along every axis)."""
-    parts = geoms[tid].parts
-    unit = tuple(reachable_centre(parts, a, s.n) for a, s in enumerate(geoms[tid].axes))  # not a phase gap
+    windows = geoms[tid].windows
+    unit = tuple(windows.reachable_centre(a, s.n) for a, s in enumerate(geoms[tid].axes))  # not a phase gap
     cov = coverage(cap, geoms, sources, tid, unit, name)
     feeding = ancestors(cap, tid)
     grids = cov.covered < cov.pixels

@@ -30,11 +30,8 @@ from .checkerboard import Checkerboard, checkerboard
 from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage, forward_profiles
 from .diagnostics import Diagnostic
 from .errors import ConvlensError
-from .geometry import AxisState, Constant, Global, Local, Part, Unknown
+from .geometry import AxisState, Constant, Global, Local, Unknown, Window, Windows
 from .gridding import Gridding, dilated_runs, verdict
-
-Window = tuple[int, int]
-
 
 @dataclass
 class Layer:
@@ -54,7 +51,7 @@ class Layer:
     notes: list[str]
     axes: tuple[AxisState, ...] = field(repr=False)
     input_size: tuple[int, ...] = field(repr=False)
-    parts: tuple[Part, ...] = field(repr=False, default=())
+    windows: Windows = field(repr=False, default=Windows())
     axis_dims: tuple[int | None, ...] = field(repr=False, default=())
     """For each spatial axis of the input, the output tensor dimension along which it is local
     (None where global, unknown, or folded into a flattened dimension)."""
@@ -97,22 +94,17 @@ class Layer:
                 return None  # this position of the globally pooled map reads only padding
             if isinstance(state, Local) and not 0 <= u < state.n:
                 raise ConvlensError(f"{self.name!r}: unit index {u} is outside 0..{state.n - 1} along axis {a}")
-        found: dict[int, list[Window]] = {a: [] for a, s in enumerate(self.axes) if isinstance(s, Local)}
-        for part in self.parts:
-            got = {a: (arr.clipped(unit[a]) if clipped else arr.unbounded(unit[a])) for a, arr in part.axes.items()}
-            if all(w is not None for w in got.values()):
-                for a, w in got.items():
-                    found[a].append(w)
+        local = self.windows.window({a: unit[a] for a, s in enumerate(self.axes) if isinstance(s, Local)}, clipped)
+        if local is None:
+            return None
         out = []
         for a, state in enumerate(self.axes):
             if isinstance(state, Global):
                 if state.span is None:
                     return None
                 out.append(state.span)
-            elif not found[a]:
-                return None
             else:
-                out.append((min(w[0] for w in found[a]), max(w[1] for w in found[a])))
+                out.append(local[a])
         return tuple(out)
 
     def padding_share(self, *unit: int) -> float | None:

@@ -66,14 +66,6 @@ def _run(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
         return capture.run(x).detach().double()
 
 
-def _interior(layer_row, axis: int, n_in: int) -> np.ndarray:
-    """Units along ``axis`` whose unbounded window lies inside the real input (profile at the centre)."""
-    state = layer_row.axes[axis]
-    u = np.arange(state.n) - state.ustart
-    lo, hi = state.lo[u], state.hi[u]
-    return (lo >= 0) & (hi <= n_in - 1) & (lo <= hi)
-
-
 def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Sequence[int] = 8, layer: str | None = None,
                 *, seed: int = 0, tol: float = DEFAULT_TOL) -> ShiftResult:
     """Shift the input by 1 .. ``shift`` pixels (or the given shifts) along each axis and measure how the
@@ -130,8 +122,8 @@ def _best_alignment(base, out_t, base_row, row_t, a, n_in, t, state) -> tuple[fl
     """Relative error of out_t[v] against base[v + m] over interior units, for the whole m nearest to
     t / stride (and its neighbours); the smallest wins."""
     d = 2 + a
-    ok_base = _interior(base_row, a, n_in)
-    ok_t = _interior(row_t, a, n_in - t)
+    ok_base = base_row.axes[a].inside(n_in)
+    ok_t = row_t.axes[a].inside(n_in - t)
     guess = round(Fraction(t) / state.stride) if state.stride else 0
     best, count = float("inf"), 0
     scale = float(base.abs().max()) or 1.0
