@@ -44,17 +44,21 @@ class GapsBeforeGlobalPool(nn.Module):
 
 
 class LostLabel(nn.Module):
-    """A size-1 axis through flatten and back loses its dim; then a pad, or a cat, along it."""
+    """A size-1 axis through flatten and back loses its dim; then a pad, a cat, or a conv that keeps
+    its size 1 but reads only padding (kernel 1, padding 1, stride 3), along it."""
 
     def __init__(self, kind):
         super().__init__()
         self.kind = kind
         self.conv = nn.Conv2d(1, 1, (2, 1), padding="same")
+        self.shift = nn.Conv2d(1, 1, 1, stride=(1, 3), padding=(0, 1))
 
     def forward(self, x):
         y = x.flatten(2).unflatten(2, x.shape[2:])
         if self.kind == "pad":
             return F.pad(y, (1, 0))
+        if self.kind == "shift":
+            return self.shift(y)
         return torch.cat([y, self.conv(self.conv(y))], 3)
 
 
@@ -202,6 +206,7 @@ def test_attention_output_reaches_every_position():
     (GapsBeforeGlobalPool(), (1, 18, 1, 1)),
     (LostLabel("pad"), (1, 1, 2, 1)),
     (LostLabel("cat"), (1, 1, 2, 1)),
+    (LostLabel("shift"), (1, 1, 2, 1)),
     (CatGlobalPieces(), (1, 1, 3, 1)),
 ])
 def test_found_by_long_runs(model, shape):
@@ -209,7 +214,7 @@ def test_found_by_long_runs(model, shape):
     assert checked.windows + len(checked.skipped) > 0
 
 
-@pytest.mark.parametrize("model", [LostLabel("pad"), LostLabel("cat"), CatGlobalPieces()])
+@pytest.mark.parametrize("model", [LostLabel("pad"), LostLabel("cat"), LostLabel("shift"), CatGlobalPieces()])
 def test_untracked_cases_are_named(model):
     report = convlens.analyze(model, (1, 1, 3, 1) if isinstance(model, CatGlobalPieces) else (1, 1, 2, 1))
     assert any("untracked" in note for note in report.notes), report.notes

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..capture import TRef
-from ..geometry import IndexFn
+from ..geometry import IndexFn, clip_taps
 from .registry import Channels, Dim, Plan, RuleContext, Source
 
 
@@ -77,10 +77,10 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     carried = {a for dim in ctx.dims(x) for a in axes_of(dim)}
     kept = [d for d in range(len(in_shape)) if d not in drop]
     unlabeled = (ctx.global_axes(x) | ctx.local_axes(x)) - carried
-    if unlabeled and any(d in maps and not axes_of(dim) and out_shape[kept.index(d)] != in_shape[d]
+    if unlabeled and any(d in maps and not axes_of(dim) and _moves(maps[d][0], out_shape[kept.index(d)], in_shape[d])
                          for d, dim in enumerate(ctx.dims(x)) if d in kept):
-        # a spatial axis lost its dim (a size-1 axis through a flatten and back), and this op pads or
-        # resamples an unlabeled dim: it may be that axis, whose positions can no longer be told apart
+        # a spatial axis lost its dim (a size-1 axis through a flatten and back), and this op pads,
+        # shifts or resamples an unlabeled dim: it may be that axis, whose windows it would change
         return Plan(dims=tuple(plain(s) for s in out_shape),
                     unsupported="moves positions along a dim that lost its spatial label")
     plan = Plan(dims=())
@@ -108,6 +108,22 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
         plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
     plan.dims = tuple(dims)
     return plan
+
+
+def _moves(fn: IndexFn, n_out: int, n_in: int) -> bool:
+    """The map is not the identity on the real positions: it changes the size, or some output
+    position reads anything but the input position of the same index (in either model: a kernel-1
+    conv with padding 1 and stride 3 keeps size 1 but reads only padding)."""
+    if n_out != n_in:
+        return True
+    v = np.arange(n_out, dtype=np.int64)
+    for finite in (False, True):
+        a, b, step = fn(v, finite)
+        if finite:
+            a, b = clip_taps(a, b, step, n_in)
+        if not (np.array_equal(a, v) and np.array_equal(b, v)):
+            return True
+    return False
 
 
 def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] | None = None) -> Plan:
