@@ -62,6 +62,21 @@ class LostLabel(nn.Module):
         return torch.cat([y, self.conv(self.conv(y))], 3)
 
 
+class LabelOnTwoDims(nn.Module):
+    """A pooled-to-1 axis through a Linear (a reshape puts its label on the batch dim), added to itself
+    unchanged: the sum would carry the axis on two dims. Then a circular pad grows one of them and a
+    roll moves it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        y = F.adaptive_max_pool1d(x, 1)
+        y = y + self.fc(y.transpose(1, 2)).transpose(1, 2)
+        return torch.roll(F.pad(y, (1, 1), mode="circular"), -2, 2).mean(2)
+
+
 class CatGlobalPieces(nn.Module):
     """Pieces of a pooled-to-1 axis concatenated along it: each position comes from one piece."""
 
@@ -207,6 +222,7 @@ def test_attention_output_reaches_every_position():
     (LostLabel("pad"), (1, 1, 2, 1)),
     (LostLabel("cat"), (1, 1, 2, 1)),
     (LostLabel("shift"), (1, 1, 2, 1)),
+    (LabelOnTwoDims(), (1, 2, 9)),
     (CatGlobalPieces(), (1, 1, 3, 1)),
 ])
 def test_found_by_long_runs(model, shape):
@@ -214,9 +230,11 @@ def test_found_by_long_runs(model, shape):
     assert checked.windows + len(checked.skipped) > 0
 
 
-@pytest.mark.parametrize("model", [LostLabel("pad"), LostLabel("cat"), LostLabel("shift"), CatGlobalPieces()])
-def test_untracked_cases_are_named(model):
-    report = convlens.analyze(model, (1, 1, 3, 1) if isinstance(model, CatGlobalPieces) else (1, 1, 2, 1))
+@pytest.mark.parametrize("model, shape", [(LostLabel("pad"), (1, 1, 2, 1)), (LostLabel("cat"), (1, 1, 2, 1)),
+                                          (LostLabel("shift"), (1, 1, 2, 1)), (LabelOnTwoDims(), (1, 2, 9)),
+                                          (CatGlobalPieces(), (1, 1, 3, 1))])
+def test_untracked_cases_are_named(model, shape):
+    report = convlens.analyze(model, shape)
     assert any("untracked" in note for note in report.notes), report.notes
 
 

@@ -195,6 +195,7 @@ class GraphWalk:
         axes: list[AxisState | Pending] = []
         gctx = False
         carried = {a: d for d, dim in enumerate(plan.dims) for a in axes_of(dim)}
+        doubled = {a for a in carried if sum(a in axes_of(dim) for dim in plan.dims) > 1}
         for a in range(self.k):
             states = {t: self.structure[t].axes[a] for t in ins}
             unknown = frozenset().union(*(s.ops for s in states.values() if isinstance(s, Unknown)))
@@ -237,7 +238,8 @@ class GraphWalk:
                     period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in))
                 size = dict(plan.dims[carried[a]])[a] if a in carried else 1
                 axes.append(Pending(size, stride, period, tuple(local)))
-            elif any(isinstance(states[t], Pending) for t in live):
+            elif any(isinstance(states[t], Pending) for t in live) or a in doubled:
+                # a global axis whose label the plan puts on two dims: its reach cannot be followed
                 axes.append(self._untracked(
                     f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})", node))
             else:
