@@ -233,6 +233,9 @@ def _cases() -> list[tuple[str, list[str], str, str, str]]:
                  _text("--kind") + _text("--layer", skip=("",)) + _count("--samples") + _count("--max-pixels")
                  + [("-o", v, e) for v, e in _outputs(".svg", True)]),
         "zoo": (["zoo", "dilation8_voc"], _text("NAMES") + _text("--format")),
+        "survey": (["survey", "zoo:tcn_seqmnist", "-o", "{tmp}/s.csv", "--jobs", "1"],
+                   _text("PATTERN") + _text("--input", skip=("1,5",)) + [("--input", "1,5", "ok")] + _count("--jobs") + _count("--timeout") + _count("--memory")
+                   + [("-o", v, e) for v, e in _outputs(".csv", True)]),
         "plan": (["plan", "--rf", "33"],
                  _count("--rf") + _count("--kernel") + _count("--channels") + _count("--max-layers")
                  + _count("--max-params") + _count("--map-size") + _count("--top") + _count("--max-pixels")
@@ -258,6 +261,8 @@ def _argv(base: list[str], option: str, value: str) -> list[str]:
         argv[1] = value
     elif option == "NAMES":
         argv[1:] = [value]
+    elif option == "PATTERN":
+        argv[1] = value
     elif option == "WHAT":
         argv[1] = value
     elif option in argv:
@@ -270,8 +275,8 @@ def _argv(base: list[str], option: str, value: str) -> list[str]:
 def _mentions(line: str, option: str, value: str) -> bool:
     """The error line names the option (in any of its spellings) or shows the value."""
     names = {option, option.lstrip("-"), option.lstrip("-").replace("-", "_"), option.lstrip("-").replace("-", " ")}
-    if option in ("MODEL", "NAMES"):
-        names |= {"model", "no zoo model"}
+    if option in ("MODEL", "NAMES", "PATTERN"):
+        names |= {"model", "no zoo model", "pattern"}
     if option == "WHAT":
         names |= {"argument what"}
     short = {"-i": "input", "-k": "kernel", "-s": "stride", "-d": "dilation", "-p": "padding"}

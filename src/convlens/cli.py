@@ -23,34 +23,30 @@ import numpy as np
 from rich.console import Console
 
 from . import arith
-from .api import analyze
 from .coverage import MAX_PIXELS, check_pixels
 from .erf import erf
-from .errors import ConvlensError, NeedsRealWeights, first_line
-from .loading import FORMS, build_model, model_factory, parse_shape
+from .errors import ConvlensError, first_line
+from .loading import FORMS, analyze_spec, build_model, default_input, model_factory, parse_shape
 from .plan import plan
 from .render import DEFAULT_DEPTH, figures, render_plan, render_table, render_zoo
 from .render.animate import MAX_CELLS, MAX_FRAMES, ConvSpec, animate, still
 from .render.files import atomic_output, check_destination, write_text
 from .report import Report
 from .shift import shift_check
-from .zoo import DEFAULT_INPUT, DEFAULT_MODEL, ZOO, survey
+from .survey import TIMEOUT_S, summary_line, survey
+from .zoo import DEFAULT_MODEL, ZOO, analyze_zoo
 
 
 def _shape(args: argparse.Namespace) -> tuple[int, ...]:
     """(N, C, *spatial) from --batch and --input (default: the model's own input, else 3x224x224)."""
-    text = args.input if args.input is not None else "x".join(map(str, DEFAULT_INPUT.get(args.model, (3, 224, 224))))
-    return (getattr(args, "batch", 1), *parse_shape(text))
+    if args.input is None:
+        return (getattr(args, "batch", 1), *default_input(args.model))
+    return (getattr(args, "batch", 1), *parse_shape(args.input))
 
 
 def _report(args: argparse.Namespace) -> Report:
     factory = model_factory(args.model)
-    shape = _shape(args)
-    try:
-        return analyze(build_model(factory, on_meta=True), shape, name=args.model)
-    except NeedsRealWeights:
-        # a model built on meta cannot fall back to a real run: build it for real and try again
-        return analyze(build_model(factory, on_meta=False), shape, name=args.model)
+    return analyze_spec(factory, _shape(args), name=args.model)
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -229,8 +225,16 @@ unread:    real border pixels on the far side that the stride never reads
 """
 
 
+def _survey(args: argparse.Namespace) -> None:
+    check_destination(args.output, "-o")
+    shape = parse_shape(args.input) if args.input is not None else None
+    rows = survey(args.patterns, args.output, shape=shape, jobs=args.jobs, timeout=args.timeout,
+                  memory=args.memory << 30 if args.memory else None, progress=True)
+    sys.stderr.write(f"{summary_line(rows)}; written to {args.output}\n")
+
+
 def _zoo(args: argparse.Namespace) -> None:
-    reports = survey(args.names or None)
+    reports = analyze_zoo(args.names or None)
     if args.format == "table":
         render_zoo(reports, {name: ZOO[name].summary for name in reports})
         return
@@ -372,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
     _max_pixels(f)
     f.set_defaults(run=_plot)
+
+    v = sub.add_parser("survey", help="many models in worker processes, one row each, resumable",
+                       description="PATTERN: timm:GLOB, torchvision:GLOB (classification and segmentation), "
+                       "zoo:GLOB, a file with one 'MODEL [CxHxW]' per line, or a MODEL. A rerun skips the models "
+                       "the output already holds.")
+    v.add_argument("patterns", nargs="+", metavar="PATTERN")
+    v.add_argument("-o", "--output", required=True, help="out.csv, out.json or out.md (markdown, summary on top)")
+    v.add_argument("--input", help="input shape without batch for every model (default: each model's own)")
+    v.add_argument("--jobs", type=_count_arg(1, 1024), help="worker processes (default: the core count)")
+    v.add_argument("--timeout", type=_count_arg(1, 10**6), default=int(TIMEOUT_S),
+                   help=f"seconds per model (default {TIMEOUT_S:g})")
+    v.add_argument("--memory", type=_count_arg(1, 2**20), metavar="GIB",
+                   help="GiB per worker (default: 80 %% of the memory, shared by the jobs)")
+    v.set_defaults(run=_survey)
 
     z = sub.add_parser("zoo", help="the built-in models with their rf and cost (each name works as MODEL)")
     z.add_argument("names", nargs="*", help="only these (default: all)")

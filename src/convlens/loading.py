@@ -1,6 +1,6 @@
 """Turn a MODEL string into an ``nn.Module`` and a SHAPE string into a tuple (the CLI's inputs).
 
-MODEL forms: a built-in name (``dilation8_voc``), ``torchvision:NAME``, ``timm:NAME`` (when timm is
+MODEL forms: a built-in name (``dilation8_voc``, also ``zoo:dilation8_voc``), ``torchvision:NAME``, ``timm:NAME`` (when timm is
 installed), ``path/to/file.py:CALLABLE`` and ``package.module:CALLABLE``. A CALLABLE is called with no
 arguments (an ``nn.Module`` instance is used as it is). Nothing is downloaded: torchvision and timm
 models are built with ``weights=None`` / ``pretrained=False``.
@@ -19,10 +19,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .errors import ConvlensError, ModelError, first_line
-from .zoo import BUILTIN
+from .api import analyze
+from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
+from .report import Report
+from .zoo import BUILTIN, DEFAULT_INPUT
 
 FORMS = "a built-in name, torchvision:NAME, timm:NAME, path/to/file.py:CALLABLE or package.module:CALLABLE"
+FALLBACK_INPUT = (3, 224, 224)
 
 
 MAX_SIZE = 2**31 - 1
@@ -46,6 +49,8 @@ def model_factory(spec: str) -> Callable[[], nn.Module]:
     if spec in BUILTIN:
         return BUILTIN[spec]
     prefix, sep, rest = spec.partition(":")
+    if prefix == "zoo" and rest in BUILTIN:
+        return BUILTIN[rest]
     if not sep or not rest:
         raise ConvlensError(f"unknown model {spec!r}: use {FORMS}; built-ins: {', '.join(sorted(BUILTIN))}")
     if prefix == "torchvision":
@@ -132,6 +137,38 @@ def build_model(factory: Callable[[], nn.Module], on_meta: bool = True) -> nn.Mo
         raise
     except (Exception, SystemExit) as e:  # noqa: BLE001
         raise ModelError(f"building the model failed: {_user(e)}") from None
+
+
+def default_input(spec: str) -> tuple[int, ...]:
+    """The input a model is made for, (C, *spatial) without batch: a zoo model's own; a timm model's
+    pretrained config (``input_size``); a torchvision model's default weights' preprocessing (crop size,
+    else resize size: 520 for the segmentation models); else 3x224x224. Reads metadata only."""
+    prefix, _, name = spec.partition(":")
+    if spec in DEFAULT_INPUT or (prefix == "zoo" and name in DEFAULT_INPUT):
+        return tuple(DEFAULT_INPUT[name if prefix == "zoo" else spec])
+    if prefix == "timm":
+        import timm
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is not None and cfg.input_size:
+            return tuple(cfg.input_size)
+    elif prefix == "torchvision":
+        import torchvision.models as tvm
+        try:
+            preprocess = tvm.get_model_weights(name).DEFAULT.transforms()
+        except (ValueError, KeyError, AttributeError):
+            return FALLBACK_INPUT
+        size = getattr(preprocess, "crop_size", None) or getattr(preprocess, "resize_size", None)
+        if size:
+            return (3, size[0], size[-1])
+    return FALLBACK_INPUT
+
+
+def analyze_spec(factory: Callable[[], nn.Module], shape: tuple[int, ...], name: str | None = None) -> Report:
+    """Build on meta and analyze; a meta-built model that needs a real run is built for real once."""
+    try:
+        return analyze(build_model(factory, on_meta=True), shape, name=name)
+    except NeedsRealWeights:
+        return analyze(build_model(factory, on_meta=False), shape, name=name)
 
 
 def _user(e: BaseException) -> str:

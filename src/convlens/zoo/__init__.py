@@ -21,10 +21,10 @@ BUILTIN = {name: m.build for name, m in ZOO.items()}
 DEFAULT_INPUT = {name: m.input_shape for name, m in ZOO.items()}
 DEFAULT_MODEL = "dilation8_voc"
 
-__all__ = ["BUILTIN", "DEFAULT_INPUT", "DEFAULT_MODEL", "ZOO", "ZooModel", "dilated_vgg16_voc", "survey"]
+__all__ = ["BUILTIN", "DEFAULT_INPUT", "DEFAULT_MODEL", "ZOO", "ZooModel", "analyze_zoo", "dilated_vgg16_voc"]
 
 
-def survey(names: list[str] | None = None) -> dict[str, Report]:
+def analyze_zoo(names: list[str] | None = None) -> dict[str, Report]:
     """Each zoo model (all by default) built on the meta device and analyzed at its default input
     (batch 1): nothing is allocated, so the whole zoo takes seconds."""
     unknown = sorted(set(names or []) - set(ZOO))
