@@ -123,9 +123,22 @@ def test_an_output_that_is_not_a_survey_is_refused(tmp_path):
 RESUMED = ["zoo:tcn_seqmnist", "zoo:drn_d_22", "zoo:unet", "zoo:drn_c_26", "zoo:segnet_camvid", "zoo:wavenet"]
 
 
-def _cli(args: list[str]) -> subprocess.Popen:
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip()) == pid:
+            found.append(int(status.parent.name))
+    return found
+
+
+def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "convlens.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
 def test_a_killed_survey_resumes_to_the_same_file(tmp_path):
@@ -140,8 +153,14 @@ def test_a_killed_survey_resumes_to_the_same_file(tmp_path):
             break
         time.sleep(0.05)
     assert run.poll() is None, "the survey ended before it could be killed"
+    workers = _children(run.pid)
+    assert workers
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its survey"
     first = read_rows(cut)
     assert 2 <= len(first) < len(RESUMED)
     rerun = subprocess.run([sys.executable, "-m", "convlens.cli", "survey", *RESUMED, "-o", str(cut), "--jobs", "2"],
@@ -151,3 +170,27 @@ def test_a_killed_survey_resumes_to_the_same_file(tmp_path):
     assert [r.comparable() for r in again] == [r.comparable() for r in read_rows(whole)]
     assert again[:len(first)] == first  # the rows it held were kept, timings included, not measured again
     assert list(read_rows(cut)[0].cells()) == list(COLUMNS)
+
+
+def test_workers_do_not_outlive_a_killed_survey(tmp_path):
+    mark = tmp_path / "hanging"
+    run = _cli(["survey", _spec("hangs"), "--input", "3x16x16", "-o", str(tmp_path / "out.csv"), "--jobs", "1"],
+               env={"SURVEY_TEST_MARK": str(mark)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not mark.exists():
+        time.sleep(0.1)
+    workers = [p for p in _children(run.pid) if _is_worker(p)]
+    assert mark.exists() and workers, "no worker reached the hanging forward"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its survey"
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

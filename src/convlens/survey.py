@@ -9,9 +9,10 @@ work starts.
 Each model is built on the meta device (no weight memory) and analyzed at its default input
 (:func:`convlens.loading.default_input`) in a worker process with a time and a memory limit; a model
 that fails to build or to run, a worker that dies, runs out of time or over its memory: a row that
-says so. The output file is rewritten after every model, and a rerun skips the models it already
-holds, so an interrupted survey resumes where it stopped. Rows come in the order of the patterns,
-whatever order the workers finish in.
+says so. The output file is rewritten (atomically) after every model, and a rerun skips the models it
+already holds, so an interrupted survey resumes where it stopped. Rows come in the order of the
+patterns, whatever order the workers finish in; rows the file holds for other models are kept after
+them.
 
 Columns (all formats; see :class:`SurveyRow`): the model, its input, status (``full``: a geometry in
 every row; ``partial``: some axes unknown, the ops named in ``unknown``; ``failed``, ``timeout``,
@@ -32,6 +33,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import statistics
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -163,7 +165,10 @@ class Task:
 
 
 def _torchvision_names(everything: bool) -> list[str]:
-    import torchvision.models as tvm
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        raise ConvlensError("torchvision: patterns need torchvision: pip install 'convlens[vision]'") from None
     if everything:
         return sorted(tvm.list_models())
     return sorted(set(tvm.list_models(module=tvm)) | set(tvm.list_models(module=tvm.segmentation)))
@@ -317,8 +322,17 @@ def measure(task: Task) -> SurveyRow:
 
 
 # ---------------------------------------------------------------------------------------------- workers
+def _orphan_watch(parent: int) -> None:
+    """Exit at once when the parent is gone (killed without a word: a worker on a hanging model would
+    otherwise run on forever)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     """A worker: measure the tasks the parent sends until it sends None. Its output goes nowhere."""
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)

@@ -22,8 +22,15 @@ def good():
     return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Conv2d(4, 4, 3))
 
 
+def _hang():
+    mark = os.environ.get("SURVEY_TEST_MARK")  # tells a test that the forward has begun
+    if mark:
+        open(mark, "w").close()
+    time.sleep(3600)
+
+
 def hangs():
-    return _Forward(lambda: time.sleep(3600))
+    return _Forward(_hang)
 
 
 def raises_at_build():
