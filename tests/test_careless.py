@@ -391,10 +391,10 @@ def test_a_file_that_fails_on_import(file, message, models):
 
 
 def test_the_failing_module_and_op_are_named_without_a_real_rerun(monkeypatch):
-    import convlens.cli as cli_module
+    import convlens.loading as loading
     built = []
-    real_build = cli_module.build_model
-    monkeypatch.setattr(cli_module, "build_model", lambda f, on_meta=True: built.append(on_meta) or real_build(f, on_meta))
+    real_build = loading.build_model
+    monkeypatch.setattr(loading, "build_model", lambda f, on_meta=True: built.append(on_meta) or real_build(f, on_meta))
     done = cli("analyze", "dilation8_voc", "--input", "3x64x64")
     assert done.status == 2
     line = error_line(done)

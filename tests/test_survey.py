@@ -191,6 +191,6 @@ def test_workers_do_not_outlive_a_killed_survey(tmp_path):
 
 def _is_worker(pid: int) -> bool:
     try:
-        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"from convlens.survey import serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False

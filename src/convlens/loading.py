@@ -141,8 +141,9 @@ def build_model(factory: Callable[[], nn.Module], on_meta: bool = True) -> nn.Mo
 
 def default_input(spec: str) -> tuple[int, ...]:
     """The input a model is made for, (C, *spatial) without batch: a zoo model's own; a timm model's
-    pretrained config (``input_size``); a torchvision model's default weights' preprocessing (crop size,
-    else resize size: 520 for the segmentation models); else 3x224x224. Reads metadata only."""
+    pretrained config (``input_size``); for a torchvision model the smallest crop size (else resize
+    size: 520 for the segmentation models) of its weights' preprocessing, which is the size a model
+    built without weights takes; else 3x224x224. Reads metadata only."""
     prefix, _, name = spec.partition(":")
     if spec in DEFAULT_INPUT or (prefix == "zoo" and name in DEFAULT_INPUT):
         return tuple(DEFAULT_INPUT[name if prefix == "zoo" else spec])
@@ -154,12 +155,17 @@ def default_input(spec: str) -> tuple[int, ...]:
     elif prefix == "torchvision":
         import torchvision.models as tvm
         try:
-            preprocess = tvm.get_model_weights(name).DEFAULT.transforms()
+            weights = list(tvm.get_model_weights(name))
         except (ValueError, KeyError, AttributeError):
             return FALLBACK_INPUT
-        size = getattr(preprocess, "crop_size", None) or getattr(preprocess, "resize_size", None)
-        if size:
-            return (3, size[0], size[-1])
+        sizes = []
+        for w in weights:
+            preprocess = w.transforms()
+            size = getattr(preprocess, "crop_size", None) or getattr(preprocess, "resize_size", None)
+            if size:
+                sizes.append((3, size[0], size[-1]))
+        if sizes:  # the smallest: ViT-H/14 built without weights is made for 224, its default weights for 518
+            return min(sizes)
     return FALLBACK_INPUT
 
 

@@ -33,6 +33,8 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -330,12 +332,11 @@ def _orphan_watch(parent: int) -> None:
     os._exit(1)
 
 
-def _serve(conn: multiprocessing.connection.Connection) -> None:
-    """A worker: measure the tasks the parent sends until it sends None. Its output goes nowhere."""
+def serve(fd: int) -> None:
+    """A worker's main: measure the tasks the parent sends over the connection at file descriptor
+    ``fd`` until it sends None."""
     threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    conn = multiprocessing.connection.Connection(fd)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     with contextlib.suppress(ImportError):
@@ -357,12 +358,44 @@ def _rss(pid: int) -> int:
         return 0
 
 
+class _Process:
+    """A worker process: a fresh interpreter running :func:`serve`, so that it never imports the
+    caller's ``__main__`` (as multiprocessing's spawn would) and shares no state with it."""
+
+    def __init__(self, fd: int):
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from convlens.survey import serve; serve(int(sys.argv[1]))", str(fd)],
+            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.pid = self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+
+
 class _Worker:
-    def __init__(self, ctx: Any):
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
+    def __init__(self):
+        self.conn, child = multiprocessing.Pipe()
+        try:
+            self.process = _Process(child.fileno())
+        except OSError as e:
+            self.conn.close()
+            raise ConvlensError(f"a survey worker could not start: {first_line(e)}") from None
+        finally:
+            child.close()
         self.task: Task | None = None
         self.ready = False
         self.baseline = 0  # resident bytes once ready (torch and timm imported)
@@ -399,14 +432,13 @@ def default_memory() -> int:
 def run_tasks(tasks: Sequence[Task], jobs: int, timeout: float, memory: int,
               on_row: Callable[[SurveyRow], None]) -> None:
     """Measure every task in ``jobs`` worker processes; ``on_row`` gets each row as it finishes."""
-    ctx = multiprocessing.get_context("spawn")
     pending = list(tasks)[::-1]
     workers: list[_Worker] = []
     try:
         while pending or any(w.task is not None for w in workers):
             busy = sum(w.task is not None for w in workers)
             while len(workers) < min(jobs, busy + len(pending)):
-                workers.append(_Worker(ctx))
+                workers.append(_Worker())
             for w in workers:
                 if w.ready and w.task is None and pending:
                     w.give(pending.pop())

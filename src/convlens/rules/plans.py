@@ -111,9 +111,13 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
 
 
 def _moves(fn: IndexFn, n_out: int, n_in: int) -> bool:
-    """The map is not the identity on the real positions: it changes the size, or some output
-    position reads anything but the input position of the same index (in either model: a kernel-1
-    conv with padding 1 and stride 3 keeps size 1 but reads only padding)."""
+    """The map may change a lost spatial axis's windows. A label is lost only at size 1 (a size-1
+    factor through a flatten and back), so only a dim of size 1 can be that axis (a conv across
+    ECA's channels, a split of a GLU's features cannot), and the map changes it when it resizes it
+    or reads anything but position 0 (in either model: a kernel-1 conv with padding 1 and stride 3
+    keeps size 1 but reads only padding)."""
+    if n_in != 1:
+        return False
     if n_out != n_in:
         return True
     v = np.arange(n_out, dtype=np.int64)
