@@ -390,3 +390,33 @@ def test_a_forward_that_writes_its_buffers_sees_its_writes_and_the_buffers_stay_
     assert report[""].global_context  # the table's last entries are means over the whole map
     assert model.count is count and model.table is table
     assert model.count.item() == 1 and torch.equal(model.table, torch.ones(1, 4, 1, 1))
+
+
+class MixedLayouts(nn.Module):
+    """The same ops on the same shapes in two memory formats, and ops with several outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(4)
+        self.ln = nn.LayerNorm(6)
+
+    def forward(self, x):
+        a = self.bn(x)
+        b = self.bn(x.contiguous(memory_format=torch.channels_last))
+        top, idx = torch.topk(a.flatten(2), 3, dim=-1)
+        return self.ln(a + b), top, idx, torch.var_mean(b, dim=1)
+
+
+def test_meta_outputs_answered_from_earlier_calls_equal_the_kernels(monkeypatch):
+    model = MixedLayouts().eval()
+    shape = (1, 4, 5, 6)
+    capture_module._LAYOUTS.clear()
+    first = capture_module.capture(model, shape, torch.float32)
+    assert capture_module._LAYOUTS  # the second bn call and the whole second capture are answered from it
+    second = capture_module.capture(model, shape, torch.float32)
+    monkeypatch.setattr(capture_module, "_meta_call", lambda func, info, args, kwargs: func(*args, **kwargs))
+    plain = capture_module.capture(model, shape, torch.float32)
+    layouts = [{t: (i.shape, i.stride, i.dtype) for t, i in c.tensors.items()} for c in (first, second, plain)]
+    assert layouts[0] == layouts[1] == layouts[2]
+    strides = {i.stride for i in plain.tensors.values() if i.shape == (1, 4, 5, 6)}
+    assert (120, 1, 24, 4) in strides and (120, 30, 6, 1) in strides  # both formats kept apart

@@ -228,6 +228,70 @@ def _schema(func: Any) -> _Schema:
     return info
 
 
+_LAYOUTS: dict[tuple, Any] = {}  # meta call signature -> the layout of its outputs
+MAX_LAYOUTS = 1 << 16
+_SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout)
+_UNCACHED = object()
+
+
+def _meta_call(func: Any, info: _Schema, args: tuple, kwargs: dict) -> Any:
+    """``func(*args, **kwargs)`` on meta tensors. An op that writes nothing and returns fresh tensors
+    gives outputs that depend only on its arguments' shapes, strides and dtypes and its scalars, so
+    a repeated call is answered from the first one's output layout: some meta kernels are Python
+    decompositions (batch norm's takes 0.6 ms, most of a bare meta forward of ResNet-50)."""
+    if info.written or info.view:
+        return func(*args, **kwargs)
+    signature = _signature((args, tuple(sorted(kwargs.items()))))
+    if signature is None:
+        return func(*args, **kwargs)
+    key = (func, signature)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        out = func(*args, **kwargs)
+        if len(_LAYOUTS) >= MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = _layout(out)
+        return out
+    if layout is _UNCACHED:
+        return func(*args, **kwargs)
+    return _build(layout)
+
+
+def _signature(x: Any) -> Any:
+    """A hashable description of an argument (None where it holds anything but tensors and scalars)."""
+    if isinstance(x, torch.Tensor):
+        return ("t", tuple(x.shape), x.stride(), x.dtype, x.device.type, x.storage_offset())
+    if isinstance(x, (tuple, list)):
+        inner = tuple(_signature(v) for v in x)
+        return None if any(v is None and u is not None for v, u in zip(inner, x)) else (type(x), inner)
+    if isinstance(x, _SCALARS):
+        return (type(x), x)
+    return None
+
+
+def _layout(out: Any) -> Any:
+    """What :func:`_build` needs to make outputs like ``out``: fresh meta tensors, in tuples or lists."""
+    if isinstance(out, torch.Tensor):
+        if out.device.type != "meta" or out.storage_offset() != 0 or type(out) is not torch.Tensor:
+            return _UNCACHED
+        return ("t", tuple(out.shape), out.stride(), out.dtype)
+    if isinstance(out, (tuple, list)):
+        inner = [_layout(v) for v in out]
+        return _UNCACHED if any(v is _UNCACHED for v in inner) else (type(out), inner)
+    if out is None or isinstance(out, (int, float, bool)):
+        return ("v", out)
+    return _UNCACHED
+
+
+def _build(layout: Any) -> Any:
+    kind = layout[0]
+    if kind == "t":
+        return torch.empty_strided(layout[1], layout[2], dtype=layout[3], device=_META)
+    if kind == "v":
+        return layout[1]
+    return kind(_build(v) for v in layout[1])
+
+
 @dataclass
 class _View:
     """A tensor that is a view of ``parent``, made by output ``index`` of the recorded view op ``node``.
@@ -413,7 +477,7 @@ class _State:
         elif live or any(t.device.type == "meta" for t in _tensors((args, kwargs))):
             if info.device and kwargs.get("device") is not None:
                 kwargs = {**kwargs, "device": _META}  # x.to("cpu") of what depends on the input: stays meta
-            return func(*_map(self.to_meta, args), **_map(self.to_meta, kwargs))
+            return _meta_call(func, info, _map(self.to_meta, args), _map(self.to_meta, kwargs))
         if info.written:
             return func(*args, **kwargs)
         # only constants: computed for real so that the model can read their values (a factory
