@@ -422,7 +422,7 @@ class _Worker:
 
 
 def default_memory() -> int:
-    """Bytes one worker may hold: 80 % of the machine's memory shared by the jobs (8 GiB if unknown)."""
+    """80 % of the machine's memory in bytes (8 GiB if unknown); :func:`survey` shares it among the jobs."""
     try:
         return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
