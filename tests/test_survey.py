@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -10,14 +11,23 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import convlens
 from convlens.cli import main
 from convlens.errors import ConvlensError
-from convlens.loading import default_input
 from convlens.survey import COLUMNS, SurveyRow, expand, read_rows, render, survey
+from oracle import unbounded_geometry
 
 MODELS = Path(__file__).parent / "data" / "survey_models.py"
+
+
+def _builders():
+    """The module the survey loads by path, loaded here too for the references."""
+    spec = importlib.util.spec_from_file_location("survey_models", MODELS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _spec(name: str) -> str:
@@ -55,13 +65,19 @@ def test_every_failure_is_a_row_that_says_so(misbehaving):
             assert r.params is None and r.stages == [] and "\n" not in r.error
 
 
-def test_a_good_row_matches_analyze(misbehaving):
-    row = next(r for r in misbehaving if r.model == "zoo:tcn_seqmnist")
-    report = convlens.api.analyze(convlens.zoo.ZOO["tcn_seqmnist"].build(), (1, *default_input("tcn_seqmnist")))
-    assert (row.params, row.macs, row.peak_activation_bytes) == (
-        report.totals.params, report.totals.macs, report.totals.peak_activation_bytes)
-    tcn = next(s for s in row.stages if s.name == "tcn")
-    assert tcn.rf == (str(report["tcn"].rf[0]),)
+def test_a_good_row_agrees_with_torch_and_the_oracle(misbehaving):
+    """The row's numbers against independent references: the model's own parameters, torch's
+    FlopCounterMode on a real forward, and the gradient oracle's rf, stride and offset."""
+    row = next(r for r in misbehaving if r.model == _spec("good"))
+    model, shape = _builders().good(), (1, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(shape))
+    assert row.params == sum(p.numel() for p in model.parameters())
+    assert 2 * row.macs == counter.get_total_flops()
+    last = next(s for s in row.stages if s.name == "2")
+    for a in range(2):
+        geo = unbounded_geometry(model, shape, "2", a)
+        assert (last.rf[a], last.stride[a], last.offset[a]) == (str(geo.rf), str(geo.stride), str(geo.offset))
     assert row.analysis_s > 0 and row.forward_s > 0 and row.backend == "meta"
 
 
@@ -136,6 +152,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _kill_and_check_workers_go(run: subprocess.Popen, workers: list[int]) -> None:
+    """SIGKILL the survey; within 10 s no process it started may be left."""
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its survey"
+
+
 def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "convlens.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
@@ -155,12 +181,7 @@ def test_a_killed_survey_resumes_to_the_same_file(tmp_path):
     assert run.poll() is None, "the survey ended before it could be killed"
     workers = _children(run.pid)
     assert workers
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
-        time.sleep(0.1)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its survey"
+    _kill_and_check_workers_go(run, workers)
     first = read_rows(cut)
     assert 2 <= len(first) < len(RESUMED)
     rerun = subprocess.run([sys.executable, "-m", "convlens.cli", "survey", *RESUMED, "-o", str(cut), "--jobs", "2"],
@@ -181,12 +202,7 @@ def test_workers_do_not_outlive_a_killed_survey(tmp_path):
         time.sleep(0.1)
     workers = [p for p in _children(run.pid) if _is_worker(p)]
     assert mark.exists() and workers, "no worker reached the hanging forward"
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
-        time.sleep(0.1)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its survey"
+    _kill_and_check_workers_go(run, workers)
 
 
 def _is_worker(pid: int) -> bool:
