@@ -194,8 +194,11 @@ class GraphWalk:
         ins = [t for t in dict.fromkeys(node.inputs) if t not in plan.unread]
         axes: list[AxisState | Pending] = []
         gctx = False
+        labels = [a for dim in plan.dims for a in axes_of(dim)]
         carried = {a: d for d, dim in enumerate(plan.dims) for a in axes_of(dim)}
-        doubled = {a for a in carried if sum(a in axes_of(dim) for dim in plan.dims) > 1}
+        # an axis on two dims cannot be followed (a sum of inputs that carry it on different dims: a
+        # size-1 axis that a reshape put on the batch dim)
+        doubled = {a for a in carried if labels.count(a) > 1}
         for a in range(self.k):
             states = {t: self.structure[t].axes[a] for t in ins}
             unknown = frozenset().union(*(s.ops for s in states.values() if isinstance(s, Unknown)))
@@ -208,6 +211,8 @@ class GraphWalk:
                 self._untracked(label, node)
             elif unknown:
                 axes.append(Unknown(unknown))
+            elif a in doubled and any(isinstance(states[t], (Pending, Global)) for t in live):
+                axes.append(self._untracked(f"{op} (puts a spatial axis on two dims)", node))
             elif a in plan.fold:
                 axes.append(GLOBAL)
             elif a in plan.local:
@@ -238,8 +243,7 @@ class GraphWalk:
                     period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in))
                 size = dict(plan.dims[carried[a]])[a] if a in carried else 1
                 axes.append(Pending(size, stride, period, tuple(local)))
-            elif any(isinstance(states[t], Pending) for t in live) or a in doubled:
-                # a global axis whose label the plan puts on two dims: its reach cannot be followed
+            elif any(isinstance(states[t], Pending) for t in live):
                 axes.append(self._untracked(
                     f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})", node))
             else:

@@ -604,8 +604,7 @@ def summary_line(rows: Sequence[SurveyRow]) -> str:
 def summary_markdown(rows: Sequence[SurveyRow]) -> str:
     s = summary(rows)
     n = s["models"]
-    lines = [f"**{n} models**: " + ", ".join(f"{k} {v}" for k, v in s["status"].items() if v)
-             + (f" ({100 * s['status']['full'] / n:.0f} % with a geometry in every row)" if n else "")]
+    lines = [summary_line(rows) + (f" ({100 * s['status']['full'] / n:.0f} % with a geometry in every row)" if n else "")]
     if s["analysis_over_forward"]:
         a = s["analysis_over_forward"]
         lines.append("")

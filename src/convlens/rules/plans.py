@@ -148,10 +148,6 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             elif axes_of(dim) and dim != chosen:
                 conflicted.update(axes_of(dim) + axes_of(chosen))
         dims.append(chosen if chosen is not None else plain(size))
-    seen: set[int] = set()
-    for dim in dims:  # an axis one input carries on one dim and another on a different one (a size-1
-        for a in axes_of(dim):  # axis that a reshape put on the batch dim) would end up on both
-            (conflicted if a in seen else seen).add(a)
     plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
                                              for a in conflicted})
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
