@@ -25,6 +25,7 @@ class Checked:
     shapes: int = 0
     unbounded: int = 0
     coverage: int = 0
+    tokens: int = 0  # rows probed through a token layout (a flattened grid, extra tokens)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -48,6 +49,20 @@ def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
     if len(found) > 1 and any(d is None for d in layer.axis_dims):
         return None  # a global axis's dim is not known: the channel dim is ambiguous
     return found[0] if found else None
+
+
+def _token_channel(layer: convlens.Layer) -> int | None:
+    """The channel dim of a token row (B, N, C) or (B, C, N) whose dim N holds every local axis
+    (a flattened grid, perhaps with extra tokens), per the row's layout; else None."""
+    if len(layer.output_shape) != 3:
+        return None
+    local = {a for a, s in enumerate(layer.axes) if isinstance(s, Local)}
+    holders = [d for d, dim in enumerate(layer.layout) if any(a is not None for a, _ in dim.factors)]
+    if len(holders) != 1 or holders[0] == 0:
+        return None
+    if not local <= {a for a, _ in layer.layout[holders[0]].factors}:
+        return None
+    return 3 - holders[0]
 
 
 def _units(layer: convlens.Layer) -> list[tuple[int, ...]]:
@@ -96,19 +111,25 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                 (layer.name, layer.window(*([0] * k)), res.bbox)
             out.windows += 1
             continue
-        layout = _layout(layer, k)
-        if layout is None:
-            out.skipped.append(f"{layer.name}: layout {layer.output_shape} axis dims {layer.axis_dims}")
-            continue
-        channel, spatial = layout
         units = _units(layer)
-        probe_units = []
-        for unit in units:
-            idx = [0] * len(spatial)
-            for a, d in enumerate(layer.axis_dims):
-                if d is not None:
-                    idx[spatial.index(d)] = unit[a]
-            probe_units.append(tuple(idx))
+        layout = _layout(layer, k)
+        if layout is not None:
+            channel, spatial = layout
+            probe_units = []
+            for unit in units:
+                idx = [0] * len(spatial)
+                for a, d in enumerate(layer.axis_dims):
+                    if d is not None:
+                        idx[spatial.index(d)] = unit[a]
+                probe_units.append(tuple(idx))
+        else:
+            channel = _token_channel(layer)
+            if channel is None:
+                out.skipped.append(f"{layer.name}: layout {layer.output_shape} axis dims {layer.axis_dims}")
+                continue
+            token = 3 - channel
+            probe_units = [(layer.tensor_index(*unit)[token],) for unit in units]
+            out.tokens += 1
         full = probe_many(lin, input_shape, name, probe_units, channel_dim=channel, tol=tol)
         local = full
         if layer.global_context or any(r.bbox is None for r in full):

@@ -33,9 +33,9 @@ Flags
 with an explicit size or ``align_corners=True``, cat along a spatial axis (the second part's units
 are offset by the first part's size), flip/roll/cumsum, a flatten + Linear head, or a merge of arms
 whose slopes could not be reconciled). ``global_output``: some spatial axis of the output is global
-(reduction, adaptive pooling to 1, flatten head, attention without residual). ``global_context``:
+(reduction, adaptive pooling to 1, flatten head, attention). ``global_context``:
 local features are combined with a global statistic (squeeze-excitation gates, ``x + mean(x)``,
-GroupNorm's statistics, attention added back to the features). ``resizable``: the model runs at
+GroupNorm's statistics); attention added back to the features is global. ``resizable``: the model runs at
 ``larger_input_shape(k)`` with predictable shapes (false for a flatten + Linear head, an
 unreconciled merge, or attention that would see more than 4096 positions at k = 4).
 
@@ -90,6 +90,7 @@ ALL_FAMILIES: frozenset[str] = frozenset(
         "reduce",
         "linear",
         "attention",
+        "tokens",
         "shared_module",
         "unsupported",
         "branch",
@@ -534,6 +535,47 @@ def _x_attention(net, s, x):
     return x + o if s.kw["residual"] else o
 
 
+class _Tokens(nn.Module):
+    """A token stage: extra tokens (class, register) around the flattened grid, a per-token layer,
+    perhaps global attention, the extra tokens sliced off and the grid restored (see ``_x_tokens``)."""
+
+    def __init__(self, c: int, before: int, after: int, dk: int, attention: bool, norm: bool, bias: bool):
+        super().__init__()
+        self.before = nn.Parameter(torch.randn(1, before, c))
+        self.after = nn.Parameter(torch.randn(1, after, c))
+        self.norm = nn.LayerNorm(c) if norm else nn.Identity()
+        self.mix = nn.Linear(c, c, bias=bias)
+        if attention:
+            self.q, self.k, self.v, self.o = (nn.Linear(c, dk), nn.Linear(c, dk), nn.Linear(c, dk), nn.Linear(dk, c))
+
+
+def _x_tokens(net, s, x):
+    kw = s.kw
+    m = net.layers[s.mod]
+    n, c, grid = x.shape[0], x.shape[1], x.shape[2:]
+    t = x.flatten(2).transpose(1, 2)  # (N, L, C), row-major over the grid
+    length = t.shape[1]
+    t = torch.cat([m.before.expand(n, -1, -1), t, m.after.expand(n, -1, -1)], dim=1)
+    t = m.mix(m.norm(t))
+    if kw["attention"] != "none":
+        q, k, v = m.q(t), m.k(t), m.v(t)
+        if kw["attention"] == "sdpa":
+            o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
+        else:
+            o = torch.softmax(q @ k.transpose(1, 2) * kw["scale"], dim=-1) @ v
+        o = m.o(o)
+        t = t + o if kw["residual"] else o
+    b = kw["before"]
+    if kw["slice"] == "two":
+        t = t[:, b:][:, :length]
+    else:
+        t = t.narrow(1, b, length)
+    # contiguous: torch 2.14's CPU batch norm backward gives wrong gradients for some layouts this
+    # reshape makes ((1, 2, 2, 1) with strides (2, 1, 2, 2), seen as channels-last), which would
+    # corrupt the oracle, not the model
+    return t.transpose(1, 2).reshape(n, c, *grid).contiguous()
+
+
 _EXEC = {
     "conv": _x_conv,
     "conv_transpose": _x_conv_transpose,
@@ -555,6 +597,7 @@ _EXEC = {
     "reduce": _x_reduce,
     "head": _x_head,
     "attention": _x_attention,
+    "tokens": _x_tokens,
     "view_write": _x_view_write,
 }
 
@@ -735,6 +778,7 @@ MAIN_KINDS = (
     "cat_spatial",
     "branch",
     "view_write",
+    "tokens",
 )
 _FORK_KINDS = ("cat_channels", "cat_spatial", "branch")
 _KIND_FAMILY = {k: k for k in MAIN_KINDS}
@@ -1813,12 +1857,39 @@ class _Builder:
             }
         )
         residual = self.coin()
-        if residual:
-            self.gctx = True
-        else:
-            self.gout = True
+        self.gout = True  # (with a residual too: every position mixes the whole input, DESIGN "tokens")
         kw = dict(scale=1.0 / math.sqrt(dk), residual=residual)
         return self.add("attention", [vid], kw, v, {"attention"}, name)
+
+    def g_tokens(self, vid, depth=0, arm=False):
+        """A token stage (``_x_tokens``): the grid flattened, extra tokens around it, sliced off again;
+        global attention among the tokens makes every axis global (with or without a residual)."""
+        v = self.vals[vid]
+        L = math.prod(a.size for a in v.axes)
+        kinds = ["none", "none"] + (["sdpa", "matmul"] if self.ok("attention") and L <= 256 else [])
+        attention = self.pick(kinds)
+        fams = {"tokens"}
+        if attention != "none":
+            fams.add("attention")
+            self.gout = True
+            period = [1] * self.d
+            for w in self.vals:
+                for x in w.axes:
+                    period[x.origin] = math.lcm(period[x.origin], x.period)
+            grown = math.prod(x.size + int(4 * period[x.origin] * x.slope) for x in v.axes)
+            if grown > 4096:
+                self.resizable = False
+                self.notes.append(f"attention over {grown} tokens at larger_input_shape(4): not resizable")
+        before, after = self.int_(0, 2), self.int_(0, 1)
+        dk = self.int_(1, 8)
+        name = self.name("tokens")
+        # (a layer norm over one channel is constant: a path with an exactly zero gradient, which the
+        # oracle cannot see on global rows)
+        norm = v.c > 1 and self.coin()
+        self.mods[name] = _Tokens(v.c, before, after, dk, attention != "none", norm, self.coin())
+        kw = dict(before=before, after=after, attention=attention, residual=self.coin(), scale=1.0 / math.sqrt(dk),
+                  slice=self.pick(["two", "narrow"]))
+        return self.add("tokens", [vid], kw, v, fams, name)
 
     def g_view_write(self, vid, depth=0, arm=False):
         """A copy of the value written through a view with a same-size conv of it (see _x_view_write)."""

@@ -22,12 +22,12 @@ from typing import Mapping
 import numpy as np
 
 from .capture import Capture, OpNode
-from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, GLOBAL, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
-                       Part, Unknown, Windows, clip_taps, range_reduce)
+from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
+                       Paired, Part, Unknown, Windows, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.registry import Channels
 from .rules.plans import axes_of, broadcast, identity, plain
-from .rules.registry import Dim
+from .rules.registry import Dim, TokenDim, live_extras
 
 
 
@@ -146,7 +146,8 @@ class GraphWalk:
         return RuleContext(node, self.cap.tensors, self.cap.producers, _Dims(st),
                            {t: st[t].local_axes() for t in node.inputs},
                            {t: st[t].global_axes() for t in node.inputs},
-                           frozenset(t for t in node.inputs if st[t].channels_split))
+                           frozenset(t for t in node.inputs if st[t].channels_split),
+                           frozenset(t for t in node.inputs if st[t].global_context))
 
     # -------------------------------------------------------------- pass 1
     def structure_pass(self) -> None:
@@ -201,8 +202,13 @@ class GraphWalk:
         doubled = {a for a in carried if labels.count(a) > 1}
         for a in range(self.k):
             states = {t: self.structure[t].axes[a] for t in ins}
-            unknown = frozenset().union(*(s.ops for s in states.values() if isinstance(s, Unknown)))
+            paired = [s for s in states.values() if isinstance(s, Paired)]
+            unknown = frozenset().union(*(s.ops for s in states.values()
+                                          if isinstance(s, Unknown) and not isinstance(s, Paired)))
             live = [t for t, s in states.items() if not isinstance(s, Constant)]
+            # attention: every position mixes the whole axis with weights of its own, so a merge
+            # with it is global too, where a pooled global (a gate) leaves the local geometry
+            attends = any(isinstance(s, Global) and s.attended for s in states.values())
             if plan.constant or not live:
                 axes.append(CONSTANT)
             elif plan.no_rule or plan.unsupported:
@@ -211,10 +217,19 @@ class GraphWalk:
                 self._untracked(label, node)
             elif unknown:
                 axes.append(Unknown(unknown))
+            elif a in plan.paired:
+                axes.append(Paired(frozenset({f"{op} (pairs query and key positions: attention scores)"})))
+            elif paired and a in plan.fold:
+                axes.append(Global(attended=self._kept(plan, carried, a)))
+            elif paired and a in doubled and all(isinstance(states[t], Paired) for t in live):
+                axes.append(Paired(frozenset().union(*(s.ops for s in paired))))
+            elif paired:
+                axes.append(self._untracked(f"{op} (reads attention scores without reducing their query or key "
+                                            "positions)", node))
             elif a in doubled and any(isinstance(states[t], (Pending, Global)) for t in live):
                 axes.append(self._untracked(f"{op} (puts a spatial axis on two dims)", node))
             elif a in plan.fold:
-                axes.append(GLOBAL)
+                axes.append(Global(attended=self._kept(plan, carried, a)))
             elif a in plan.local:
                 sources = plan.local[a]
                 named = {s.tid for s in sources}
@@ -223,8 +238,8 @@ class GraphWalk:
                     continue
                 local = [s for s in sources if isinstance(states[s.tid], Pending)]
                 sees_global = any(isinstance(s, Global) for s in states.values())
-                if not local:
-                    axes.append(GLOBAL if sees_global else CONSTANT)
+                if not local or attends:
+                    axes.append(Global(attended=attends) if sees_global else CONSTANT)
                     continue
                 if len({s.tid for s in local}) > 1 and self._partly_reached(ins, a):
                     # the window of a unit along a is the union of the pieces that reach it, and whether
@@ -247,15 +262,38 @@ class GraphWalk:
                 axes.append(self._untracked(
                     f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})", node))
             else:
-                axes.append(GLOBAL)
+                axes.append(Global(attended=attends))
         has_local = any(isinstance(s, Pending) for s in axes)
         gctx |= any(self.structure[t].global_context for t in ins)
         split = plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP
                                                     and any(self.structure[t].channels_split for t in ins))
         # a first reach of each global axis (spans unknown yet: it may miss positions, never add)
-        final = tuple(Global(None, self._reach(node, plan, plan.dims, a, self._structure_axes))
+        final = tuple(Global(None, self._reach(node, plan, plan.dims, a, self._structure_axes), s.attended)
                       if isinstance(s, Global) else s for a, s in enumerate(axes))
-        return Structure(plan.dims, final, gctx and has_local, plan, split)
+        return Structure(self._extras_reached(plan, ins), final, gctx and has_local, plan, split)
+
+    def _extras_reached(self, plan: Plan, ins: list[int]) -> tuple[Dim, ...]:
+        """The output's dims, with the extra tokens of a token dim marked live once something that
+        sees the whole input reaches every token: an input that does not hold the token dim and sees
+        the input globally (a gate broadcast over the tokens, the class query's attention weights),
+        or statistics over the tokens (see :class:`~convlens.rules.registry.TokenDim`)."""
+        out = []
+        for dim in plan.dims:
+            if isinstance(dim, TokenDim) and not dim.live:
+                holders = [t for t in ins if dim in self.structure[t].dims]
+                others = [t for t in ins if t not in holders]
+                if (set(axes_of(dim)) & plan.context
+                        or any(live_extras(d) for t in holders for d in self.structure[t].dims if d == dim)
+                        or any(self.structure[t].global_context or self.structure[t].global_axes() for t in others)):
+                    dim = TokenDim(tuple(dim), dim.before, dim.after, live=True)
+            out.append(dim)
+        return tuple(out)
+
+    @staticmethod
+    def _kept(plan: Plan, carried: dict[int, int], a: int) -> bool:
+        """Whether a reduced axis is still carried at more than one position (the queries of
+        attention: each mixes the whole axis with weights of its own), not pooled away."""
+        return a in carried and dict(plan.dims[carried[a]]).get(a, 1) > 1
 
     def _structure_axes(self, tid: int) -> tuple[AxisState | Pending, ...]:
         return self.structure[tid].axes
@@ -335,7 +373,10 @@ class GraphWalk:
                     axes[a] = differ
                     late.add(a)
                 else:
-                    axes[a] = Global(self._span(read, a), self._reach(node, st.plan, st.dims, a, self._final_axes))
+                    axes[a] = Global(self._span(read, a), self._reach(node, st.plan, st.dims, a, self._final_axes),
+                                     s.attended)
+            elif isinstance(s, Paired):
+                axes[a] = Paired(s.ops, self._span(read, a))
         return TensorGeom(st.dims, tuple(axes), st.global_context, windows,
                           self._context_spans(read, st.plan, axes), frozenset(late))
 
@@ -396,6 +437,8 @@ class GraphWalk:
         if any(isinstance(axes_of_input(t)[a], Global) and axes_of_input(t)[a].span is not None
                for t in self._read(node, plan) if t not in mapped):
             return None  # an input that sees the input, not mapped along a: it reaches every position
+        if any(isinstance(axes_of_input(t)[a], Paired) for t in self._read(node, plan)):
+            return None  # every query position of attention scores is reached
         reach = np.zeros(size, dtype=bool)
         for src in plan.local[a]:
             state = axes_of_input(src.tid)[a]
@@ -419,7 +462,7 @@ class GraphWalk:
             if any(isinstance(s, Global) and s.reach is not None and not s.reach.any() for s in record.axes):
                 continue  # no position of this input is reached by anything real (phase gaps, padding)
             state = record.axes[a]
-            if isinstance(state, Global):
+            if isinstance(state, (Global, Paired)):
                 spans.append(state.span)
             elif isinstance(state, Local):
                 spans.append(self._clipped_union(t, a))

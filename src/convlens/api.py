@@ -13,10 +13,11 @@ from .analysis import GraphGeometry, Merge, walk
 from .capture import Capture, capture
 from .diagnostics import collect_diagnostics
 from .errors import ConvlensError, check_input_shape
-from .geometry import Constant, Global, Local, Unknown
+from .geometry import Constant, Global, Local, Paired, Unknown
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
-from .report import Analysis, Layer, Report, Totals
+from .report import Analysis, DimLayout, Layer, Report, Totals
+from .rules.registry import extras
 
 
 @contextlib.contextmanager
@@ -99,12 +100,14 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
                 global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size,
-                windows=geom.windows, axis_dims=_axis_dims(geom), tensor=tid))
+                windows=geom.windows, axis_dims=_axis_dims(geom), tensor=tid,
+                layout=tuple(DimLayout(tuple(dim), *extras(dim)) for dim in geom.dims)))
     return rows
 
 
 def _axis_dims(geom) -> tuple[int | None, ...]:
-    where = {dim[0][0]: d for d, dim in enumerate(geom.dims) if len(dim) == 1 and dim[0][0] is not None}
+    where = {dim[0][0]: d for d, dim in enumerate(geom.dims)
+             if len(dim) == 1 and dim[0][0] is not None and extras(dim) == (0, 0)}
     return tuple(where.get(a) if isinstance(s, Local) else None for a, s in enumerate(geom.axes))
 
 
@@ -118,7 +121,10 @@ def _notes(axes, global_context: bool, misaligned: list[Merge], names: dict[int,
            input_size: tuple[int, ...]) -> list[str]:
     notes = []
     for a, state in enumerate(axes):
-        if isinstance(state, Unknown):
+        if isinstance(state, Paired):
+            notes.append(f"axis {a}: attention scores: each unit pairs a query position with a key position and "
+                         "sees both their windows, which no single window states")
+        elif isinstance(state, Unknown):
             notes.append(f"axis {a}: unknown because of {', '.join(sorted(state.ops))}")
         elif isinstance(state, Constant):
             notes.append(f"axis {a}: does not depend on the input")

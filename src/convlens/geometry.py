@@ -13,6 +13,7 @@ Every tensor carries, for every spatial axis of the network input, one of four s
   real positions ``[0, n)``. Unreachable units hold the sentinels ``EMPTY_LO > EMPTY_HI``.
 - :class:`Global` — every unit sees the whole axis (after a reduction, flatten+linear, attention...).
 - :class:`Unknown` — an op without a rule touched the axis; its name is kept, no number is made up.
+  :class:`Paired` (attention scores, a pair of positions per unit) is read as unknown.
 - :class:`Constant` — the tensor does not depend on the input at all (weights, factory tensors).
 
 Composition: an op maps each output position v to an interval [a(v), b(v)] of positions of one input
@@ -269,11 +270,23 @@ class Global:
 
     span: tuple[int, int] | None = None
     reach: np.ndarray | None = field(default=None, compare=False, repr=False)
+    attended: bool = False  # every position mixes the whole axis with weights of its own (attention)
 
 
 @dataclass(frozen=True)
 class Unknown:
     ops: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Paired(Unknown):
+    """Attention scores: the axis lies on two dims, query positions and key positions, and a unit
+    (a pair) sees the union of two windows, which one interval per axis cannot state. Read as
+    unknown by every query (no window); ``ops`` names the product that paired them, ``span`` the real
+    pixels that reach any unit. Softmax over the keys or the product with the values reduces one of
+    the two dims, and the axis becomes global (attended)."""
+
+    span: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

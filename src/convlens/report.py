@@ -30,8 +30,30 @@ from .checkerboard import Checkerboard, checkerboard
 from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage, forward_profiles
 from .diagnostics import Diagnostic
 from .errors import ConvlensError
-from .geometry import AxisState, Constant, Global, Local, Unknown, Window, Windows
+from .geometry import AxisState, Constant, Global, Local, Paired, Unknown, Window, Windows
 from .gridding import Gridding, dilated_runs, verdict
+
+@dataclass(frozen=True)
+class DimLayout:
+    """How one dim of a row's tensor holds spatial axes: row-major ``factors`` (spatial axis of the
+    input, or None for a non-spatial factor such as the batch, and size), with ``before`` and
+    ``after`` extra tokens (class, register) around that grid. A plain image dim is one factor; the
+    token dim of a ViT is ((0, H), (1, W)) with before = 1."""
+
+    factors: tuple[tuple[int | None, int], ...]
+    before: int = 0
+    after: int = 0
+
+    def index(self, unit: Sequence[int]) -> int | None:
+        """The index along this dim of the grid position ``unit`` (one index per input axis), or None
+        when the dim holds no spatial axis."""
+        if not any(a is not None for a, _ in self.factors):
+            return None
+        i = 0
+        for a, size in self.factors:
+            i = i * size + (unit[a] if a is not None and size > 1 else 0)
+        return self.before + i
+
 
 @dataclass
 class Layer:
@@ -57,6 +79,17 @@ class Layer:
     (None where global, unknown, or folded into a flattened dimension)."""
     tensor: int | None = field(repr=False, default=None)
     """The captured tensor id of the row's output (what :meth:`Report.coverage` walks back from)."""
+    layout: tuple[DimLayout, ...] = field(repr=False, default=())
+    """Per dim of the output tensor, the spatial axes it holds (flattened token grids, extra tokens)."""
+
+    def tensor_index(self, *unit: int) -> tuple[int | None, ...]:
+        """Per dim of the output tensor, the index of the unit at grid position ``unit`` (one index per
+        spatial axis of the input): the token of a ViT's (B, 1 + H*W, C) output that holds patch (h, w)
+        is ``tensor_index(h, w)[1]``. None for dims that hold no spatial axis (batch, channels)."""
+        if len(unit) != len(self.axes):
+            raise ConvlensError(f"{self.name!r}: give one integer index per spatial axis ({len(self.axes)}), "
+                                f"got {unit}")
+        return tuple(d.index(unit) for d in self.layout)
 
     @property
     def flops(self) -> int:
@@ -85,6 +118,9 @@ class Layer:
                                 f"got {unit}")
         unit = tuple(int(u) for u in unit)
         for a, (u, state) in enumerate(zip(unit, self.axes)):
+            if isinstance(state, Paired):
+                raise ConvlensError(f"{self.name!r}: its units are attention scores along axis {a}: each pairs a "
+                                    "query and a key position, and sees both their windows (no single window)")
             if isinstance(state, Unknown):
                 raise ConvlensError(f"{self.name!r}: window along axis {a} is unknown "
                                     f"(no rule for {', '.join(sorted(state.ops))})")
@@ -237,7 +273,8 @@ class Report:
         layer = self[name]
         for a, state in enumerate(layer.axes):
             if not isinstance(state, Local):
-                what = {Global: "global", Unknown: "unknown", Constant: "constant"}[type(state)]
+                what = ("global" if isinstance(state, Global) else "attention scores (query-key pairs)"
+                        if isinstance(state, Paired) else "unknown" if isinstance(state, Unknown) else "constant")
                 raise ConvlensError(f"{repr(name) if name else 'the output'} is {what} along axis {a}: coverage "
                                     f"needs a row whose units see a local window along every axis (--layer)")
         if self.analysis is None or layer.tensor is None:

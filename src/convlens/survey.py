@@ -15,7 +15,8 @@ patterns, whatever order the workers finish in; rows the file holds for other mo
 them.
 
 Columns (all formats; see :class:`SurveyRow`): the model, its input, status (``full``: a geometry in
-every row; ``partial``: some axes unknown, the ops named in ``unknown``; ``failed``, ``timeout``,
+every row, attention scores (pairs of query and key windows, :class:`~convlens.geometry.Paired`)
+counted as known; ``partial``: some axes unknown, the ops named in ``unknown``; ``failed``, ``timeout``,
 ``memory``, ``died``), params, MACs, peak activation bytes (batch 1), per stage output (timm's
 ``feature_info`` where the model has one, else its top-level children) the stride, rf and offset per
 spatial axis in input pixels, the analysis time and a bare meta forward's time in seconds, measured in
@@ -49,7 +50,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .api import analyze
 from .errors import ConvlensError, NeedsRealWeights, first_line
-from .geometry import Global, Unknown
+from .geometry import Global, Paired, Unknown
 from .loading import build_model, default_input, model_factory, parse_shape
 from .modelstate import evaluated
 from .render.files import write_text
@@ -317,7 +318,8 @@ def measure(task: Task) -> SurveyRow:
     except Exception as e:  # noqa: BLE001 - a bug in convlens on someone's model: the row says so
         return SurveyRow(task.model, task.input, "failed",
                          error=f"convlens internal error: {type(e).__name__}: {first_line(e)}")
-    partial = any(isinstance(s, Unknown) for row in report for s in row.axes)
+    # (attention scores are known: pairs of windows, not one, and their rows say so)
+    partial = any(isinstance(s, Unknown) and not isinstance(s, Paired) for row in report for s in row.axes)
     return SurveyRow(task.model, task.input, "partial" if partial else "full", report.totals.params, report.totals.macs,
                      report.totals.peak_activation_bytes, _stages(report, _stage_names(model)),
                      dict(report.unsupported_ops), analysis_s, forward_s, report.backend)

@@ -76,8 +76,9 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
     """a @ b over the last two dims, leading (batch) dims broadcast: a's dim -1 and b's dim -2 are
     contracted, so their axes become global; a's dim -2 and b's dim -1 carry their axes through.
 
-    An axis carried by both free dims (query positions x key positions) pairs two positions per
-    unit: that cannot be told per axis and is left Unknown.
+    An axis carried by both free dims (query positions x key positions: attention scores) pairs two
+    positions per unit; both dims keep it and it is ``paired`` until a softmax or the product with
+    the values reduces one of them.
     """
     out_shape = ctx.out_shape
     rank = len(out_shape)
@@ -86,8 +87,8 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
         return Plan(dims=tuple(plain(s) for s in out_shape), unsupported="matrix-vector product")
     plan = Plan(dims=())
     plan.fold.update(axes_of(da[-1]) + axes_of(db[-2]))
-    paired = set(axes_of(da[-2])) & set(axes_of(db[-1]))
-    plan.untracked.update({ax: "pairs positions of one axis (attention scores)" for ax in paired})
+    paired = (set(axes_of(da[-2])) & set(axes_of(db[-1]))) - plan.fold
+    plan.paired.update(paired)
     dims = [plain(s) for s in out_shape]
     carriers = {rank - 2: (a, da[-2]), rank - 1: (b, db[-1])}
     for k in range(rank - 2):  # batch dims: from whichever operand has them at full size
@@ -98,9 +99,9 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
     for d, (ref, dim) in carriers.items():
         if ctx.shape(ref)[d - rank] != out_shape[d]:
             continue
+        dims[d] = dim  # (an axis also contracted stays on it, global: the queries of attention)
         for ax in set(axes_of(dim)) - plan.fold - paired:
             plan.local.setdefault(ax, []).append(Source(ref.id, identity))
-            dims[d] = dim
     for ref in (a, b):  # an axis at one position carried by no dim (after ``select``): every unit reads it
         for ax in virtual_axes(ctx, ref) - plan.fold - paired:
             plan.local.setdefault(ax, []).append(Source(ref.id, broadcast))

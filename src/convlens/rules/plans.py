@@ -13,7 +13,7 @@ import numpy as np
 
 from ..capture import TRef
 from ..geometry import IndexFn, clip_taps
-from .registry import Channels, Dim, Plan, RuleContext, Source
+from .registry import Channels, Dim, Factor, Plan, RuleContext, Source, extras, live_extras, token_dim
 
 
 def axes_of(dim: Dim) -> tuple[int, ...]:
@@ -93,6 +93,8 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
             plan.fold.update(axes)
             if size == 1 and axes:  # a pooled-to-1 dim keeps its (now global) axes
                 out_dim = tuple((a, 1) for a in axes)
+        elif d in maps and extras(dim) != (0, 0):
+            plan.untracked.update({a: "moves positions along a token dim with extra tokens" for a in axes})
         elif d in maps and axes and len(dim) == 1:
             plan.local[axes[0]] = [Source(t.id, *maps[d]) for t in (x, *extra)]
             out_dim = ((axes[0], size),) if size is not None else None
@@ -177,15 +179,65 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
     Flattening H and W into one dim keeps both axes (positions split back exactly); splitting a
     spatial factor (H -> (H/2, 2), window partitions) cannot be tracked per axis, so that axis
     becomes Unknown. A spatial factor of size 1 goes to a new dim of size 1 where one comes next,
-    else it is carried by no dim (every unit sees its single position).
+    else it is carried by no dim (every unit sees its single position). A token dim with extra
+    tokens (:class:`~convlens.rules.registry.TokenDim`) passes only whole, to an output dim of its
+    size at the same place (splitting the heads' channels of (B, N, C) beside it is fine); any other
+    reshape of it leaves its axes untracked.
     """
     out_shape = list(ctx.out_shape if out_shape is None else out_shape)
-    factors = [f for dim in ctx.dims(x) for f in dim if f[1] != 1 or f[0] is not None]
+    in_dims, in_shape = ctx.dims(x), list(ctx.shape(x))
+    dims: list[Dim] = []
+    broken: set[int] = set()
+    d0 = e0 = 0  # the segment of input and output dims not yet regrouped starts here
+    for d, dim in enumerate(in_dims):
+        if extras(dim) == (0, 0):
+            continue
+        e = _same_place(in_shape, out_shape, d, e0)
+        if e is None:
+            broken.update(axes_of(dim))
+            continue
+        got, lost = _regroup(_factors(in_dims, in_shape, d0, d), out_shape[e0:e])
+        dims += got + [dim]
+        broken |= lost
+        d0, e0 = d + 1, e + 1
+    got, lost = _regroup(_factors(in_dims, in_shape, d0, len(in_dims)), out_shape[e0:])
+    dims += got
+    broken |= lost
+    dims = [token_dim(tuple((None, f) if a in broken else (a, f) for a, f in dim), *extras(dim), live_extras(dim))
+            for dim in dims]
+    dims = [dim if any(a is not None for a, _ in dim) or len(dim) <= 1 or extras(dim) != (0, 0)
+            else ((None, out_shape[d]),) for d, dim in enumerate(dims)]
+    plan = Plan(dims=tuple(dims), untracked={a: "splits a spatial axis across dims" for a in broken})
+    for a in _tracked(ctx, x) - broken:
+        plan.local[a] = [Source(x.id, identity)]
+    return plan
+
+
+def _factors(dims: Sequence[Dim], shape: Sequence[int], start: int, stop: int) -> list[Factor]:
+    """The row-major factors of dims [start, stop); a token dim whose axes a reshape breaks counts as
+    one plain factor (its axes are already in ``broken``)."""
+    return [f for d in range(start, stop)
+            for f in (((None, shape[d]),) if extras(dims[d]) != (0, 0) else dims[d])]
+
+
+def _same_place(in_shape: Sequence[int], out_shape: Sequence[int], d: int, start: int) -> int | None:
+    """The output dim (from ``start`` on) that holds input dim d whole: the same size, after the
+    same number of elements."""
+    before = int(np.prod(in_shape[:d], dtype=np.int64))
+    for e in range(start, len(out_shape)):
+        if int(np.prod(out_shape[:e], dtype=np.int64)) == before and out_shape[e] == in_shape[d]:
+            return e
+    return None
+
+
+def _regroup(factors: list[Factor], out_sizes: Sequence[int]) -> tuple[list[Dim], set[int]]:
+    """Row-major factors regrouped into dims of ``out_sizes``, and the axes a split broke."""
+    factors = [f for f in factors if f[1] != 1 or f[0] is not None]
     dims: list[Dim] = []
     broken: set[int] = set()
     lost = False
     i = 0
-    for size in out_shape:
+    for size in out_sizes:
         group: list = []
         if size == 1 and not lost:
             if i < len(factors) and factors[i][1] == 1:
@@ -216,13 +268,7 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
         if lost:
             group = [(None, size)]
         dims.append(tuple(group))
-    dims = [tuple((None, f) if a in broken else (a, f) for a, f in dim) for dim in dims]
-    dims = [dim if any(a is not None for a, _ in dim) or len(dim) <= 1 else ((None, out_shape[d]),)
-            for d, dim in enumerate(dims)]
-    plan = Plan(dims=tuple(dims), untracked={a: "splits a spatial axis across dims" for a in broken})
-    for a in _tracked(ctx, x) - broken:
-        plan.local[a] = [Source(x.id, identity)]
-    return plan
+    return dims, broken
 
 
 def permute(ctx: RuleContext, x: TRef, order: Sequence[int]) -> Plan:
@@ -242,9 +288,8 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     axes = {axes_of(ctx.dims(r)[dim]) for r in refs}
     pieces = [ctx.dims(r)[dim] for r in refs]
     spatial = axes != {()}
-    if spatial and (len(axes) != 1 or any(len(p) != 1 for p in pieces)):
-        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
-                    unsupported="cat along a flattened or mixed spatial dimension")
+    if spatial and (len(axes) != 1 or any(len(p) != 1 or extras(p) != (0, 0) for p in pieces)):
+        return token_cat(ctx, refs, dim)  # class tokens before patch tokens
     lost = set().union(*((ctx.local_axes(r) | ctx.global_axes(r)) - {a for d in ctx.dims(r) for a in axes_of(d)}
                          for r in refs))
     if not spatial and lost and any(ctx.shape(r)[dim] == 1 for r in refs):
@@ -288,17 +333,44 @@ def _piece(start: int, end: int, first: bool, last: bool) -> IndexFn:
     return fn
 
 
-class _ReshapedContext(RuleContext):
-    """A view of a context where some inputs pretend to have another shape (for cat's merge)."""
+def stacked(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
+    """``torch.stack``: a merge along a new dim (like a cat along channels, each position of the new
+    dim comes from one input, and a unit's window is the union over them); the other dims merge
+    elementwise."""
+    rank = len(ctx.out_shape)
+    dim = dim % rank
+    n = ctx.out_shape[dim]
+    if len({r.id for r in refs}) > 1 and any(virtual_axes(ctx, r) for r in refs):
+        # pieces taken at single positions of an axis (a loop over positions: a recurrent layer
+        # unrolled): the new dim is that axis again, and a union over it would overstate each unit
+        return _unsupported(ctx, "stacks pieces taken at single positions of a spatial axis")
+    shapes = [tuple(ctx.shape(r)[:dim]) + (n,) + tuple(ctx.shape(r)[dim:]) for r in refs]
+    dims = [tuple(ctx.dims(r)[:dim]) + ((),) + tuple(ctx.dims(r)[dim:]) for r in refs]
+    plan = pointwise(_ReshapedContext(ctx, refs, shapes, dims), refs)
+    plan.dims = tuple(plain(n) if d == dim else dd for d, dd in enumerate(plan.dims))
+    if len({r.id for r in refs}) > 1:
+        plan.channels = Channels.SPLIT
+    return plan
 
-    def __init__(self, ctx: RuleContext, refs: Sequence[TRef], shapes: Sequence[tuple[int, ...]]):
+
+class _ReshapedContext(RuleContext):
+    """A view of a context where some inputs pretend to have another shape (and dims): cat's and
+    stack's merges."""
+
+    def __init__(self, ctx: RuleContext, refs: Sequence[TRef], shapes: Sequence[tuple[int, ...]],
+                 dims: Sequence[tuple[Dim, ...]] | None = None):
         self.__dict__.update(ctx.__dict__)
         self._override = {r.id: s for r, s in zip(refs, shapes)}
+        self._override_dims = {r.id: d for r, d in zip(refs, dims)} if dims is not None else {}
         self._base = ctx
 
     def shape(self, ref):
         rid = ref.id if isinstance(ref, TRef) else ref
         return self._override.get(rid) or self._base.shape(ref)
+
+    def dims(self, ref):
+        rid = ref.id if isinstance(ref, TRef) else ref
+        return self._override_dims.get(rid) or self._base.dims(ref)
 
 
 def squeeze_unsqueeze(ctx: RuleContext, x: TRef, insert: Sequence[int] = (), remove: Sequence[int] = ()) -> Plan:
@@ -311,3 +383,85 @@ def squeeze_unsqueeze(ctx: RuleContext, x: TRef, insert: Sequence[int] = (), rem
     for a in _tracked(ctx, x):
         plan.local[a] = [Source(x.id, identity)]
     return plan
+
+
+# ------------------------------------------------------------------ token dims (extra tokens)
+def is_tokens(dim: Dim) -> bool:
+    """A dim whose positions are not those of one axis: a flattened grid, or one with extra tokens."""
+    return bool(axes_of(dim)) and (len(dim) > 1 or extras(dim) != (0, 0))
+
+
+def token_cat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
+    """``torch.cat`` along a dim that carries spatial axes in one piece only (the grid of patch
+    tokens) while the other pieces carry none (class, distillation, register tokens): the result
+    is a :class:`~convlens.rules.registry.TokenDim` whose grid positions keep their windows.
+
+    Extra tokens are constants or see the whole input (a class token that has attended to the
+    patches: the dim's extras are then ``live``); one with local windows has no place in the grid."""
+    dim = dim % len(ctx.out_shape)
+    carriers = [r for r in refs if axes_of(ctx.dims(r)[dim])]
+    if len(carriers) != 1:
+        return _unsupported(ctx, "cat of several pieces that carry spatial axes, along a flattened or mixed "
+                                 "spatial dim")
+    grid = carriers[0]
+    others = [r for r in refs if r is not grid]
+    if any(ctx.local_axes(r) for r in others):
+        return _unsupported(ctx, "cat puts extra tokens with local windows beside a grid")
+    live = live_extras(ctx.dims(grid)[dim]) or any(ctx.global_axes(r) for r in others)
+    where = next(k for k, r in enumerate(refs) if r is grid)
+    before, after = extras(ctx.dims(grid)[dim])
+    before += sum(ctx.shape(r)[dim] for r in refs[:where])
+    after += sum(ctx.shape(r)[dim] for r in refs[where + 1:])
+    stretched = [tuple(ctx.out_shape[dim] if d == dim else s for d, s in enumerate(ctx.shape(r))) for r in refs]
+    plan = pointwise(_ReshapedContext(ctx, refs, stretched), refs)
+    factors = tuple(f for f in ctx.dims(grid)[dim])
+    plan.dims = tuple(token_dim(factors, before, after, live) if d == dim else dd for d, dd in enumerate(plan.dims))
+    return plan
+
+
+def token_slice(ctx: RuleContext, x: TRef, dim: int, start: int, stop: int, drop: bool = False) -> Plan:
+    """Tokens [start, stop) of a dim that holds a grid of factors and perhaps extra tokens (a
+    :class:`~convlens.rules.registry.TokenDim`, or a flattened grid): ``x[:, 1:]`` drops a class
+    token, ``x[:, :1]`` keeps it. Grid positions keep their windows; a slice of whole rows of the
+    outermost factor is a slice along its axis. Extra tokens are constants while the axes are
+    local (and no global branch reached them), global once the axes are."""
+    d_in = ctx.dims(x)[dim]
+    before, after = extras(d_in)
+    factors = tuple(d_in)
+    n = int(np.prod([f for _, f in factors], dtype=np.int64))
+    lo, hi = max(start, before) - before, min(stop, before + n) - before
+    new_before, new_after = max(0, min(stop, before) - start), max(0, stop - max(start, before + n))
+    out_shape = list(ctx.out_shape)
+    plan = windowed(ctx, x, drop=[dim] if drop else [], out_shape=out_shape)
+    plan.untracked = {a: r for a, r in plan.untracked.items() if a not in axes_of(d_in)}
+    if hi <= lo:  # extra tokens only
+        if ctx.local_axes(x) - set(axes_of(d_in)):
+            return _unsupported(ctx, "picks extra tokens of a tensor with local axes on other dims")
+        if not live_extras(d_in) and ctx.local_axes(x):
+            return Plan(dims=tuple(plain(s) for s in out_shape), constant=True)
+        plan.fold.update(ctx.local_axes(x))  # they see the whole input (global axes stay global)
+        return plan
+    inner = int(np.prod([f for _, f in factors[1:]], dtype=np.int64))
+    if drop:  # select
+        if len(factors) != 1 or factors[0][0] is None:
+            return _unsupported(ctx, "picks one token of a flattened grid")
+        maps, out_factors = {factors[0][0]: constant_index(lo)}, None
+    elif (lo, hi) == (0, n):
+        maps = {a: identity for a in axes_of(d_in)}
+        out_factors = factors
+    elif lo % inner == 0 and hi % inner == 0 and factors[0][0] is not None:
+        maps = {a: identity for a in axes_of(d_in)}
+        maps[factors[0][0]] = affine(1, lo // inner)
+        out_factors = ((factors[0][0], (hi - lo) // inner),) + factors[1:]
+    else:
+        return _unsupported(ctx, "picks part of a row of a flattened grid")
+    if out_factors is not None:
+        plan.dims = tuple(token_dim(out_factors, new_before, new_after, live_extras(d_in)) if d == dim else dd
+                          for d, dd in enumerate(plan.dims))
+    for a, fn in maps.items():
+        plan.local[a] = [Source(x.id, fn)]
+    return plan
+
+
+def _unsupported(ctx: RuleContext, why: str) -> Plan:
+    return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported=why)

@@ -24,6 +24,59 @@ Factor = tuple[int | None, int]  # (spatial axis of the network input or None, s
 Dim = tuple[Factor, ...]  # a tensor dimension as row-major factors (flatten keeps several)
 
 
+class TokenDim(tuple):
+    """A token dim: a grid of row-major factors (iterating gives them, as for any :data:`Dim`) with
+    ``before`` extra tokens ahead of it and ``after`` behind it (class, distillation and register
+    tokens that a cat put there). Grid position p sits at index ``before + p`` of the tensor dim.
+
+    Extra tokens carry no position of any spatial axis. They are constants (``live`` false) until
+    something that sees the whole input reaches them: a cat of a class token that has attended to
+    the patches, a global branch broadcast over every token, statistics over the tokens (``live``;
+    the walk sets it). Ops that mix tokens make the axes global, and every token with them. Rules
+    that move positions along a dim must read its extras (:func:`extras`); only the slice and select
+    rules do, and the others leave such a dim's axes untracked. Equality ignores ``live``.
+    """
+
+    before: int
+    after: int
+    live: bool
+
+    def __new__(cls, factors: Dim, before: int = 0, after: int = 0, live: bool = False):
+        self = super().__new__(cls, factors)
+        self.before, self.after, self.live = before, after, live
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return tuple.__eq__(self, other) is True and extras(other) == (self.before, self.after)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((tuple(self), self.before, self.after))
+
+    def __repr__(self) -> str:
+        return f"TokenDim({tuple(self)!r}, before={self.before}, after={self.after}, live={self.live})"
+
+    def __reduce__(self):
+        return TokenDim, (tuple(self), self.before, self.after, self.live)
+
+
+def extras(dim: Dim) -> tuple[int, int]:
+    """The extra tokens (before, after) around a dim's grid: (0, 0) for a plain dim."""
+    return (dim.before, dim.after) if isinstance(dim, TokenDim) else (0, 0)
+
+
+def token_dim(factors: Dim, before: int, after: int, live: bool = False) -> Dim:
+    """A dim of ``factors`` with extra tokens around them (a plain dim when there are none)."""
+    return TokenDim(factors, before, after, live) if before or after else tuple(factors)
+
+
+def live_extras(dim: Dim) -> bool:
+    """Whether a dim's extra tokens see the input (see :class:`TokenDim`)."""
+    return isinstance(dim, TokenDim) and dim.live
+
+
 @dataclass
 class Source:
     """Positions along an output axis draw from tensor ``tid`` through ``fn``; ``scale`` = input
@@ -69,6 +122,8 @@ class Plan:
     ``unread``: inputs whose values do not reach the output (a parent that a write through a view
     overwrites whole): they neither map nor make axes unknown.
     ``channels``: what the op does to the non-spatial (channel) dims (:class:`Channels`).
+    ``paired``: axes the output carries on two dims, query and key positions of attention scores
+    (:class:`~convlens.geometry.Paired`).
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -84,6 +139,7 @@ class Plan:
     untracked: dict[int, str] = field(default_factory=dict)
     channels: Channels = Channels.KEEP
     unread: set[int] = field(default_factory=set)
+    paired: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -97,7 +153,8 @@ class RuleContext:
 
     def __init__(self, node: OpNode, tensors: dict[int, TensorInfo], producers: dict[int, OpNode],
                  dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]],
-                 global_: dict[int, frozenset[int]] | None = None, split: frozenset[int] = frozenset()):
+                 global_: dict[int, frozenset[int]] | None = None, split: frozenset[int] = frozenset(),
+                 context: frozenset[int] = frozenset()):
         self.node = node
         self.tensors = tensors  # tensor id -> TensorInfo (what args.conv_args reads)
         self._tensors = tensors
@@ -106,6 +163,7 @@ class RuleContext:
         self._local = local
         self._global = global_ or {}
         self._split = split
+        self._context = context
 
     def info(self, ref: TRef | int) -> TensorInfo:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref]
@@ -128,6 +186,10 @@ class RuleContext:
     def channels_split(self, ref: TRef | int) -> bool:
         """Whether ``ref``'s channels may see different windows (see ``Plan.channels``)."""
         return (ref.id if isinstance(ref, TRef) else ref) in self._split
+
+    def global_context(self, ref: TRef | int) -> bool:
+        """Whether ``ref``'s units also see the whole input through a global branch."""
+        return (ref.id if isinstance(ref, TRef) else ref) in self._context
 
     def shape(self, ref: TRef | int) -> tuple[int, ...]:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref].shape

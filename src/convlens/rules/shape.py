@@ -7,7 +7,8 @@ from fractions import Fraction
 
 import torch
 
-from .plans import affine, axes_of, concat, constant_index, permute, plain, pointwise, squeeze_unsqueeze, view, windowed
+from .plans import (affine, axes_of, concat, constant_index, is_tokens, permute, plain, pointwise, squeeze_unsqueeze,
+                    stacked, token_slice, view, windowed)
 from .spatial import pad_taps
 from .registry import Plan, RuleContext, register_geometry
 
@@ -85,6 +86,8 @@ def slice_rule(ctx: RuleContext) -> Plan:
     start, step = n.arg(2, "start"), n.arg(4, "step", 1) or 1
     start = 0 if start is None else start
     start = min(max(start + size if start < 0 else start, 0), size)
+    if is_tokens(ctx.dims(x)[dim]) and step == 1:
+        return token_slice(ctx, x, dim, start, start + ctx.out_shape[dim])
     return windowed(ctx, x, {dim: (affine(step, start), Fraction(step))})
 
 
@@ -94,6 +97,8 @@ def select(ctx: RuleContext) -> Plan:
     x = ctx.node.arg(0, "self")
     dim = ctx.node.arg(1, "dim") % len(ctx.shape(x))
     index = ctx.node.arg(2, "index") % ctx.shape(x)[dim]
+    if is_tokens(ctx.dims(x)[dim]):
+        return token_slice(ctx, x, dim, index, index + 1, drop=True)
     return _picks_channels(ctx, x, dim, 1) or windowed(ctx, x, {dim: (constant_index(index), Fraction(1))},
                                                        drop=[dim])
 
@@ -101,6 +106,11 @@ def select(ctx: RuleContext) -> Plan:
 @register_geometry(_ops("cat", "concat", "concatenate"))
 def cat(ctx: RuleContext) -> Plan:
     return concat(ctx, ctx.node.arg(0, "tensors"), ctx.node.arg(1, "dim", 0))
+
+
+@register_geometry(_ops("stack"))
+def stack(ctx: RuleContext) -> Plan:
+    return stacked(ctx, ctx.node.arg(0, "tensors"), ctx.node.arg(1, "dim", 0))
 
 
 @register_geometry(_ops("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk",
@@ -112,6 +122,8 @@ def split(ctx: RuleContext) -> list[Plan]:
     plans, start = [], 0
     for shape in ctx.out_shapes():
         picked = _picks_channels(ctx, x, dim, shape[dim], shape)
+        if is_tokens(ctx.dims(x)[dim]):
+            picked = token_slice(_OneOutput(ctx, shape), x, dim, start, start + shape[dim])
         plans.append(picked or windowed(ctx, x, {dim: (affine(1, start), Fraction(1))}, out_shape=shape))
         start += shape[dim]
     return plans
@@ -121,9 +133,24 @@ def split(ctx: RuleContext) -> list[Plan]:
 def unbind(ctx: RuleContext) -> list[Plan]:
     x = ctx.node.arg(0, "self")
     dim = ctx.node.arg(1, "dim", 0) % len(ctx.shape(x))
+    if is_tokens(ctx.dims(x)[dim]):
+        return [token_slice(_OneOutput(ctx, shape), x, dim, i, i + 1, drop=True)
+                for i, shape in enumerate(ctx.out_shapes())]
     return [_picks_channels(ctx, x, dim, 1, shape) or
             windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim], out_shape=shape)
             for i, shape in enumerate(ctx.out_shapes())]
+
+
+class _OneOutput(RuleContext):
+    """A view of a context whose output shape is one of the op's several outputs (split, unbind)."""
+
+    def __init__(self, ctx: RuleContext, shape: tuple[int, ...]):
+        self.__dict__.update(ctx.__dict__)
+        self._shape = tuple(shape)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self._shape
 
 
 @register_geometry(_ops("as_strided", "as_strided_"))

@@ -14,9 +14,9 @@ import torch
 
 from ..capture import CIRCULAR_PAD
 from ..geometry import IndexFn
-from .plans import affine, plain, windowed
+from .plans import affine, axes_of, identity, is_tokens, plain, windowed
 from .args import CONVOLUTIONS, conv_args, per_dim, pool_args
-from .registry import Channels, Plan, RuleContext, register_geometry
+from .registry import Channels, Plan, RuleContext, Source, extras, live_extras, register_geometry, token_dim
 
 aten = torch.ops.aten
 
@@ -308,11 +308,24 @@ def pad_taps(left: int, n_in: int, mode: str) -> IndexFn:
 def _pad(ctx: RuleContext, x, pad: list[int], mode: str) -> Plan:
     in_shape = ctx.shape(x)
     rank = len(in_shape)
-    maps = {}
+    maps, tokens = {}, {}
     for i in range(len(pad) // 2):
         d = rank - 1 - i
-        maps[d] = (pad_taps(pad[2 * i], in_shape[d], mode), Fraction(1))
-    return windowed(ctx, x, maps)
+        left, right = pad[2 * i], pad[2 * i + 1]
+        if is_tokens(ctx.dims(x)[d]) and mode == "constant" and left >= 0 and right >= 0 \
+                and not live_extras(ctx.dims(x)[d]):
+            tokens[d] = (left, right)  # zero tokens before and after a token grid: constant extra tokens
+        elif left or right:
+            maps[d] = (pad_taps(left, in_shape[d], mode), Fraction(1))
+    plan = windowed(ctx, x, maps)
+    for d, (left, right) in tokens.items():
+        dim = ctx.dims(x)[d]
+        before, after = extras(dim)
+        plan.dims = tuple(token_dim(tuple(dim), before + left, after + right) if k == d else dd
+                          for k, dd in enumerate(plan.dims))
+        for a in axes_of(dim):
+            plan.local[a] = [Source(x.id, identity)]
+    return plan
 
 
 @register_geometry(aten.constant_pad_nd)
