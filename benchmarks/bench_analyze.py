@@ -6,6 +6,7 @@ The parent process only spawns children, collects one JSON line from each and pr
 
     python benchmarks/bench_analyze.py            # full run: 2 cases, bare-meta, convlens, 4 peers
     python benchmarks/bench_analyze.py --quick    # smoke run: resnet50 only, no peers (< 1 min)
+    python benchmarks/bench_analyze.py --transformers   # vit_base, deit_base_distilled, pvt_v2_b2 (timm)
     python benchmarks/bench_analyze.py --json out.json   # also write the raw measurements
 
 Tools:
@@ -33,6 +34,7 @@ run that was contended anyway (``--retries``, at most 2 per measurement).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -48,8 +50,13 @@ CASES = {
     "resnet50@1024x2048": ("resnet50", (1, 3, 1024, 2048)),
     "resnet50@4096x8192": ("resnet50", (1, 3, 4096, 8192)),
     "deeplabv3_resnet101@224": ("deeplabv3_resnet101", (1, 3, 224, 224)),
+    # transformers (timm, built on meta): token layouts and global attention, convlens and bare-meta only
+    "vit_base_patch16_224@224": ("timm:vit_base_patch16_224", (1, 3, 224, 224)),
+    "deit_base_distilled_patch16_224@224": ("timm:deit_base_distilled_patch16_224", (1, 3, 224, 224)),
+    "pvt_v2_b2@224": ("timm:pvt_v2_b2", (1, 3, 224, 224)),
 }
 MAIN_CASES = ["resnet50@224", "deeplabv3_resnet101@1024x2048"]
+TOKEN_CASES = ["vit_base_patch16_224@224", "deit_base_distilled_patch16_224@224", "pvt_v2_b2@224"]
 # Per model, its cases from the smallest input to the largest.
 SCALING = [["resnet50@224", "resnet50@1024x2048", "resnet50@4096x8192"],
            ["deeplabv3_resnet101@224", "deeplabv3_resnet101@1024x2048"]]
@@ -69,6 +76,11 @@ def _build(name: str, on_meta: bool):
     import torch
     import torchvision
 
+    if name.startswith("timm:"):
+        import timm
+
+        with torch.device("meta") if on_meta else contextlib.nullcontext():
+            return timm.create_model(name[5:], pretrained=False).eval()
     seg = name in torchvision.models.list_models(module=torchvision.models.segmentation)
     kwargs = {"weights": None, **({"weights_backbone": None} if seg else {})}
     if on_meta:
@@ -340,7 +352,7 @@ def targets(results: dict, cases: list[str], quick: bool, scaling) -> str:
                        f"warm {r_warm:.2f}x [{ok(r_warm <= 3)}]")
         elif "error" in cl:
             out.append(f"- {case}: convlens {cl['error']}")
-    if not quick:
+    if "deeplabv3_resnet101@1024x2048" in cases:
         case = "deeplabv3_resnet101@1024x2048"
         cl = results.get((case, "convlens"), {})
         ok_peers = {p: results[(case, p)]["time_s"] for p in PEERS
@@ -375,6 +387,8 @@ def targets(results: dict, cases: list[str], quick: bool, scaling) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="resnet50 only, no peers (smoke run, < 1 min)")
+    ap.add_argument("--transformers", action="store_true",
+                    help="only the transformer cases (vit_base, deit_base_distilled, pvt_v2_b2; timm), no peers")
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per bare-meta/convlens measurement")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per peer process")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers to run (full mode)")
@@ -409,8 +423,10 @@ def main(argv=None) -> int:
     retries = args.retries if args.retries is not None else (0 if args.quick else 2)
     if args.quick:
         main_cases, scaling = ["resnet50@224"], SCALING[:1]
+    elif args.transformers:
+        main_cases, scaling, peers = TOKEN_CASES, [], []
     else:
-        main_cases, scaling = MAIN_CASES, SCALING
+        main_cases, scaling = MAIN_CASES + TOKEN_CASES, SCALING
     results: dict = {}
     cheap_cases = list(dict.fromkeys(main_cases + [c for series in scaling for c in series]))
     for case in cheap_cases:
@@ -424,7 +440,7 @@ def main(argv=None) -> int:
         results[(case, "baseline")] = ({"error": bare["error"]} if "error" in bare else
                                        {"tool": "baseline", "case": case, "rss_peak_mib": bare["rss_setup_mib"]})
     for case in main_cases:
-        for peer in peers:
+        for peer in peers if case in MAIN_CASES else []:  # (the peers know nothing of attention)
             results[(case, peer)] = measure(peer, case, 1, args.timeout, log, idle_wait, retries,
                                             args.peer_threads)
 

@@ -3,7 +3,10 @@
 ``networks()`` draws a :class:`GeneratedNet`: a :class:`PlanNet` that executes a recorded *plan* (a
 list of :class:`Step` records, plain data) over a value table, so the network is a small DAG: a main
 chain of 1-8 steps, with occasional forks whose two arms are merged back (add/mul/sub, cat along
-channels, cat along a spatial axis) and a few terminal ops (reduction, linear head, attention).
+channels, cat along a spatial axis) and a few terminal ops (reduction, linear head, attention). A
+*token stage* (``tokens``) flattens the grid into tokens, puts extra tokens (class, register) around
+them, applies a per-token layer and perhaps global attention (SDPA or ``softmax(q kᵀ) v``, with or
+without a residual), slices the extra tokens off and reshapes the tokens back to the grid.
 Every module lives in ``model.layers`` (an ``nn.ModuleDict``), so module paths are
 ``layers.conv0``, ``layers.attention0.q``, ...; a module called twice (``shared_module``) gets two
 calls under the same path.

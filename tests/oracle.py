@@ -243,6 +243,25 @@ def _dropout(mode, func, name, args, kwargs):
     return x if _is_inplace(func, name, args, kwargs) else x.clone()
 
 
+def _batch_norm(mode, func, name, args, kwargs):
+    """Batch norm with running statistics, written out per channel. torch 2.14's CPU batch norm
+    backward gives wrong gradients when the gradient's layout differs from the input's (a conv, BN,
+    then flatten(2).transpose(1, 2), as in XCiT's and LeViT's patch embeddings: every pixel seemed
+    to reach every token), so the oracle does not rely on it."""
+    a = _bind(args, kwargs, ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+              {"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5})
+    x, mean, var = a["input"], a["running_mean"], a["running_var"]
+    if a["training"] or mean is None or var is None or not isinstance(x, torch.Tensor):
+        return NotImplemented
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    y = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + a["eps"])
+    if a["weight"] is not None:
+        y = y * a["weight"].reshape(shape)
+    if a["bias"] is not None:
+        y = y + a["bias"].reshape(shape)
+    return y
+
+
 def _real(func, args, kwargs):
     """The real op on detached inputs: gives output sizes and indices."""
     with torch.no_grad():
@@ -422,6 +441,7 @@ for _k in (1, 2, 3):
     _RULES[f"max_unpool{_k}d"] = _max_unpool(_k)
 for _n in _SIGNED:
     _RULES[_n] = _as_sum
+_RULES["batch_norm"] = _batch_norm
 
 
 # Global paths, detached when checking *local* geometry (DESIGN: "global-context paths are detached"):
@@ -440,7 +460,12 @@ def _detach_all(out: Any) -> Any:
 def _is_global_reduction(name: str, args, kwargs) -> bool:
     if name in _REDUCTIONS:
         # max/min of two tensors are elementwise; with a dim (or none) they reduce
-        return not (name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor))
+        if name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            return False
+        # over dim 0 alone: the batch (probes use one sample) or a stacked dim (torch.stack(features).sum(0),
+        # segmentation_models_pytorch's FPN), which never mixes positions
+        dim = args[1] if len(args) > 1 and not isinstance(args[1], torch.Tensor) else kwargs.get("dim")
+        return not (dim == 0 or (isinstance(dim, (list, tuple)) and list(dim) == [0]))
     if name.startswith("adaptive_") and "pool" in name:
         size = args[1] if len(args) > 1 else kwargs.get("output_size")
         sizes = size if isinstance(size, (tuple, list)) else [size]

@@ -219,13 +219,21 @@ class GraphWalk:
                 axes.append(Unknown(unknown))
             elif a in plan.paired:
                 axes.append(Paired(frozenset({f"{op} (pairs query and key positions: attention scores)"})))
-            elif paired and a in plan.fold:
+            elif paired and (a in plan.fold or attends):
+                # (reduced over queries or keys, or merged with a tensor whose every position sees the
+                # whole axis: MViTv2's relative positions from queries of a later block)
                 axes.append(Global(attended=self._kept(plan, carried, a)))
-            elif paired and a in doubled and all(isinstance(states[t], Paired) for t in live):
+            elif paired and a in doubled and all(isinstance(states[t], (Paired, Pending, Global)) for t in live):
+                # (a local input on the query or key dim, such as MViTv2's relative positions from the
+                # queries, adds its window to a pair's two: still a pair)
                 axes.append(Paired(frozenset().union(*(s.ops for s in paired))))
             elif paired:
                 axes.append(self._untracked(f"{op} (reads attention scores without reducing their query or key "
                                             "positions)", node))
+            elif a in doubled and all(isinstance(states[t], Global) and states[t].attended for t in live):
+                # scores of a later attention block, split into query and key dims (MViTv2's relative
+                # positions): every position already sees the whole axis
+                axes.append(Global(attended=True))
             elif a in doubled and any(isinstance(states[t], (Pending, Global)) for t in live):
                 axes.append(self._untracked(f"{op} (puts a spatial axis on two dims)", node))
             elif a in plan.fold:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .plans import virtual_axes, axes_of, broadcast, identity, plain, pointwise, windowed
+from ..capture import SDPA
 from .registry import Channels, Plan, RuleContext, Source, attention_targets, register_geometry
 
 aten = torch.ops.aten
@@ -129,6 +130,16 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
     key/value sequence dim become global; the rest follows q."""
     n = ctx.node
     q, k, v = n.arg(0, "query"), n.arg(1, "key"), n.arg(2, "value")
+    causal = n.arg(5, "is_causal") if n.name == SDPA else n.param("is_causal", False)
+    mask = n.arg(3, "attn_mask") if n.name == SDPA else n.param("attn_mask")
+    if causal or (mask is not None and ctx.dtype(mask) == torch.bool):
+        # which keys a query sees follows the mask (a causal one: the keys before it in row-major
+        # order, no box per axis); masks are not read yet. A float mask is an additive bias (BEiT's
+        # relative positions): every pair stays a path (DESIGN: a mask convlens cannot read removes
+        # no pair)
+        return [Plan(dims=tuple(plain(s) for s in shape), unsupported="attention with a boolean or causal mask "
+                                                                      "(not read yet)")
+                for shape in ctx.out_shapes()]
     plan = windowed(ctx, q)
     plan.fold.update(axes_of(ctx.dims(k)[-2]) + axes_of(ctx.dims(v)[-2]))
     for ax in list(plan.local):

@@ -93,6 +93,21 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
             plan.fold.update(axes)
             if size == 1 and axes:  # a pooled-to-1 dim keeps its (now global) axes
                 out_dim = tuple((a, 1) for a in axes)
+        elif d in maps and len(dim) + sum(extras(dim)) > 1 and _still(maps[d][0], out_shape[kept.index(d)]
+                                                                     if d in kept else None, in_shape[d]):
+            out_dim = dim  # a map that moves nothing (a 1x1 conv over attention scores' query x key dims)
+            for a in axes:
+                plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
+        elif d in maps and len(dim) > 1 and extras(dim) == (0, 0) and axes_of(dim[-1:]) \
+                and _row_blocks(maps[d][0], size, in_shape[d], dim[-1][1]):
+            # blocks of s tokens that never cross a row of the grid (NextViT's AvgPool1d over tokens
+            # with kernel = stride = s, s dividing the row): a pool along the innermost axis
+            step = in_shape[d] // size
+            (axis, n), = dim[-1:]
+            out_dim = tuple(dim[:-1]) + ((axis, n // step),)
+            plan.local[axis] = [Source(t.id, affine(step, 0, step), Fraction(step)) for t in (x, *extra)]
+            for a in axes_of(dim[:-1]):
+                plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
         elif d in maps and extras(dim) != (0, 0):
             plan.untracked.update({a: "moves positions along a token dim with extra tokens" for a in axes})
         elif d in maps and axes and len(dim) == 1:
@@ -110,6 +125,32 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
         plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
     plan.dims = tuple(dims)
     return plan
+
+
+def _row_blocks(fn: IndexFn, n_out: int | None, n_in: int, row: int) -> bool:
+    """The map reads, for output v, exactly the inputs [s*v, s*v + s) in both models, with s dividing
+    the innermost factor ``row`` (so no block crosses a row of a flattened grid)."""
+    if not n_out or n_in % n_out or row % (n_in // n_out):
+        return False
+    s = n_in // n_out
+    v = np.arange(n_out, dtype=np.int64)
+    for finite in (False, True):
+        a, b, step = fn(v, finite)
+        if not (np.array_equal(a, s * v) and np.array_equal(b, s * v + s - 1) and np.all(np.asarray(step) == 1)):
+            return False
+    return True
+
+
+def _still(fn: IndexFn, n_out: int | None, n_in: int) -> bool:
+    """The map keeps every position where it is, in both models (a kernel-1, stride-1 window)."""
+    if n_out != n_in:
+        return False
+    v = np.arange(n_in, dtype=np.int64)
+    for finite in (False, True):
+        a, b, _ = fn(v, finite)
+        if not (np.array_equal(a, v) and np.array_equal(b, v)):
+            return False
+    return True
 
 
 def _moves(fn: IndexFn, n_out: int, n_in: int) -> bool:
@@ -399,7 +440,10 @@ def token_cat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     Extra tokens are constants or see the whole input (a class token that has attended to the
     patches: the dim's extras are then ``live``); one with local windows has no place in the grid."""
     dim = dim % len(ctx.out_shape)
-    carriers = [r for r in refs if axes_of(ctx.dims(r)[dim])]
+    # a piece whose axes sit at one position, all global (CLIP's pooled token: x.mean(0, keepdim=True)),
+    # is an extra token too
+    carriers = [r for r in refs if axes_of(ctx.dims(r)[dim])
+                and not (ctx.shape(r)[dim] == 1 and set(axes_of(ctx.dims(r)[dim])) <= ctx.global_axes(r))]
     if len(carriers) != 1:
         return _unsupported(ctx, "cat of several pieces that carry spatial axes, along a flattened or mixed "
                                  "spatial dim")
@@ -413,7 +457,9 @@ def token_cat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     before += sum(ctx.shape(r)[dim] for r in refs[:where])
     after += sum(ctx.shape(r)[dim] for r in refs[where + 1:])
     stretched = [tuple(ctx.out_shape[dim] if d == dim else s for d, s in enumerate(ctx.shape(r))) for r in refs]
-    plan = pointwise(_ReshapedContext(ctx, refs, stretched), refs)
+    dims = [ctx.dims(r) if r is grid else tuple(() if d == dim else dd for d, dd in enumerate(ctx.dims(r)))
+            for r in refs]
+    plan = pointwise(_ReshapedContext(ctx, refs, stretched, dims), refs)
     factors = tuple(f for f in ctx.dims(grid)[dim])
     plan.dims = tuple(token_dim(factors, before, after, live) if d == dim else dd for d, dd in enumerate(plan.dims))
     return plan
