@@ -175,3 +175,84 @@ def test_segmentation_models_pytorch_decoders(decoder):
     _known(report)
     checked = check_against_oracle(model, (1, 3, 64, 64), rows=[layer.name for layer in report if layer.depth <= 2])
     assert checked.windows > 0
+
+
+# ---------------------------------------------------------------- recurrent layers along an axis
+
+class RowLSTM(nn.Module):
+    """A conv, then an LSTM along each row (the width axis), as Sequencer2D does in both directions."""
+
+    def __init__(self, cls=nn.LSTM, bidirectional: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.rnn = cls(4, 5, batch_first=True, bidirectional=bidirectional)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1)  # B H W C
+        b, h, w, c = y.shape
+        out, _ = self.rnn(y.reshape(b * h, w, c))
+        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_layer_along_an_axis(cls, bidirectional):
+    model = RowLSTM(cls, bidirectional).eval()
+    report = convlens.analyze(model, (1, 3, 6, 7))
+    out = report[""]
+    assert out.rf[0] == 3  # rows stay apart
+    if bidirectional:
+        assert out.rf[1] == "global"
+    else:  # step t has read steps 0..t: a half-line, growing windows and no single stride
+        assert out.stride[1] is None and out.window(2, 0)[1] == (0, 1) and out.window(2, 4)[1] == (0, 5)
+        with pytest.raises(convlens.ConvlensError, match="recurrent layer"):
+            report.coverage("", (2, 3))  # its unrolled steps hold paths of their own
+    checked = check_against_oracle(model, (1, 3, 6, 7))
+    assert checked.windows > 0
+
+
+@pytest.mark.parametrize("cls, kwargs", [(nn.LSTM, dict(num_layers=2, bidirectional=True, proj_size=3)),
+                                         (nn.LSTM, dict(batch_first=True)), (nn.GRU, dict(num_layers=2)),
+                                         (nn.RNN, dict(nonlinearity="relu", bidirectional=True))])
+def test_recurrent_macs_match_the_flop_counter(cls, kwargs):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (3, 7, 4)  # (time, batch, features), or (batch, time, features) with batch_first
+    with FlopCounterMode(display=False) as counter:  # on meta the steps are unrolled into matrix products
+        cls(4, 5, **kwargs).to("meta")(torch.empty(shape, device="meta"))
+    assert convlens.analyze(cls(4, 5, **kwargs), shape).totals.macs == counter.get_total_flops() // 2
+
+
+def test_sequencer2d():
+    model = timm.create_model("sequencer2d_s", pretrained=False, layers=(1, 1, 1), patch_sizes=(7, 2, 1),
+                              embed_dims=(16, 16, 16), hidden_sizes=(8, 8, 8), mlp_ratios=(2, 2, 2)).eval()
+    report = convlens.analyze(model, (1, 3, 56, 56))
+    _known(report)
+    assert report["stem"].rf == (7, 7) and report["stages.0"].rf == ("global", "global")
+    checked = check_against_oracle(model, (1, 3, 56, 56), rows=_stage_rows(report))
+    assert checked.windows > 0
+
+
+class ChannelPermutation(nn.Module):
+    """A constant index tensor over channels (CSATv2's frequency permutation), then a conv."""
+
+    def __init__(self, after_cat: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.register_buffer("perm", torch.tensor([2, 0, 1, 5, 4, 3, 1]))
+        self.after_cat = after_cat
+        self.head = nn.Conv2d(7, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = torch.cat([y[:, :3], x], 1) if self.after_cat else y
+        return self.head(y[:, self.perm])
+
+
+def test_index_with_constant_indices_over_channels():
+    report = convlens.analyze(ChannelPermutation(), (1, 3, 8, 8))
+    assert report[""].rf == (5, 5)
+    assert check_against_oracle(ChannelPermutation(), (1, 3, 8, 8)).windows > 0
+    # channels from a cat may see different windows: picking some of them is named, not guessed
+    picked = convlens.analyze(ChannelPermutation(after_cat=True), (1, 3, 8, 8))
+    assert picked[""].rf == (None, None) and any("picks channels" in n for n in picked.notes)

@@ -258,10 +258,13 @@ class GraphWalk:
                     continue
                 gctx |= sees_global or a in plan.context
                 moving = [s for s in local if s.fn is not broadcast]
-                strides = {None if states[s.tid].stride is None else states[s.tid].stride * s.scale for s in moving}
+                strides = {None if states[s.tid].stride is None or s.scale is None else states[s.tid].stride * s.scale
+                           for s in moving}
                 stride = strides.pop() if len(strides) == 1 else None
                 period = 1
                 for s in moving:  # the pattern repeats after b * P / gcd(a, P) outputs, scale = a/b
+                    if s.scale is None:
+                        continue  # (no pattern: a half-line's windows only grow)
                     p_in = states[s.tid].period
                     period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in))
                 size = dict(plan.dims[carried[a]])[a] if a in carried else 1
@@ -541,7 +544,7 @@ class GraphWalk:
             for t, src in moving.items():
                 _, lo, hi = per_source[t].profile(a, centre)
                 in_state = self.geoms[t].axes[a]
-                stride = in_state.stride * src.scale if in_state.stride is not None else None
+                stride = in_state.stride * src.scale if in_state.stride is not None and src.scale is not None else None
                 pieces[t] = (lo, hi, stride)
             u = slice(-state.ustart, -state.ustart + state.n)
             ref_lo, ref_hi, ref_stride = next(iter(pieces.values()))

@@ -43,6 +43,10 @@ from .modelstate import preserved, tensors_of
 CIRCULAR_PAD = "convlens.circular_pad"
 """Synthetic op: F.pad(mode='circular') recorded whole (aten decomposes it into writes into views)."""
 SDPA = "convlens.scaled_dot_product_attention"
+RNN = "convlens.rnn"
+"""A recurrent layer's whole call (``torch._VF.lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu`` on a padded
+batch), recorded as one op with args (mode, input, hx, params, has_biases, num_layers, dropout, train,
+bidirectional, batch_first): its unrolled steps are not ops of the model's own."""
 """Synthetic op: F.scaled_dot_product_attention recorded whole, args (query, key, value, attn_mask,
 dropout_p, is_causal), whatever kernel or decomposition torch picks on the device."""
 VIEW_WRITE = "convlens.view_write"
@@ -329,9 +333,14 @@ class _FunctionLevel(TorchFunctionMode):
         if _is_pad(func) and kwargs.get("mode", args[2] if len(args) > 2 else "constant") == "circular":
             pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
             return self.state.whole(CIRCULAR_PAD, func, args, kwargs, (args[0], tuple(pad)), {})
-        if self.state.meta and _is_rnn(func) and any(self.state.is_live(t) for t in _tensors((args, kwargs))):
+        if _is_rnn(func) and any(self.state.is_live(t) for t in _tensors((args, kwargs))):
             # the RNN functions check that input and weights share a device before any aten op runs
-            return func(*_map(self.state.meta_alias, args), **_map(self.state.meta_alias, kwargs))
+            call = (lambda *a, **k: func(*_map(self.state.meta_alias, a), **_map(self.state.meta_alias, k))) \
+                if self.state.meta else func
+            if len(args) == 9 and isinstance(args[2], (list, tuple)) and not kwargs:  # not a packed sequence
+                rec_args = (func.__name__, args[0], args[1], tuple(args[2]), *args[3:])
+                return self.state.whole(RNN, call, args, kwargs, rec_args, {})
+            return call(*args, **kwargs)
         if _is_sdpa(func):
             names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
             bound = {n: (args[i] if i < len(args) else kwargs.get(n)) for i, n in enumerate(names)}

@@ -293,6 +293,9 @@ def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]
                 if not all(isinstance(s, Local) for s in states) or not all(per_axis):
                     cut_global |= not all(isinstance(s, Constant) for s in states)
                     continue
+                if not all(s.counted for p in per_axis for s in p):
+                    raise ConvlensError(f"coverage does not count the paths through {node.name}: its unrolled steps "
+                                        "hold paths of their own (a recurrent layer)")
                 if len({len(p) for p in per_axis}) != 1:
                     raise ConvlensError(f"coverage cannot pair the operands of {node.name} along the axes")
                 target = maps.setdefault(t, _Map())

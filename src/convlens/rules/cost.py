@@ -13,6 +13,7 @@ from math import prod
 import torch
 
 from .args import CONVOLUTIONS, conv_args
+from ..capture import RNN
 from .registry import Cost, RuleContext, attention_targets, register_cost
 
 aten = torch.ops.aten
@@ -63,3 +64,17 @@ def attention(ctx: RuleContext) -> Cost:
     q, k, v = (ctx.shape(n.arg(i, name)) for i, name in ((0, "query"), (1, "key"), (2, "value")))
     batch = prod(q[:-2])
     return Cost(batch * q[-2] * k[-2] * (q[-1] + v[-1]))
+
+
+@register_cost(RNN)
+def recurrent(ctx: RuleContext) -> Cost:
+    """Every step multiplies each weight matrix (input-hidden, hidden-hidden, LSTM's projection) by one
+    vector per sequence: steps x batch x (their elements); the biases are added as often."""
+    n = ctx.node
+    x, params, batch_first = n.args[1], n.args[3], n.args[9]
+    shape = ctx.shape(x)
+    steps = shape[1] if len(shape) == 3 and batch_first else shape[0]
+    batch = 1 if len(shape) == 2 else shape[0 if batch_first else 1]
+    weights = sum(prod(ctx.shape(p)) for p in params if len(ctx.shape(p)) == 2)
+    biases = sum(prod(ctx.shape(p)) for p in params if len(ctx.shape(p)) == 1)
+    return Cost(steps * batch * weights, steps * batch * biases)

@@ -5,10 +5,11 @@ A consumed axis becomes global: every unit of the result sees the whole axis (DE
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .plans import virtual_axes, axes_of, broadcast, identity, plain, pointwise, windowed
-from ..capture import SDPA
+from .plans import virtual_axes, axes_of, broadcast, identity, is_tokens, plain, pointwise, windowed
+from ..capture import RNN, SDPA
 from .registry import Channels, Plan, RuleContext, Source, attention_targets, register_geometry
 
 aten = torch.ops.aten
@@ -146,3 +147,50 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
         if ax in plan.fold:
             del plan.local[ax]
     return [plan] + [None] * (len(n.outputs) - 1)
+
+
+def half_line(v: np.ndarray, finite: bool):
+    """Output position v reads every input position up to v (a recurrent layer in one direction)."""
+    return np.zeros_like(v), v, 1
+
+
+@register_geometry(RNN)
+def recurrent(ctx: RuleContext) -> list[Plan]:
+    """An LSTM, GRU or RNN along its time dim (``capture.RNN``): in one direction step t reads steps
+    0..t (a half-line: no single stride, its windows only grow); both directions read the whole
+    dim, each step with its own weights (global, as attention). The final states (h_n, c_n) have
+    read every step. The batch dim (Sequencer2D's rows, folded into it) maps one to one; so does
+    nothing else (the features are mixed)."""
+    n = ctx.node
+    x, bidirectional, batch_first = n.args[1], n.args[8], n.args[9]
+    rank = len(ctx.shape(x))
+    t = 1 if rank == 3 and batch_first else 0
+    b = None if rank == 2 else 1 - t
+    time = ctx.dims(x)[t]
+    out_shape, *state_shapes = ctx.out_shapes()
+    if not bidirectional and is_tokens(time):
+        plans = [Plan(dims=tuple(plain(s) for s in shape),
+                      unsupported="a recurrent layer in one direction along a flattened grid (each step reads the "
+                                  "steps before it in row-major order: no box per axis)")
+                 for shape in ctx.out_shapes()]
+        return plans
+    if bidirectional:
+        out = windowed(ctx, x, fold=[t], out_shape=out_shape)
+        out.dims = tuple(time if d == t else dim for d, dim in enumerate(out.dims))  # positions stay (attended)
+    else:
+        out = windowed(ctx, x, {t: (half_line, None)}, out_shape=out_shape)
+    for sources in out.local.values():
+        for s in sources:
+            s.counted = False
+    out.channels = Channels.MIX
+    states = []
+    for shape in state_shapes:  # (layers x directions, [batch,] hidden)
+        dims = [plain(s) for s in shape]
+        plan = Plan(dims=(), fold=set(axes_of(time)), channels=Channels.MIX)
+        if b is not None:
+            dims[1] = ctx.dims(x)[b]
+            for a in axes_of(dims[1]):
+                plan.local[a] = [Source(x.id, identity, counted=False)]
+        plan.dims = tuple(dims)
+        states.append(plan)
+    return [out] + states

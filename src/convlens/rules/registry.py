@@ -80,11 +80,13 @@ def live_extras(dim: Dim) -> bool:
 @dataclass
 class Source:
     """Positions along an output axis draw from tensor ``tid`` through ``fn``; ``scale`` = input
-    positions per output position (the factor the effective stride is multiplied by)."""
+    positions per output position (the factor the effective stride is multiplied by); ``counted``:
+    coverage may count one path per tap."""
 
     tid: int
     fn: IndexFn
-    scale: Fraction = Fraction(1)
+    scale: Fraction | None = Fraction(1)  # None: positions move at no single rate (a recurrent half-line)
+    counted: bool = True  # the taps are the paths; False: the op has paths of its own (a recurrent layer)
 
 
 class Channels(Enum):

@@ -185,3 +185,20 @@ def channel_shuffle(ctx: RuleContext) -> Plan:
     if axes_of(ctx.dims(x)[1]):
         return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="channel shuffle of a spatial dim")
     return pointwise(ctx, [x])
+
+
+@register_geometry(_ops("index"))
+def index(ctx: RuleContext) -> Plan:
+    """``x[:, :, idx]`` with one 1-D index tensor on a dim that carries no spatial axis (a fixed
+    permutation of channels or features): every position keeps its window, unless the channels may
+    see different windows. Indices along a spatial axis (whose values say which positions) and
+    several index tensors are unsupported."""
+    x, indices = ctx.node.arg(0, "self"), list(ctx.node.arg(1, "indices"))
+    used = [(d, i) for d, i in enumerate(indices) if i is not None]
+    if len(used) != 1 or len(ctx.shape(used[0][1])) != 1 or ctx.dtype(used[0][1]) == torch.bool:
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="indexing other than one 1-D index tensor")
+    d = used[0][0]
+    if axes_of(ctx.dims(x)[d]):
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="indexing along a spatial axis (which positions is not read)")
+    return _picks_channels(ctx, x, d, -1) or windowed(ctx, x)
