@@ -256,3 +256,26 @@ def test_index_with_constant_indices_over_channels():
     # channels from a cat may see different windows: picking some of them is named, not guessed
     picked = convlens.analyze(ChannelPermutation(after_cat=True), (1, 3, 8, 8))
     assert picked[""].rf == (None, None) and any("picks channels" in n for n in picked.notes)
+
+
+class PooledToken(nn.Module):
+    """The grid's mean put before it as an extra token (CLIP's attention pool), a per-token layer, then
+    the grid and the pooled token apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, 4)
+        self.mlp = nn.Linear(8, 8)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        t = self.mlp(torch.cat([t.mean(1, keepdim=True), t], 1))
+        return t[:, 1:], t[:, 0]
+
+
+def test_a_pooled_extra_token_sees_everything_and_the_grid_does_not_see_it():
+    report = convlens.analyze(PooledToken(), (1, 3, 16, 20))
+    assert report["mlp"].rf == (4, 4) and not report["mlp"].global_context
+    assert report["[1]"].rf == ("global", "global")
+    assert report["[0]"].rf == (4, 4) and not report["[0]"].global_context
+    assert check_against_oracle(PooledToken(), (1, 3, 16, 20)).tokens > 0

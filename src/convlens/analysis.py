@@ -200,10 +200,11 @@ class GraphWalk:
         # an axis on two dims cannot be followed (a sum of inputs that carry it on different dims: a
         # size-1 axis that a reshape put on the batch dim)
         doubled = {a for a in carried if labels.count(a) > 1}
+        grid = [t for t in ins if t not in plan.beside]
         for a in range(self.k):
-            states = {t: self.structure[t].axes[a] for t in ins}
+            states = {t: self.structure[t].axes[a] for t in grid}
             paired = [s for s in states.values() if isinstance(s, Paired)]
-            unknown = frozenset().union(*(s.ops for s in states.values()
+            unknown = frozenset().union(*(s.ops for t in ins for s in [self.structure[t].axes[a]]
                                           if isinstance(s, Unknown) and not isinstance(s, Paired)))
             live = [t for t, s in states.items() if not isinstance(s, Constant)]
             # attention: every position mixes the whole axis with weights of its own, so a merge
@@ -241,7 +242,7 @@ class GraphWalk:
             elif a in plan.local:
                 sources = plan.local[a]
                 named = {s.tid for s in sources}
-                if any(isinstance(states[t], Pending) for t in ins if t not in named):
+                if any(isinstance(states[t], Pending) for t in grid if t not in named):
                     axes.append(self._untracked(f"{op} (an input's spatial axis has no mapping)", node))
                     continue
                 local = [s for s in sources if isinstance(states[s.tid], Pending)]
@@ -275,7 +276,7 @@ class GraphWalk:
             else:
                 axes.append(Global(attended=attends))
         has_local = any(isinstance(s, Pending) for s in axes)
-        gctx |= any(self.structure[t].global_context for t in ins)
+        gctx |= any(self.structure[t].global_context for t in grid)
         split = plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP
                                                     and any(self.structure[t].channels_split for t in ins))
         # a first reach of each global axis (spans unknown yet: it may miss positions, never add)
@@ -389,7 +390,8 @@ class GraphWalk:
             elif isinstance(s, Paired):
                 axes[a] = Paired(s.ops, self._span(read, a))
         return TensorGeom(st.dims, tuple(axes), st.global_context, windows,
-                          self._context_spans(read, st.plan, axes), frozenset(late))
+                          self._context_spans([t for t in read if st.plan is None or t not in st.plan.beside],
+                                              st.plan, axes), frozenset(late))
 
     def _pieces_differ(self, node: OpNode, plan: Plan | None, axes: list, a: int) -> Unknown | None:
         """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)

@@ -43,12 +43,12 @@ from .modelstate import preserved, tensors_of
 CIRCULAR_PAD = "convlens.circular_pad"
 """Synthetic op: F.pad(mode='circular') recorded whole (aten decomposes it into writes into views)."""
 SDPA = "convlens.scaled_dot_product_attention"
-RNN = "convlens.rnn"
-"""A recurrent layer's whole call (``torch._VF.lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu`` on a padded
-batch), recorded as one op with args (mode, input, hx, params, has_biases, num_layers, dropout, train,
-bidirectional, batch_first): its unrolled steps are not ops of the model's own."""
 """Synthetic op: F.scaled_dot_product_attention recorded whole, args (query, key, value, attn_mask,
 dropout_p, is_causal), whatever kernel or decomposition torch picks on the device."""
+RNN = "convlens.rnn"
+"""Synthetic op: a recurrent layer's call (``torch._VF.lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu``, not on a
+packed sequence) recorded whole, args (mode, input, hx, params, has_biases, num_layers, dropout, train,
+bidirectional, batch_first): on meta torch unrolls it into per-step ops, on the CPU it is one kernel."""
 VIEW_WRITE = "convlens.view_write"
 """Synthetic op, args (parent, view, view_node, index): the parent of a view written in place, with the
 region that output ``index`` of ``view_node`` (the view op) selects replaced by the view's new value."""

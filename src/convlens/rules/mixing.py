@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .plans import virtual_axes, axes_of, broadcast, identity, is_tokens, plain, pointwise, windowed
 from ..capture import RNN, SDPA
+from .plans import virtual_axes, axes_of, broadcast, identity, is_tokens, plain, pointwise, windowed
 from .registry import Channels, Plan, RuleContext, Source, attention_targets, register_geometry
 
 aten = torch.ops.aten

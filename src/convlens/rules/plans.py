@@ -462,6 +462,7 @@ def token_cat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     plan = pointwise(_ReshapedContext(ctx, refs, stretched, dims), refs)
     factors = tuple(f for f in ctx.dims(grid)[dim])
     plan.dims = tuple(token_dim(factors, before, after, live) if d == dim else dd for d, dd in enumerate(plan.dims))
+    plan.beside = {r.id for r in others} - {grid.id}
     return plan
 
 

@@ -126,6 +126,9 @@ class Plan:
     ``channels``: what the op does to the non-spatial (channel) dims (:class:`Channels`).
     ``paired``: axes the output carries on two dims, query and key positions of attention scores
     (:class:`~convlens.geometry.Paired`).
+    ``beside``: inputs that fill only extra tokens (a cat's class tokens, :class:`TokenDim`): they reach
+    no unit of the grid, so neither their global axes nor their global context reach its units (an
+    unknown one still makes the axes unknown).
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -142,6 +145,7 @@ class Plan:
     channels: Channels = Channels.KEEP
     unread: set[int] = field(default_factory=set)
     paired: set[int] = field(default_factory=set)
+    beside: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
