@@ -61,8 +61,13 @@ methods, operators, in-place forms)          ``a - b`` -> ``a + b``; ``-a`` -> `
                                              exactly 0 (zero padding, transposed-conv gaps).
 ==========================================  ==========================================================
 
+softmax, and scaled dot-product attention written out as ``softmax(q kᵀ * scale + mask) v``, run on
+logits divided by a detached positive constant (their largest finite magnitude along the dim, plus 1),
+so that no weight rounds to exactly 0 (with positive weights deep nets make logits so large that
+softmax saturates and a real path gets an exact-zero gradient); ``-inf`` (masked) stays ``-inf``.
+
 Everything else runs as is: convolutions, linear layers, norms, interpolation (bicubic keeps its
-negative taps), softmax, matmul.  Ops that are data dependent (softmax, attention, norms using
+negative taps), matmul.  Ops that are data dependent (softmax, attention, norms using
 batch/instance statistics) are probed at two fixed random inputs (``inputs=2``) and the supports
 united.  Negative-tap *linear* ops (bicubic) need no
 such help: with random positive weights an exact cancellation is a measure-zero event.
@@ -262,6 +267,38 @@ def _batch_norm(mode, func, name, args, kwargs):
     return y
 
 
+def _tempered(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Logits over a detached positive scale: the same pairs get nonzero weight, none rounds to 0."""
+    finite = torch.isfinite(x.detach())
+    scale = x.detach().abs().masked_fill(~finite, 0).amax(dim, keepdim=True) + 1
+    return x / scale
+
+
+def _softmax(mode, func, name, args, kwargs):
+    a = _bind(args, kwargs, ("input", "dim"), {"dim": None})
+    x, dim = a["input"], a["dim"]
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or dim is None:
+        return NotImplemented
+    out = torch.softmax(_tempered(x, dim), dim)
+    return out.log() if name == "log_softmax" else out
+
+
+def _sdpa(mode, func, name, args, kwargs):
+    a = _bind(args, kwargs, ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"),
+              {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None})
+    q, k, v, mask = a["query"], a["key"], a["value"], a["attn_mask"]
+    if a.get("enable_gqa"):
+        return NotImplemented
+    scale = a["scale"] if a["scale"] is not None else 1 / math.sqrt(q.shape[-1])
+    logits = q @ k.transpose(-2, -1) * scale
+    if a["is_causal"]:
+        n, m = logits.shape[-2:]
+        logits = logits.masked_fill(~torch.ones(n, m, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+    return torch.softmax(_tempered(logits, -1), -1) @ v
+
+
 def _real(func, args, kwargs):
     """The real op on detached inputs: gives output sizes and indices."""
     with torch.no_grad():
@@ -442,6 +479,8 @@ for _k in (1, 2, 3):
 for _n in _SIGNED:
     _RULES[_n] = _as_sum
 _RULES["batch_norm"] = _batch_norm
+_RULES["softmax"] = _RULES["log_softmax"] = _softmax
+_RULES["scaled_dot_product_attention"] = _sdpa
 
 
 # Global paths, detached when checking *local* geometry (DESIGN: "global-context paths are detached"):

@@ -217,7 +217,25 @@ def test_attention_output_reaches_every_position():
         assert report[""].window(u) == tuple(probe(model, shape, unit=(u,)).bbox)
 
 
+class ContextOnlyThroughPadding(nn.Module):
+    """x - mean(x) (global context), then a conv that reads only padding along W (kernel 1, stride 3,
+    padding 2 over W = 1), then attention with a residual: neither the context nor anything else real
+    reaches the attention, whose output is global over nothing real (the 10,000-network run, seed 17)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1, stride=3, padding=(0, 2))
+        self.q, self.k, self.v = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        y = self.conv(x - x.mean((2, 3), keepdim=True))
+        t = y.flatten(2).transpose(1, 2)
+        o = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2), -1) @ self.v(t)
+        return (t + o).transpose(1, 2).reshape(y.shape)
+
+
 @pytest.mark.parametrize("model, shape", [
+    (ContextOnlyThroughPadding(), (1, 1, 4, 1)),
     (GapsBeforeGlobalPool(), (1, 18, 1, 1)),
     (LostLabel("pad"), (1, 1, 2, 1)),
     (LostLabel("cat"), (1, 1, 2, 1)),

@@ -373,8 +373,11 @@ class GraphWalk:
                     axes[a] = Unknown(frozenset().union(*(u.ops for u in found)))
                     late.add(a)
         windows = Windows()
+        unreached: set[int] = set()  # local inputs no real value of which reaches any unit (only their padding)
         if any(isinstance(s, Pending) for s in axes):
             per_source, windows = self._fill(tid, axes)
+            unreached = {t for t, w in per_source.items()
+                         if any(not w.clipped_spans(a) for a, s in enumerate(axes) if isinstance(s, Pending))}
             axes = list(self._summarize(tid, axes, windows))
             if len(per_source) > 1:
                 self._check_alignment(node, tid, axes, windows, per_source)
@@ -390,8 +393,8 @@ class GraphWalk:
             elif isinstance(s, Paired):
                 axes[a] = Paired(s.ops, self._span(read, a))
         return TensorGeom(st.dims, tuple(axes), st.global_context, windows,
-                          self._context_spans([t for t in read if st.plan is None or t not in st.plan.beside],
-                                              st.plan, axes), frozenset(late))
+                          self._context_spans([t for t in read if (st.plan is None or t not in st.plan.beside)
+                                               and t not in unreached], st.plan, axes), frozenset(late))
 
     def _pieces_differ(self, node: OpNode, plan: Plan | None, axes: list, a: int) -> Unknown | None:
         """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)
@@ -419,7 +422,8 @@ class GraphWalk:
 
     def _context_spans(self, read: list[int], plan: Plan | None, axes: list) -> dict[int, tuple[int, int]]:
         """Per local axis, the real pixels its units also see through global context (a gate, a
-        norm's statistics): they count when the axis is later reduced."""
+        norm's statistics): they count when the axis is later reduced. ``read`` leaves out the inputs
+        of which the op reads only padding: their context reaches no unit either."""
         out = {}
         for a, s in enumerate(axes):
             if not isinstance(s, Local):
