@@ -132,7 +132,8 @@ def _notes(axes, global_context: bool, misaligned: list[Merge], names: dict[int,
             notes.append(f"axis {a}: global, but only over input pixels {state.span} (the rest never reaches it)"
                          if state.span else f"axis {a}: global over nothing real (only padding reaches it)")
         elif isinstance(state, Local) and state.stride is None:
-            notes.append(f"axis {a}: no single effective stride (inputs of a merge move at different rates, or windows only grow: a recurrent layer)")
+            notes.append(f"axis {a}: no single effective stride (inputs of a merge move at different rates, or "
+                         "windows that only grow: a recurrent layer in one direction)")
     if global_context:
         notes.append("global context: units also see the whole input through a global branch")
     for m in misaligned:

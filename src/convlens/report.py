@@ -33,6 +33,7 @@ from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Paired, Unknown, Window, Windows
 from .gridding import Gridding, dilated_runs, verdict
 
+
 @dataclass(frozen=True)
 class DimLayout:
     """How one dim of a row's tensor holds spatial axes: row-major ``factors`` (spatial axis of the
@@ -86,10 +87,11 @@ class Layer:
         """Per dim of the output tensor, the index of the unit at grid position ``unit`` (one index per
         spatial axis of the input): the token of a ViT's (B, 1 + H*W, C) output that holds patch (h, w)
         is ``tensor_index(h, w)[1]``. None for dims that hold no spatial axis (batch, channels)."""
-        if len(unit) != len(self.axes):
+        if len(unit) != len(self.axes) or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool)
+                                                  for u in unit):
             raise ConvlensError(f"{self.name!r}: give one integer index per spatial axis ({len(self.axes)}), "
                                 f"got {unit}")
-        return tuple(d.index(unit) for d in self.layout)
+        return tuple(d.index(tuple(int(u) for u in unit)) for d in self.layout)
 
     @property
     def flops(self) -> int:
