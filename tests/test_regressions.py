@@ -234,8 +234,24 @@ class ContextOnlyThroughPadding(nn.Module):
         return (t + o).transpose(1, 2).reshape(y.shape)
 
 
+class CatAttentionBesideConv(nn.Module):
+    """Attention's output (every unit sees the whole axis) and a conv's (local windows) concatenated along
+    the axis: one tensor with both kinds of unit, named untracked (the 10,000-network run, seed 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 2, 3)
+        self.q, self.k, self.v = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        t = x.transpose(1, 2)
+        o = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2), -1) @ self.v(t)
+        return torch.cat([o.transpose(1, 2), self.conv(x)], 2)
+
+
 @pytest.mark.parametrize("model, shape", [
     (ContextOnlyThroughPadding(), (1, 1, 4, 1)),
+    (CatAttentionBesideConv(), (1, 2, 6)),
     (GapsBeforeGlobalPool(), (1, 18, 1, 1)),
     (LostLabel("pad"), (1, 1, 2, 1)),
     (LostLabel("cat"), (1, 1, 2, 1)),
@@ -250,7 +266,7 @@ def test_found_by_long_runs(model, shape):
 
 @pytest.mark.parametrize("model, shape", [(LostLabel("pad"), (1, 1, 2, 1)), (LostLabel("cat"), (1, 1, 2, 1)),
                                           (LostLabel("shift"), (1, 1, 2, 1)), (LabelOnTwoDims(), (1, 2, 9)),
-                                          (CatGlobalPieces(), (1, 1, 3, 1))])
+                                          (CatGlobalPieces(), (1, 1, 3, 1)), (CatAttentionBesideConv(), (1, 2, 6))])
 def test_untracked_cases_are_named(model, shape):
     report = convlens.analyze(model, shape)
     assert any("untracked" in note for note in report.notes), report.notes

@@ -347,6 +347,12 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
             plan.channels = Channels.SPLIT
         return plan
     (axis,) = axes.pop()
+    if any(axis in ctx.global_axes(r) for r in refs) and any(axis in ctx.local_axes(r) for r in refs):
+        # the units of a global piece see the whole axis, those of a local one their windows: one
+        # tensor would hold both kinds of unit (the 10,000-network run: attention's output beside a
+        # conv's), which no state says
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="cat along a spatial axis of a piece that sees the whole axis and a local one")
     if not any(axis in ctx.local_axes(r) for r in refs) and len({r.id for r in refs}) > 1:
         # each position along the cat dim comes from one piece, but pieces are told apart only along
         # local axes: along a global one the other axes' windows (and reach) would be united
