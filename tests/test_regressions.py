@@ -249,8 +249,25 @@ class CatAttentionBesideConv(nn.Module):
         return torch.cat([o.transpose(1, 2), self.conv(x)], 2)
 
 
+class AttentionOverOddPixels(nn.Module):
+    """Attention over every other pixel (1, 3, 5, ...), upsampled and added to a 1x1 conv of every
+    pixel: pixel 0 reaches unit 0 only through its own conv, not the others, so the sum is not global
+    over one span (the 10,000-network run, seed 16); named untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 2, 1)
+        self.q, self.k, self.v = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        t = x[:, :, 1::2].transpose(1, 2)
+        o = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2), -1) @ self.v(t)
+        return self.conv(x) + F.interpolate(o.transpose(1, 2), scale_factor=2)
+
+
 @pytest.mark.parametrize("model, shape", [
     (ContextOnlyThroughPadding(), (1, 1, 4, 1)),
+    (AttentionOverOddPixels(), (1, 2, 8)),
     (CatAttentionBesideConv(), (1, 2, 6)),
     (GapsBeforeGlobalPool(), (1, 18, 1, 1)),
     (LostLabel("pad"), (1, 1, 2, 1)),
@@ -266,7 +283,8 @@ def test_found_by_long_runs(model, shape):
 
 @pytest.mark.parametrize("model, shape", [(LostLabel("pad"), (1, 1, 2, 1)), (LostLabel("cat"), (1, 1, 2, 1)),
                                           (LostLabel("shift"), (1, 1, 2, 1)), (LabelOnTwoDims(), (1, 2, 9)),
-                                          (CatGlobalPieces(), (1, 1, 3, 1)), (CatAttentionBesideConv(), (1, 2, 6))])
+                                          (CatGlobalPieces(), (1, 1, 3, 1)), (CatAttentionBesideConv(), (1, 2, 6)),
+                                          (AttentionOverOddPixels(), (1, 2, 8))])
 def test_untracked_cases_are_named(model, shape):
     report = convlens.analyze(model, shape)
     assert any("untracked" in note for note in report.notes), report.notes

@@ -383,7 +383,7 @@ class GraphWalk:
                 self._check_alignment(node, tid, axes, windows, per_source)
         for a, s in enumerate(axes):
             if isinstance(s, Global):
-                differ = self._pieces_differ(node, st.plan, axes, a)
+                differ = self._pieces_differ(node, st.plan, axes, a) or self._beyond_attention(node, st.plan, read, a)
                 if differ is not None:
                     axes[a] = differ
                     late.add(a)
@@ -414,6 +414,27 @@ class GraphWalk:
             return None
         return self._untracked(f"{node.name} (pools pieces that see different pixels along a spatial axis it "
                                "reduces while another stays local)", node)
+
+    def _beyond_attention(self, node: OpNode, plan: Plan | None, read: list[int], a: int) -> Unknown | None:
+        """A merge of local windows with attention's output (global) is global only if every local window
+        lies inside what the attention saw: a unit whose own window reaches pixels beyond that span
+        (attention over a strided copy that skips them) sees more than the other units, and one span per
+        axis cannot say it."""
+        if plan is None or a not in plan.local:
+            return None
+        states = [self.geoms[t].axes[a] for t in read]
+        seen = [s.span for s in states if isinstance(s, Global) and s.attended]
+        local = [t for t, s in zip(read, states) if isinstance(s, Local)]
+        if not seen or not local:
+            return None
+        spans = [x for x in seen if x is not None]
+        lo, hi = (min(x[0] for x in spans), max(x[1] for x in spans)) if spans else (1, 0)
+        for t in local:
+            for x in (self._clipped_union(t, a), self.geoms[t].context_spans.get(a)):
+                if x is not None and (x[0] < lo or x[1] > hi):
+                    return self._untracked(f"{node.name} (merges attention's output with windows reaching pixels "
+                                           "it did not see)", node)
+        return None
 
     def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
         """All real pixels along axis a that reach any unit of a local tensor."""
