@@ -129,8 +129,9 @@ def run_one(tool: str, case: str, threads: int | None = None) -> dict:
                 out["gmacs"] = _gmacs(result.totals.macs)
                 out["peak_activation_mib"] = result.totals.peak_activation_bytes / 2**20
                 out["backend"] = result.backend
-                layer4 = "backbone.layer4" if name.startswith("deeplab") else "layer4"
-                out["layer4_rf"] = list(result[layer4].rf)
+                if not name.startswith("timm:"):  # (a torchvision ResNet's last stage)
+                    layer4 = "backbone.layer4" if name.startswith("deeplab") else "layer4"
+                    out["layer4_rf"] = list(result[layer4].rf)
     else:
         torch.manual_seed(0)
         model = _build(name, on_meta=False)
