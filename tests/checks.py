@@ -152,6 +152,7 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
             probe_units = [(layer.tensor_index(*unit)[token],) for unit in units]
             out.tokens += 1
         full = probe_many(lin, input_shape, name, probe_units, channel_dim=channel, tol=tol)
+        countable = all(isinstance(s, Local) for s in layer.axes) and not _through_recurrent(report, layer)
         local = full
         if layer.global_context or any(r.bbox is None for r in full):
             local = probe_many(lin_local, input_shape, name, probe_units, channel_dim=channel, tol=tol,
@@ -176,7 +177,7 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                 want = None if chosen is None else tuple(chosen)
             assert got == want, f"{layer.name} unit {unit}: convlens {got}, oracle {want}"
             out.windows += 1
-            if all(isinstance(s, Local) for s in layer.axes) and not _through_recurrent(report, layer):
+            if countable:
                 # coverage leaves global paths out, like the detached oracle
                 support = res_local.support if layer.global_context or res.bbox is None else res.support
                 cov = report.coverage(layer.name, unit).map != 0
