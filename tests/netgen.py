@@ -1835,12 +1835,9 @@ class _Builder:
             return vid
         return self.pool(vid, "avg" if self.ok("avgpool") else "max", stride=stride)
 
-    def g_attention(self, vid) -> int:
-        v = self.vals[vid]
-        if math.prod(a.size for a in v.axes) > 256:
-            vid = self.shrink_to(vid, 256)
-            v = self.vals[vid]
-        # the L x L attention matrix must stay small on larger inputs too
+    def attention_stays_small(self, v: Val) -> None:
+        """The L x L attention matrix over ``v``'s positions must stay small on larger inputs too:
+        beyond 4096 positions at ``larger_input_shape(4)`` the net is not resizable."""
         period = [1] * self.d
         for w in self.vals:
             for x in w.axes:
@@ -1849,6 +1846,13 @@ class _Builder:
         if grown > 4096:
             self.resizable = False
             self.notes.append(f"attention over {grown} positions at larger_input_shape(4): not resizable")
+
+    def g_attention(self, vid) -> int:
+        v = self.vals[vid]
+        if math.prod(a.size for a in v.axes) > 256:
+            vid = self.shrink_to(vid, 256)
+            v = self.vals[vid]
+        self.attention_stays_small(v)
         dk = self.int_(1, 8)
         name = self.name("attention")
         self.mods[name] = nn.ModuleDict(
@@ -1875,14 +1879,7 @@ class _Builder:
         if attention != "none":
             fams.add("attention")
             self.gout = True
-            period = [1] * self.d
-            for w in self.vals:
-                for x in w.axes:
-                    period[x.origin] = math.lcm(period[x.origin], x.period)
-            grown = math.prod(x.size + int(4 * period[x.origin] * x.slope) for x in v.axes)
-            if grown > 4096:
-                self.resizable = False
-                self.notes.append(f"attention over {grown} tokens at larger_input_shape(4): not resizable")
+            self.attention_stays_small(v)
         before, after = self.int_(0, 2), self.int_(0, 1)
         dk = self.int_(1, 8)
         name = self.name("tokens")

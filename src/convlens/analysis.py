@@ -376,8 +376,10 @@ class GraphWalk:
         unreached: set[int] = set()  # local inputs no real value of which reaches any unit (only their padding)
         if any(isinstance(s, Pending) for s in axes):
             per_source, windows = self._fill(tid, axes)
-            unreached = {t for t, w in per_source.items()
-                         if any(not w.clipped_spans(a) for a, s in enumerate(axes) if isinstance(s, Pending))}
+            if any(self.geoms[t].context_spans or any(isinstance(x, Global) for x in self.geoms[t].axes)
+                   for t in read):  # (only the context spans below need it)
+                unreached = {t for t, w in per_source.items()
+                             if any(not w.clipped_spans(a) for a, s in enumerate(axes) if isinstance(s, Pending))}
             axes = list(self._summarize(tid, axes, windows))
             if len(per_source) > 1:
                 self._check_alignment(node, tid, axes, windows, per_source)
