@@ -82,13 +82,12 @@ Support threshold
 -----------------
 The support is ``grad > tol * grad.max()`` with ``tol = 0`` by default: exactly nonzero.  Exact
 zeros are reliable because a pixel without a path receives a gradient that is a sum of exact zero
-products.  The one known source of tiny spurious values is float rounding of interpolation source
-coordinates: a tap whose weight is mathematically 0 can get a weight of about 1e-17..1e-16
-(relative).  Measured for 1-D linear interpolation: ``scale_factor=5`` (the unit of each period whose
-source coordinate is an exact integer; also likely for other odd integer factors) and
-``size=`` with a non-integer ratio and ``align_corners=False`` (e.g. 2 -> 10, 7 -> 25); none seen
-with ``align_corners=True`` or scale factors 2, 3, 1.5, 2.5, 6, 7.  Pass e.g. ``tol=1e-9`` when
-checking against exact-arithmetic taps there.
+products.  Tiny values are not spurious either: float rounding of interpolation source
+coordinates gives a tap whose weight is mathematically 0 a weight of about 1e-17..1e-16 (relative),
+e.g. 1-D linear interpolation with ``scale_factor=5`` (torch's linear kernels compute the source
+coordinate as one fused multiply-add), and rounds a far bicubic weight to exactly 0.  convlens follows
+torch's rounding there (``rules.spatial``), so the default ``tol = 0`` is the check; pass e.g.
+``tol=1e-9`` only to compare with exact-arithmetic taps.
 
 Probing conventions
 -------------------

@@ -132,6 +132,78 @@ def test_resampling_indices_follow_torchs_float32_floor(kwargs, shape):
     assert checked.windows > 0
 
 
+class ResampleFrom(Resample):
+    """Outputs from ``start`` on, so that the probed first unit is output ``start`` of the resampling."""
+
+    def __init__(self, start: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+
+    def forward(self, x):
+        return super().forward(x)[..., self.start:]
+
+
+@pytest.mark.parametrize("kwargs, shape", [
+    # output 2: src = 0.2 * 2.5 - 0.5 is 0 rounded twice, 2.8e-17 as torch's fused multiply-add:
+    # two taps
+    (dict(scale_factor=5, mode="linear"), (1, 1, 3)),
+    (dict(scale_factor=(1, 5), mode="bilinear"), (1, 1, 2, 3)),
+    # bicubic's kernel is not fused: one tap there
+    (dict(scale_factor=(1, 5), mode="bicubic"), (1, 1, 2, 3)),
+    # bicubic copies only when no axis changes size (bilinear copies per axis)
+    (dict(scale_factor=(1, 1.2), mode="bicubic"), (1, 1, 2, 4)),
+    (dict(scale_factor=(1.2, 2), mode="bicubic"), (1, 1, 3, 4)),
+    (dict(scale_factor=(1.2, 2), mode="bilinear"), (1, 1, 3, 4)),
+])
+def test_resampling_rounds_its_source_index_as_torch(kwargs, shape):
+    checked = check_against_oracle(ResampleFrom(2, **kwargs), shape)
+    assert checked.windows > 0
+
+
+def _torch_taps(n_in: int, n_out: int, scale, mode: str, align: bool, dtype) -> list[tuple[int, int]]:
+    """First and last input each output reads along the last axis, from torch's own gradient: batch
+    row b asks for output b (the other axes keep their size 1)."""
+    rank = {"linear": 1, "bilinear": 2, "bicubic": 2}[mode]
+    x = torch.randn((n_out, 1) + (1,) * (rank - 1) + (n_in,), dtype=dtype, requires_grad=True)
+    if scale is None:
+        y = F.interpolate(x, size=(1,) * (rank - 1) + (n_out,), mode=mode, align_corners=align)
+    else:
+        y = F.interpolate(x, scale_factor=(1.0,) * (rank - 1) + (scale,), mode=mode, align_corners=align)
+    y.reshape(n_out, n_out).diagonal().sum().backward()
+    rows = [torch.nonzero(g).flatten().tolist() for g in x.grad.reshape(n_out, n_in)]
+    return [(r[0], r[-1]) for r in rows]
+
+
+@pytest.mark.parametrize("mode", ["linear", "bilinear", "bicubic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_resampling_taps_match_torchs_gradient_on_every_output(mode, dtype):
+    """Every output of every size from 1 to 24 inputs, at scale factors the generator draws and odd
+    ones whose source index lands on an integer (5, 7, 1/3) or a hair off one (24 -> 168 in float32:
+    a far bicubic weight rounds to 0), and at every output size up to 2 n + 2."""
+    import numpy as np
+    from convlens.rules.spatial import cubic_taps, linear_taps, resample_ratio
+
+    ftype = np.float64 if dtype == torch.float64 else np.float32
+    scales = [2, 3, 0.5, 1.5, 0.75, 2.5, 5, 7, 1.2, 0.3, 4.5, 1 / 3, 2 / 3, 11]
+    wrong = []
+    for align in (False, True):
+        for n_in in range(1, 25):
+            cases = [(s, int(n_in * s)) for s in scales] + [(None, o) for o in range(1, 2 * n_in + 3)]
+            for scale, n_out in cases:
+                if n_out < 1:
+                    continue
+                ratio = resample_ratio(n_in, n_out, scale, align)
+                if mode == "bicubic":
+                    fn = cubic_taps(n_in, n_out, scale, align, ftype, ratio, copy=n_out == n_in)
+                else:
+                    fn = linear_taps(n_in, n_out, scale, align, ftype, ratio)
+                a, b, _ = fn(np.arange(n_out), True)
+                got = list(zip(a.tolist(), b.tolist()))
+                if got != _torch_taps(n_in, n_out, scale, mode, align, dtype):
+                    wrong.append((align, n_in, n_out, scale))
+    assert not wrong, wrong[:5]
+
+
 class PaddedGlobalMerge(nn.Module):
     """Axis 1 pooled to one position and padded in two ways: at (u, 0) only the first piece is real,
     so the second one's (shifted) axis-0 window must not count there."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from fractions import Fraction
 from math import gcd
 
+import functools
+
 import numpy as np
 import torch
 
@@ -132,6 +134,10 @@ def _float(dtype: torch.dtype):
     return np.float64 if dtype == torch.float64 else np.float32
 
 
+def _torch_float(ftype) -> torch.dtype:
+    return torch.float64 if ftype == np.float64 else torch.float32
+
+
 def _scale(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> np.floating:
     """torch's area_pixel_compute_scale: input positions per output position, in the kernel's dtype."""
     if align_corners:
@@ -166,52 +172,120 @@ def nearest_taps(n_in: int, n_out: int, scale, exact: bool, ftype) -> IndexFn:
     return fn
 
 
-def _source_index(s, v: np.ndarray, align_corners: bool, ftype) -> np.ndarray:
-    """area_pixel_compute_source_index (before its clamp at 0 for the linear modes)."""
-    vf = v.astype(ftype)
-    return s * vf if align_corners else s * (vf + ftype(0.5)) - ftype(0.5)
+@functools.cache
+def _fuses_source_index(kind: str, dtype: torch.dtype) -> bool:
+    """Whether this torch build computes the source index ``scale * (dst + 0.5) - 0.5`` of its
+    ``kind`` ("linear" or "cubic") resampling kernels as one fused multiply-add (the exact value
+    rounded once) rather than a product and a difference, each rounded.
+
+    It is a compiler's choice, not an API: on x86 torch's linear kernels are built per CPU capability
+    (AVX2 and up contract to FMA) and its bicubic kernels for the baseline (no FMA). So it is asked
+    of torch once: scale 5 from 3 positions, output 2, where the two roundings give 0.2 * 2.5 - 0.5
+    = 0 (one tap) and the fused one 2.8e-17 (float64) or 7.5e-9 (float32): two taps."""
+    x = torch.zeros(1, 1, 1, 3, dtype=dtype, requires_grad=True)
+    mode = "bilinear" if kind == "linear" else "bicubic"
+    y = torch.nn.functional.interpolate(x, scale_factor=(1.0, 5.0), mode=mode, align_corners=False)
+    (grad,) = torch.autograd.grad(y[0, 0, 0, 2], x)
+    return bool(grad[0, 0, 0, 1] != 0)
 
 
-def linear_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> IndexFn:
+def _source_index(s, v: np.ndarray, align_corners: bool, ftype, fused: bool) -> np.ndarray:
+    """area_pixel_compute_source_index (before its clamp at 0 for the linear modes), rounded as the
+    kernel rounds it (``fused``: see _fuses_source_index). A double rounding can land exactly on an
+    integer where the fused one lands a hair above it, and so drop a tap whose weight torch keeps
+    (1e-16, but a real dependency of the gradient)."""
+    if align_corners:
+        return s * v.astype(ftype)
+    if not fused:
+        return s * (v.astype(ftype) + ftype(0.5)) - ftype(0.5)
+    if ftype == np.float32:  # a float32 times (dst + 0.5) is exact in float64, and so is the
+        # difference wherever it is >= -0.25 (below, the clamps and floors make rounding moot)
+        exact = np.float64(s) * (v.astype(np.float64) + 0.5) - 0.5
+        return exact.astype(np.float32)
+    num, den = float(s).as_integer_ratio()  # s = num / den, den a power of two
+    # (num * (2 dst + 1) - den) / (2 den): Python's int division rounds the exact quotient once
+    return np.array([(num * (2 * int(d) + 1) - den) / (2 * den) for d in v.ravel()],
+                    dtype=np.float64).reshape(v.shape)
+
+
+def resample_ratio(n_in: int, n_out: int, scale, align_corners: bool) -> Fraction:
+    """Input positions per output position in exact arithmetic: what the kernel's float scale
+    stands for (``1/scale_factor`` when one is given, else the size ratio)."""
+    if align_corners:
+        return Fraction(n_in - 1, n_out - 1) if n_out > 1 else Fraction(0)
+    return 1 / Fraction(scale).limit_denominator(10**6) if scale else Fraction(n_in, n_out)
+
+
+def _exact_source(ratio: Fraction, v: np.ndarray, align_corners: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The unbounded model's source index, ``ratio * (v + 1/2) - 1/2`` (or ``ratio * v``) in exact
+    arithmetic: its floor, and whether it is an integer (one tap)."""
+    p, q = ratio.numerator, ratio.denominator
+    v = v.astype(np.int64)
+    num, den = (p * v, q) if align_corners else (p * (2 * v + 1) - q, 2 * q)
+    return num // den, num % den == 0
+
+
+def linear_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype, ratio: Fraction) -> IndexFn:
     """(bi/tri)linear, as compute_source_index_and_lambda: a copy when the size is kept, else taps
-    floorf(src) and the next one, unless its weight is exactly zero."""
+    floorf(src) and the next one, unless its weight is exactly zero.
+
+    Real windows (``finite``) follow torch's float rounding of src; the unbounded model takes src in
+    exact arithmetic (``ratio``), so that its pattern is periodic (rounding is not: a tap of weight
+    1e-16 comes and goes with the magnitude of v)."""
     s = _scale(n_in, n_out, scale, align_corners, ftype)
+    fused = _fuses_source_index("linear", _torch_float(ftype))
 
     def fn(v: np.ndarray, finite: bool):
         if n_out == n_in:
             return v.copy(), v.copy(), 1
-        src = _source_index(s, v, align_corners, ftype)
-        if finite:
-            src = np.maximum(src, ftype(0))
-        i0 = _floorf(src)
-        if finite:
-            i0 = np.minimum(i0, n_in - 1)
+        if not finite:
+            i0, whole = _exact_source(ratio, v, align_corners)
+            return i0, i0 + ~whole, 1
+        src = np.maximum(_source_index(s, v, align_corners, ftype, fused), ftype(0))
+        i0 = np.minimum(_floorf(src), n_in - 1)
         lam = src - i0.astype(ftype)
-        i1 = i0 + (lam > 0)
-        if finite:
-            i1 = np.where(i0 < n_in - 1, i1, i0)
+        i1 = np.where(i0 < n_in - 1, i0 + (lam > 0), i0)
         return i0, i1, 1
     return fn
 
 
-def cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype) -> IndexFn:
-    """Bicubic: taps floorf(src)-1 .. floorf(src)+2 clamped to the input; only one tap when the
-    fraction (guard_index_and_lambda's, clamped to [0, 1]) is 0 or 1 (the cubic weights of the
-    others are exactly zero there)."""
+def _cubic_weights(t: np.ndarray, ftype) -> tuple[np.ndarray, ...]:
+    """get_cubic_upsample_coefficients: the weights of taps floor-1 .. floor+2 for fraction ``t``,
+    evaluated in the kernel's dtype and order (A = -0.75), so the weights that round to exactly 0
+    (a far tap at t = 2e-7 in float32) are the ones torch drops."""
+    a = ftype(-0.75)
+
+    def near(x):  # cubic_convolution1, |x| <= 1
+        return ((a + ftype(2)) * x - (a + ftype(3))) * x * x + ftype(1)
+
+    def far(x):  # cubic_convolution2, 1 <= |x| <= 2
+        return ((a * x - ftype(5) * a) * x + ftype(8) * a) * x - ftype(4) * a
+
+    t = t.astype(ftype)
+    return far(t + ftype(1)), near(t), near(ftype(1) - t), far(ftype(1) - t + ftype(1))
+
+
+def cubic_taps(n_in: int, n_out: int, scale, align_corners: bool, ftype, ratio: Fraction,
+               copy: bool = False) -> IndexFn:
+    """Bicubic, as upsample_bicubic2d_backward: a copy when no axis changes size (``copy``), else
+    the taps floorf(src)-1 .. floorf(src)+2 (the fraction as guard_index_and_lambda's, clamped to
+    [0, 1]) whose cubic weight is not exactly zero, clamped to the input. The unbounded model, as
+    linear_taps's, takes src in exact arithmetic: four taps, or one where src is an integer."""
     s = _scale(n_in, n_out, scale, align_corners, ftype)
+    fused = _fuses_source_index("cubic", _torch_float(ftype))
 
     def fn(v: np.ndarray, finite: bool):
-        src = _source_index(s, v, align_corners, ftype)
-        i0 = _floorf(src)
-        if finite:
-            i0 = np.minimum(i0, n_in - 1)
-        lam = np.clip(src - i0.astype(ftype), 0, 1)
-        one = np.where(lam == 0, i0, i0 + 1)
-        single = (lam == 0) | (lam == 1)
-        a, b = np.where(single, one, i0 - 1), np.where(single, one, i0 + 2)
-        if finite:
-            a, b = np.clip(a, 0, n_in - 1), np.clip(b, 0, n_in - 1)
-        return a, b, 1
+        if copy:
+            return v.copy(), v.copy(), 1
+        if not finite:
+            i0, whole = _exact_source(ratio, v, align_corners)
+            return np.where(whole, i0, i0 - 1), np.where(whole, i0, i0 + 2), 1
+        src = _source_index(s, v, align_corners, ftype, fused)
+        i0 = np.minimum(_floorf(src), n_in - 1)
+        t = np.clip(src - i0.astype(ftype), 0, 1)
+        live = np.stack([w != 0 for w in _cubic_weights(t, ftype)])  # (4, n): taps i0-1 .. i0+2
+        first, last = np.argmax(live, axis=0), 3 - np.argmax(live[::-1], axis=0)
+        return np.clip(i0 - 1 + first, 0, n_in - 1), np.clip(i0 - 1 + last, 0, n_in - 1), 1
     return fn
 
 
@@ -238,20 +312,22 @@ def _upsample_rule(k: int, kind: str, has_align: bool):
         in_shape, out_shape = ctx.shape(x), ctx.out_shape
         ftype = _float(ctx.dtype(x))
         rank = len(in_shape)
+        kept = tuple(in_shape[rank - k:]) == tuple(out_shape[rank - k:])
         maps = {}
         for i in range(k):
             d = rank - k + i
             n_in, n_out = in_shape[d], out_shape[d]
+            exact = resample_ratio(n_in, n_out, scales[i], align)
             if kind in ("nearest", "exact"):
                 fn = nearest_taps(n_in, n_out, scales[i], kind == "exact", ftype)
             elif kind == "linear":
-                fn = linear_taps(n_in, n_out, scales[i], align, ftype)
+                fn = linear_taps(n_in, n_out, scales[i], align, ftype, exact)
             else:
-                fn = cubic_taps(n_in, n_out, scales[i], align, ftype)
-            exact = (Fraction(n_in - 1, n_out - 1) if n_out > 1 else Fraction(0)) if align else \
-                (1 / Fraction(scales[i]).limit_denominator(10**6) if scales[i] else Fraction(n_in, n_out))
+                fn = cubic_taps(n_in, n_out, scales[i], align, ftype, exact, copy=kept)
             if kind == "nearest" and n_out in (n_in, 2 * n_in):
                 exact = Fraction(n_in, n_out)  # torch copies or halves the index here, whatever the scale
+            if (kind == "linear" and n_out == n_in) or (kind == "cubic" and kept):
+                exact = Fraction(1)  # a copy, whatever the scale
             maps[d] = (fn, exact)
         return windowed(ctx, x, maps)
     return rule
