@@ -16,6 +16,7 @@ import torch.nn as nn
 
 import convlens
 from convlens.geometry import Constant, Global, Local, Unknown
+from convlens.rules.registry import Digit
 from oracle import linearized, probe_many, torch_shapes, unbounded_geometry
 
 
@@ -63,6 +64,21 @@ def _token_channel(layer: convlens.Layer) -> int | None:
     if not local <= {a for a, _ in layer.layout[holders[0]].factors}:
         return None
     return 3 - holders[0]
+
+
+def _window_channel(layer: convlens.Layer) -> int | None:
+    """The channel dim of a row whose tensor holds split axes (a window partition: (B*nW, N, C)),
+    when every other dim holds spatial digits and every local axis is among them; else None."""
+    holders = [d for d, dim in enumerate(layer.layout)
+               if any(isinstance(f, Digit) or f[0] is not None for f in dim.factors)]
+    rest = [d for d in range(len(layer.output_shape)) if d not in holders]
+    digits = {f.axis for d in holders for f in layer.layout[d].factors if isinstance(f, Digit)}
+    if not digits or len(rest) != 1 or any(layer.layout[d].before or layer.layout[d].after for d in holders):
+        return None
+    held = digits | {f[0] for d in holders for f in layer.layout[d].factors if not isinstance(f, Digit)}
+    if not {a for a, s in enumerate(layer.axes) if isinstance(s, Local)} <= held:
+        return None
+    return rest[0]
 
 
 def _through_recurrent(report: convlens.Report, layer: convlens.Layer) -> bool:
@@ -135,7 +151,7 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
         units = _units(layer)
         layout = _layout(layer, k)
         if layout is not None:
-            channel, spatial = layout
+            (channel, spatial), batch_dim = layout, True
             probe_units = []
             for unit in units:
                 idx = [0] * len(spatial)
@@ -144,19 +160,21 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                         idx[spatial.index(d)] = unit[a]
                 probe_units.append(tuple(idx))
         else:
-            channel = _token_channel(layer)
+            channel, batch_dim = _token_channel(layer), True
+            if channel is None:
+                channel, batch_dim = _window_channel(layer), False
             if channel is None:
                 out.skipped.append(f"{layer.name}: layout {layer.output_shape} axis dims {layer.axis_dims}")
                 continue
-            token = 3 - channel
-            probe_units = [(layer.tensor_index(*unit)[token],) for unit in units]
+            probe_units = [tuple(i for d, i in enumerate(layer.tensor_index(*unit)) if d != channel
+                                 and (d > 0 or not batch_dim)) for unit in units]
             out.tokens += 1
-        full = probe_many(lin, input_shape, name, probe_units, channel_dim=channel, tol=tol)
+        full = probe_many(lin, input_shape, name, probe_units, channel_dim=channel, tol=tol, batch_dim=batch_dim)
         countable = all(isinstance(s, Local) for s in layer.axes) and not _through_recurrent(report, layer)
         local = full
         if layer.global_context or any(r.bbox is None for r in full):
             local = probe_many(lin_local, input_shape, name, probe_units, channel_dim=channel, tol=tol,
-                               detach_global=True)
+                               detach_global=True, batch_dim=batch_dim)
         for unit, res, res_local in zip(units, full, local):
             got = layer.window(*unit)
             if layer.global_context and res_local.bbox is None and any(isinstance(s, Global) for s in layer.axes):

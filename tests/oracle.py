@@ -669,11 +669,11 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _spatial_dims(t: torch.Tensor, channel_dim: int | None) -> tuple[list[int], int | None]:
+def _spatial_dims(t: torch.Tensor, channel_dim: int | None, first: int = 1) -> tuple[list[int], int | None]:
     cd = None
     if channel_dim is not None and t.ndim >= 2:
         cd = channel_dim % t.ndim
-    return [d for d in range(1, t.ndim) if d != cd], cd
+    return [d for d in range(first, t.ndim) if d != cd], cd
 
 
 def _norm_unit(unit, t, sdims) -> tuple[int, ...]:
@@ -727,10 +727,13 @@ def probe_many(
     weights: str = "positive",
     tol: float = 0.0,
     dtype: torch.dtype = torch.float64,
+    batch_dim: bool = True,
 ) -> list[ProbeResult]:
     """``probe`` for several units, sharing one forward pass per input.
 
-    ``units=None`` probes every unit of the probed tensor (row-major order).
+    ``units=None`` probes every unit of the probed tensor (row-major order). ``batch_dim=False``:
+    dim 0 of the probed tensor is no batch but part of the unit (the windows of a window partition
+    folded into it; the network's input still has batch 1).
     """
     lin = _lin(model, weights, dtype, detach_global)
     device = _device(lin)
@@ -742,7 +745,7 @@ def probe_many(
     for x in xs:
         t = _forward_capture(lin, x, layer, output_index)
         shape = tuple(t.shape)
-        sdims, cd = _spatial_dims(t, channel_dim)
+        sdims, cd = _spatial_dims(t, channel_dim, first=1 if batch_dim else 0)
         if units is None:
             ulist = [tuple(u) for u in np.ndindex(*[t.shape[d] for d in sdims])] if sdims else [()]
         else:
@@ -761,9 +764,9 @@ def probe_many(
             continue
         seeds = torch.zeros((len(nunits), *t.shape), dtype=t.dtype, device=t.device)
         for i, u in enumerate(nunits):
-            idx: list[Any] = [i, 0]
+            idx: list[Any] = [i, 0] if batch_dim else [i]
             it = iter(u)
-            for d in range(1, t.ndim):
+            for d in range(1 if batch_dim else 0, t.ndim):
                 idx.append(slice(None) if d == cd else next(it))
             seeds[tuple(idx)] = r if cd is not None else 1.0
         # one vector-Jacobian product per unit (a loop: faster here than a vmapped batch)

@@ -27,7 +27,7 @@ from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, Axi
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.registry import Channels
 from .rules.plans import axes_of, broadcast, identity, plain
-from .rules.registry import Dim, TokenDim, live_extras
+from .rules.registry import Dim, TokenDim, digits_of, live_extras
 
 
 
@@ -97,6 +97,13 @@ class GraphGeometry:
     no_rule: dict[str, int] = field(default_factory=dict)  # op without a geometry rule -> number of calls
     untracked: dict[str, int] = field(default_factory=dict)  # "op (why)" -> number of calls
     sources: dict[tuple[int, int], list[Source]] = field(default_factory=dict)  # (tensor, axis) -> local sources
+
+
+def axis_size(dims: tuple[Dim, ...], a: int) -> int:
+    """Positions of axis ``a`` in a tensor of these dims: its factor's size, the product of its
+    digits' sizes where a window partition split it, 1 where no dim carries it (an axis on two dims
+    whole, as the queries and keys of global attention, counted once)."""
+    return int(np.prod([size for size, _ in {(d.size, d.weight) for d in digits_of(dims, a)}], dtype=np.int64))
 
 
 class _Dims(Mapping):
@@ -267,8 +274,8 @@ class GraphWalk:
                     if s.scale is None:
                         continue  # (no pattern: a half-line's windows only grow)
                     p_in = states[s.tid].period
-                    period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in))
-                size = dict(plan.dims[carried[a]])[a] if a in carried else 1
+                    period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in), s.period)
+                size = axis_size(plan.dims, a)
                 axes.append(Pending(size, stride, period, tuple(local)))
             elif any(isinstance(states[t], Pending) for t in live):
                 axes.append(self._untracked(
@@ -560,10 +567,12 @@ class GraphWalk:
     def _check_alignment(self, node: OpNode, tid: int, out: list, windows: Windows,
                          per_source: dict[int, Windows]) -> None:
         """Aligned: every moving local input has the same stride and the same centre(u) wherever
-        both reach u."""
+        both reach u. Attention within windows is no merge of branches: each query reads its whole
+        window, whose centre is not the query's (a map with a period of its own)."""
         st = self.structure[tid]
         for a, state in enumerate(out):
-            if not isinstance(state, Local) or a in st.plan.piecewise:
+            if not isinstance(state, Local) or a in st.plan.piecewise \
+                    or any(s.period > 1 for s in st.axes[a].sources):
                 continue
             moving = {s.tid: s for s in st.axes[a].sources if s.fn is not broadcast}
             if len(moving) < 2:

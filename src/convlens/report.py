@@ -32,6 +32,7 @@ from .diagnostics import Diagnostic
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Paired, Unknown, Window, Windows
 from .gridding import Gridding, dilated_runs, verdict
+from .rules.registry import Digit
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class DimLayout:
     """How one dim of a row's tensor holds spatial axes: row-major ``factors`` (spatial axis of the
     input, or None for a non-spatial factor such as the batch, and size), with ``before`` and
     ``after`` extra tokens (class, register) around that grid. A plain image dim is one factor; the
-    token dim of a ViT is ((0, H), (1, W)) with before = 1."""
+    token dim of a ViT is ((0, H), (1, W)) with before = 1; a Swin window's batch and token dims hold
+    digits of both axes (:class:`~convlens.rules.registry.Digit`)."""
 
     factors: tuple[tuple[int | None, int], ...]
     before: int = 0
@@ -47,12 +49,18 @@ class DimLayout:
 
     def index(self, unit: Sequence[int]) -> int | None:
         """The index along this dim of the grid position ``unit`` (one index per input axis), or None
-        when the dim holds no spatial axis."""
-        if not any(a is not None for a, _ in self.factors):
+        when the dim holds no spatial axis. A digit of an axis split across dims (a window partition:
+        windows folded into the batch dim, positions within one on the token dim) contributes
+        ``unit[axis] // weight % size``."""
+        if not any(isinstance(f, Digit) or f[0] is not None for f in self.factors):
             return None
         i = 0
-        for a, size in self.factors:
-            i = i * size + (unit[a] if a is not None and size > 1 else 0)
+        for f in self.factors:
+            if isinstance(f, Digit):
+                i = i * f.size + unit[f.axis] // f.weight % f.size
+            else:
+                a, size = f
+                i = i * size + (unit[a] if a is not None and size > 1 else 0)
         return self.before + i
 
 

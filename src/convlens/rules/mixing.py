@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from ..capture import RNN, SDPA
-from .plans import virtual_axes, axes_of, broadcast, identity, is_tokens, plain, pointwise, windowed
-from .registry import Channels, Plan, RuleContext, Source, attention_targets, register_geometry
+from .plans import virtual_axes, axes_of, broadcast, held, identity, is_tokens, mix_digits, plain, pointwise, windowed
+from .registry import (Channels, Digit, Plan, RuleContext, Source, attention_targets, digit_axes, digits_of, extras,
+                       radix, register_geometry, token_dim)
 
 aten = torch.ops.aten
 
@@ -96,7 +97,7 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
     for k in range(rank - 2):  # batch dims: from whichever operand has them at full size
         for ref, dd in ((a, da), (b, db)):
             j = k - (rank - len(dd))
-            if 0 <= j < len(dd) - 2 and axes_of(dd[j]) and ctx.shape(ref)[j] == out_shape[k]:
+            if 0 <= j < len(dd) - 2 and held(dd[j]) and ctx.shape(ref)[j] == out_shape[k]:
                 carriers[k] = (ref, dd[j])
     for d, (ref, dim) in carriers.items():
         if ctx.shape(ref)[d - rank] != out_shape[d]:
@@ -111,8 +112,27 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
         for ax in ctx.local_axes(bias):
             plan.local.setdefault(ax, []).append(Source(bias.id, identity))
     plan.dims = tuple(dims)
+    for ax in sorted(digit_axes(da) | digit_axes(db)):
+        _product_digits(plan, ax, a, da, b, db, carriers)
     plan.channels = Channels.MIX
     return plan
+
+
+def _product_digits(plan: Plan, ax: int, a, da, b, db, carriers) -> None:
+    """A split axis (windows) through a @ b: the contracted dims' digits are mixed (the product with
+    the values of window attention reads every token of the window); where a's free dim and b's hold
+    the same digits (q kᵀ within windows), b's become the key digits of scores: each unit is read as
+    its query, with every key of the window (exact once a softmax over the keys follows)."""
+    rank = len(plan.dims)
+    q, k = digits_of([plan.dims[rank - 2]], ax), digits_of([plan.dims[rank - 1]], ax)
+    keys = carriers.get(rank - 1, (None,))[0] is b and q and k and radix(digits_of(plan.dims, ax)) is None
+    if keys:
+        plan.dims = plan.dims[:-1] + (token_dim(tuple(Digit(f.axis, f.size, f.weight, True)
+                                                      if isinstance(f, Digit) and f.axis == ax else f
+                                                      for f in plan.dims[-1]), *extras(plan.dims[-1])),)
+    mixed_a = digits_of([da[-1]], ax)
+    mixed_b = digits_of([db[-2]], ax) + (digits_of([db[-1]], ax) if keys else [])
+    mix_digits(plan, ax, [(a, da, mixed_a), (b, db, mixed_b)])
 
 
 @register_geometry([aten.mm, aten.bmm, aten.matmul])
@@ -146,6 +166,16 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
     for ax in list(plan.local):
         if ax in plan.fold:
             del plan.local[ax]
+    for ax in sorted(digit_axes(ctx.dims(q)) | digit_axes(ctx.dims(k)) | digit_axes(ctx.dims(v))):
+        # attention within windows: each query reads every key and value of its window
+        plan.local.pop(ax, None)
+        plan.untracked.pop(ax, None)
+        inputs = [(q, ctx.dims(q), []), (k, ctx.dims(k), digits_of([ctx.dims(k)[-2]], ax)),
+                  (v, ctx.dims(v), digits_of([ctx.dims(v)[-2]], ax))]
+        if mask is not None and len(ctx.dims(mask)) >= 2:  # (an additive bias from the queries: SAM's relative
+            # positions; along its key dim it reads every key)
+            inputs.append((mask, ctx.dims(mask), digits_of([ctx.dims(mask)[-1]], ax)))
+        mix_digits(plan, ax, inputs)
     return [plan] + [None] * (len(n.outputs) - 1)
 
 

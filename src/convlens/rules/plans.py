@@ -13,7 +13,8 @@ import numpy as np
 
 from ..capture import TRef
 from ..geometry import IndexFn, clip_taps
-from .registry import Channels, Dim, Factor, Plan, RuleContext, Source, extras, live_extras, token_dim
+from .registry import (Channels, Digit, Dim, Factor, Plan, RuleContext, Source, digit_axes, digits_of, extras,
+                       live_extras, radix, token_dim)
 
 
 def axes_of(dim: Dim) -> tuple[int, ...]:
@@ -52,12 +53,13 @@ def affine(scale: int, shift: int, width: int = 1, step: int = 1) -> IndexFn:
 def _tracked(ctx: RuleContext, ref: TRef) -> set[int]:
     """Axes whose positions ``ref`` keeps: those its dims carry (local, or global with positions)
     and its local axes carried by no dim."""
-    return {a for dim in ctx.dims(ref) for a in axes_of(dim)} | set(ctx.local_axes(ref))
+    return ({a for dim in ctx.dims(ref) for a in axes_of(dim)} | digit_axes(ctx.dims(ref))
+            | set(ctx.local_axes(ref)))
 
 
 def virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
     """Local axes of ``ref`` carried by no dimension (a single position, e.g. after ``select``)."""
-    carried = {a for dim in ctx.dims(ref) for a in axes_of(dim)}
+    carried = {a for dim in ctx.dims(ref) for a in axes_of(dim)} | digit_axes(ctx.dims(ref))
     return set(ctx.local_axes(ref)) - carried
 
 
@@ -124,7 +126,139 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     for a in virtual_axes(ctx, x):
         plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
     plan.dims = tuple(dims)
+    moved = {d for d, (fn, _) in maps.items() if d in drop or d not in kept
+             or not _still(fn, out_shape[kept.index(d)], in_shape[d])} | (set(drop) - set(fold))
+    for a in digit_axes(ctx.dims(x)):
+        holders = [d for d, dim in enumerate(ctx.dims(x)) if a in held(dim)]
+        if any(d in moved for d in holders):
+            plan.untracked[a] = "moves positions along a dim that holds part of a split axis"
+            continue
+        folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
+        plan.local.pop(a, None)
+        mix_digits(plan, a, [(t, ctx.dims(t), folded) for t in (x, *extra)])
     return plan
+
+
+def block(size: int, weight: int) -> IndexFn:
+    """Output v reads every position that differs from v only in the digit (size, weight) of a split
+    axis: the tokens of v's attention window (weight 1), or of its grid (MaxViT's grid attention,
+    weight H/g: a dilated window)."""
+    def fn(v: np.ndarray, finite: bool):
+        a = v - ((v // weight) % size) * weight
+        return a, a + (size - 1) * weight, weight
+    return fn
+
+
+def mix_digits(plan: Plan, a: int, inputs: Sequence[tuple[TRef, Sequence[Dim], Sequence[Digit]]]) -> None:
+    """Axis ``a``, split into digits: the op mixes, for each input (ref, its dims, its mixed
+    digits), the positions that differ only in the mixed digits. Where the output keeps a digit in
+    their place (the queries of attention within windows) each unit reads its whole window; where
+    it keeps none (Swin's patch merging folds a 2 x 2 digit into the channels), the output's
+    digits are renumbered and unit v reads the block of input positions it pooled. An input whose
+    every digit is mixed away makes the axis global. Sets ``plan.local``, ``plan.fold`` or
+    ``plan.untracked`` for ``a``, and turns the key digits of attention scores into position digits
+    where the query digits were mixed away."""
+    out = digits_of(plan.dims, a)
+    keys = [Digit(f.axis, f.size, f.weight) for f in digits_of(plan.dims, a, pairs=True) if f.pair]
+    if keys and radix(out) is None and radix(out + keys) is not None:
+        # (softmax over the queries of scores: each unit is a key now)
+        plan.dims = _redigit(plan.dims, a, lambda f: Digit(f.axis, f.size, f.weight))
+        out = digits_of(plan.dims, a)
+    if not out:
+        plan.fold.add(a)
+        return
+    holders = [(ref, digits_of(dims, a), mixed) for ref, dims, mixed in inputs if digits_of(dims, a)]
+    if radix(out) is None:  # the mixed digits have no twin left: renumber the output's positions
+        pooled = _pooled(out, holders)
+        if isinstance(pooled, str):
+            plan.local.pop(a, None)
+            plan.untracked[a] = pooled
+            return
+        n, w = pooled
+        plan.dims = normalize(_redigit(plan.dims, a, lambda f: Digit(a, f.size, f.weight // n if f.weight > w
+                                                                       else f.weight, f.pair)))
+        plan.local.setdefault(a, []).extend(Source(ref.id, expand(n, w), Fraction(n), True, w)
+                                            for ref, _, _ in holders)
+        return
+    sources = []
+    for ref, digits, mixed in holders:
+        fn = _digit_map(digits, mixed, out)
+        if isinstance(fn, str):
+            plan.local.pop(a, None)
+            plan.untracked[a] = fn
+            return
+        sources.append(Source(ref.id, *fn))
+    plan.local.setdefault(a, []).extend(sources)
+
+
+def _redigit(dims: Sequence[Dim], a: int, change) -> tuple[Dim, ...]:
+    """``dims`` with every digit of axis ``a`` replaced by ``change(digit)``."""
+    return tuple(token_dim(tuple(change(f) if isinstance(f, Digit) and f.axis == a else f for f in dim),
+                           *extras(dim), live_extras(dim)) for dim in dims)
+
+
+def normalize(dims: Sequence[Dim]) -> tuple[Dim, ...]:
+    """An axis whose only digit left holds every position (weight 1) is a whole factor again."""
+    split = {f.axis for dim in dims for f in dim if isinstance(f, Digit) and f.size > 1 and (f.weight > 1 or f.pair)}
+    return tuple(token_dim(tuple((f.axis, f.size) if isinstance(f, Digit) and f.axis not in split else f
+                                 for f in dim), *extras(dim), live_extras(dim)) for dim in dims)
+
+
+def _span(digits: Sequence[Digit]) -> tuple[int, int] | None:
+    """(size, weight) of the one digit that ``digits`` make when they sit next to each other in the
+    radix; None when they do not."""
+    ds = sorted(((f.size, f.weight) for f in digits if f.size > 1), key=lambda sw: sw[1])
+    if not ds:
+        return None
+    size, weight = 1, ds[0][1]
+    for n, w in ds:
+        if w != weight * size:
+            return None
+        size *= n
+    return size, weight
+
+
+def _pooled(out: Sequence[Digit], holders) -> tuple[int, int] | str:
+    """The (size, weight) of the digits every input mixes away when the output keeps all the others,
+    else why the output's positions say nothing exact."""
+    why = "reduces part of a split axis (the positions left do not say where a unit is)"
+    shapes = {(frozenset((f.size, f.weight) for f in digits), frozenset((f.size, f.weight) for f in mixed))
+              for _, digits, mixed in holders}
+    if len(shapes) != 1:
+        return why
+    digits, mixed = shapes.pop()
+    if radix([Digit(0, n, w) for n, w in digits]) is None or {(f.size, f.weight) for f in out} != digits - mixed:
+        return why
+    span = _span([Digit(0, n, w) for n, w in mixed])
+    return span if span is not None else "mixes digits of a split axis that are not next to each other"
+
+
+def expand(size: int, weight: int) -> IndexFn:
+    """The inverse of pooling the digit (size, weight) away: output v (positions renumbered without
+    that digit) reads the ``size`` input positions that differ only in it (a 2 x 2 patch merging
+    reads [2v, 2v + 1] along each axis)."""
+    def fn(v: np.ndarray, finite: bool):
+        base = (v // weight) * weight * size + v % weight
+        return base, base + (size - 1) * weight, weight
+    return fn
+
+
+def _digit_map(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Digit]):
+    """(fn, scale, counted, period) of a source whose position ``digits`` the op keeps, except the
+    ``mixed`` ones, which each output reads whole (their twins in ``out`` stay); or why that is no
+    single map."""
+    if radix(digits) is None or radix(digits) != radix(out):
+        return "reduces part of a split axis (the positions left do not say where a unit is)"
+    kept = [f for f in digits if f not in mixed and f.size > 1]
+    if any(f.weight in {m.weight for m in mixed} for f in kept):
+        return "mixes a digit of a split axis that it also keeps"
+    if not [f for f in mixed if f.size > 1]:
+        return identity, Fraction(1)
+    span = _span(mixed)
+    if span is None:
+        return "mixes digits of a split axis that are not next to each other"
+    size, weight = span
+    return block(size, weight), Fraction(1), True, size * weight
 
 
 def _row_blocks(fn: IndexFn, n_out: int | None, n_in: int, row: int) -> bool:
@@ -186,25 +320,34 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             if k < 0 or ctx.shape(ref)[k] != size:
                 continue
             dim = ctx.dims(ref)[k]
-            if chosen is None or (not axes_of(chosen) and axes_of(dim)):
-                chosen = dim if chosen is None or axes_of(dim) else chosen
-            elif axes_of(dim) and dim != chosen:
-                conflicted.update(axes_of(dim) + axes_of(chosen))
+            if chosen is None or (not held(chosen) and held(dim)):
+                chosen = dim if chosen is None or held(dim) else chosen
+            elif held(dim) and dim != chosen:
+                conflicted.update(held(dim) + held(chosen))
         dims.append(chosen if chosen is not None else plain(size))
     plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
                                              for a in conflicted})
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
+    split = digit_axes(dims)
     for a in sorted(set().union(*(_tracked(ctx, r) for r in refs)) - conflicted):
         sources = []
         for ref in refs:
             if a not in _tracked(ctx, ref):
                 continue
-            where = [k for k, dim in enumerate(ctx.dims(ref)) if a in axes_of(dim)]
+            offset = rank - len(ctx.shape(ref))
+            where = [k for k, dim in enumerate(ctx.dims(ref)) if a in held(dim)]
             if not where:  # carried by no dim: one position, seen by every output unit
                 sources.append(Source(ref.id, broadcast))
                 continue
+            if a in split or a in digit_axes(ctx.dims(ref)):
+                # digits of a split axis: the input must hold them where the output does
+                if {k + offset for k in where} != {d for d, dim in enumerate(dims) if a in held(dim)} \
+                        or any(ctx.dims(ref)[k] != dims[k + offset] for k in where):
+                    break
+                sources.append(Source(ref.id, identity))
+                continue
             k = where[0]
-            d = k + rank - len(ctx.shape(ref))
+            d = k + offset
             if carried.get(a) != d:
                 break  # the axis sits on another dimension in this input: leave it Unknown
             same = ctx.shape(ref)[k] == out_shape[d]
@@ -214,12 +357,19 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
     return plan
 
 
+def held(dim: Dim) -> tuple[int, ...]:
+    """The spatial axes a dim holds, whole or as digits."""
+    return tuple(dict.fromkeys(f.axis if isinstance(f, Digit) else f[0] for f in dim
+                               if isinstance(f, Digit) or f[0] is not None))
+
+
 def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> Plan:
     """Reshape: regroup the row-major factors of ``x``'s dims into the new dims.
 
     Flattening H and W into one dim keeps both axes (positions split back exactly); splitting a
-    spatial factor (H -> (H/2, 2), window partitions) cannot be tracked per axis, so that axis
-    becomes Unknown. A spatial factor of size 1 goes to a new dim of size 1 where one comes next,
+    spatial factor (H -> (H/ws, ws): a window partition) puts its digits on several dims
+    (:class:`~convlens.rules.registry.Digit`), and digits that come back together in row-major
+    order make the whole factor again (the window reverse). A spatial factor of size 1 goes to a new dim of size 1 where one comes next,
     else it is carried by no dim (every unit sees its single position). A token dim with extra
     tokens (:class:`~convlens.rules.registry.TokenDim`) passes only whole, to an output dim of its
     size at the same place (splitting the heads' channels of (B, N, C) beside it is fine); any other
@@ -244,21 +394,49 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
     got, lost = _regroup(_factors(in_dims, in_shape, d0, len(in_dims)), out_shape[e0:])
     dims += got
     broken |= lost
-    dims = [token_dim(tuple((None, f) if a in broken else (a, f) for a, f in dim), *extras(dim), live_extras(dim))
-            for dim in dims]
-    dims = [dim if any(a is not None for a, _ in dim) or len(dim) <= 1 or extras(dim) != (0, 0)
+    dims = _whole(dims, broken)
+    dims = [dim if any(_axis(f) is not None for f in dim) or len(dim) <= 1 or extras(dim) != (0, 0)
             else ((None, out_shape[d]),) for d, dim in enumerate(dims)]
-    plan = Plan(dims=tuple(dims), untracked={a: "splits a spatial axis across dims" for a in broken})
+    plan = Plan(dims=tuple(dims), untracked={a: "reshapes a spatial axis into sizes that do not divide it"
+                                                       for a in broken})
     for a in _tracked(ctx, x) - broken:
         plan.local[a] = [Source(x.id, identity)]
     return plan
 
 
 def _factors(dims: Sequence[Dim], shape: Sequence[int], start: int, stop: int) -> list[Factor]:
-    """The row-major factors of dims [start, stop); a token dim whose axes a reshape breaks counts as
-    one plain factor (its axes are already in ``broken``)."""
-    return [f for d in range(start, stop)
+    """The row-major factors of dims [start, stop), a spatial factor longer than 1 as its digit of
+    weight 1 (:func:`_whole` makes it whole again); a token dim whose axes a reshape breaks counts
+    as one plain factor (its axes are already in ``broken``)."""
+    return [Digit(f[0], f[1], 1) if f[0] is not None and f[1] > 1 else f for d in range(start, stop)
             for f in (((None, shape[d]),) if extras(dims[d]) != (0, 0) else dims[d])]
+
+
+def _axis(f: Factor) -> int | None:
+    """The spatial axis a factor holds (whole or one digit of it), or None."""
+    return f.axis if isinstance(f, Digit) else f[0]
+
+
+def _whole(dims: list[Dim], broken: set[int]) -> list[Dim]:
+    """Digits of one axis that sit next to each other in row-major order within a dim merge; an axis
+    whose digits merge into one (no digit of weight > 1 left) makes a whole factor again. Factors
+    of ``broken`` axes become plain."""
+    merged = []
+    for dim in dims:
+        out: list = []
+        for f in dim:
+            prev = out[-1] if out else None
+            if (isinstance(f, Digit) and isinstance(prev, Digit) and (prev.axis, prev.pair) == (f.axis, f.pair)
+                    and prev.weight == f.weight * f.size):
+                out[-1] = Digit(f.axis, prev.size * f.size, f.weight, f.pair)
+            elif isinstance(f, Digit) and f.size == 1:
+                continue  # (a digit of one position says nothing)
+            elif _axis(f) in broken:
+                out.append((None, f[1]))
+            else:
+                out.append(f)
+        merged.append(token_dim(tuple(out), *extras(dim), live_extras(dim)))
+    return list(normalize(merged))
 
 
 def _same_place(in_shape: Sequence[int], out_shape: Sequence[int], d: int, start: int) -> int | None:
@@ -288,7 +466,7 @@ def _regroup(factors: list[Factor], out_sizes: Sequence[int]) -> tuple[list[Dim]
             continue
         prod = 1
         while prod < size and i < len(factors):
-            axis, f = factors[i]
+            f = factors[i][1]
             if f == 1:
                 i += 1  # a size-1 spatial factor inside a longer dim: carried by no dim
             elif size % (prod * f) == 0:
@@ -297,19 +475,27 @@ def _regroup(factors: list[Factor], out_sizes: Sequence[int]) -> tuple[list[Dim]
                 i += 1
             elif f % (size // prod) == 0:  # the factor is split across this dim and the next
                 part = size // prod
-                if axis is not None:
-                    broken.add(axis)
-                group.append((None, part))
-                factors[i] = (None, f // part)
+                outer, inner = _split(factors[i], part)
+                group.append(outer)
+                factors[i] = inner
                 prod = size
             else:  # no common factorisation: give up on the structure of everything left
-                broken.update(a for a, _ in factors[i:] if a is not None)
+                broken.update(a for a in map(_axis, factors[i:]) if a is not None)
                 lost = True
                 break
         if lost:
             group = [(None, size)]
         dims.append(tuple(group))
     return dims, broken
+
+
+def _split(f: Factor, part: int) -> tuple[Factor, Factor]:
+    """A factor split row-major into an outer one of ``part`` and the inner rest: a digit into two
+    digits of the same axis."""
+    if isinstance(f, Digit):
+        inner = f.size // part
+        return Digit(f.axis, part, f.weight * inner, f.pair), Digit(f.axis, inner, f.weight, f.pair)
+    return (None, part), (None, f[1] // part)
 
 
 def permute(ctx: RuleContext, x: TRef, order: Sequence[int]) -> Plan:

@@ -62,6 +62,77 @@ class TokenDim(tuple):
         return TokenDim, (tuple(self), self.before, self.after, self.live)
 
 
+class Digit(tuple):
+    """A factor that holds one digit of a spatial axis split across dims (a window partition splits
+    H into H/ws windows and ws positions within one): the position along ``axis`` is the sum, over
+    the axis's digits, of index x ``weight``. A tensor's digits of one axis form a complete radix
+    (weights 1, n0, n0 n1, ...; :func:`radix`).
+
+    A digit iterates as a plain factor ``(None, size)``: a rule that does not know digits sees no
+    spatial axis there, and the walk then leaves the axis unknown rather than guess. ``pair`` marks
+    the key digits of attention scores, whose twins on the query dim hold the position (the axis
+    is paired: a unit sees a query's window and a key's)."""
+
+    axis: int
+    size: int
+    weight: int
+    pair: bool
+
+    def __new__(cls, axis: int, size: int, weight: int, pair: bool = False):
+        self = super().__new__(cls, (None, size))
+        self.axis, self.size, self.weight, self.pair = axis, size, weight, pair
+        return self
+
+    def key(self) -> tuple[int, int, int, bool]:
+        return self.axis, self.size, self.weight, self.pair
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Digit) and self.key() == other.key()
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(("digit",) + self.key())
+
+    def __repr__(self) -> str:
+        return f"Digit({self.axis}, {self.size}, {self.weight}{', pair=True' if self.pair else ''})"
+
+    def __reduce__(self):
+        return Digit, self.key()
+
+
+def digits_of(dims: Iterable[Dim], axis: int, pairs: bool = False) -> list[Digit]:
+    """The digits of ``axis`` held by ``dims`` (the position digits; with ``pairs`` also the key
+    digits of attention scores), a whole factor counted as the digit of weight 1."""
+    out = []
+    for dim in dims:
+        for f in dim:
+            if isinstance(f, Digit):
+                if f.axis == axis and (pairs or not f.pair):
+                    out.append(f)
+            elif f[0] == axis:
+                out.append(Digit(axis, f[1], 1))
+    return out
+
+
+def digit_axes(dims: Iterable[Dim]) -> set[int]:
+    """The axes that some dim holds as digits (split across dims)."""
+    return {f.axis for dim in dims for f in dim if isinstance(f, Digit)}
+
+
+def radix(digits: Iterable[Digit]) -> tuple[tuple[int, int], ...] | None:
+    """The (size, weight) of the digits from the least significant on, if they form a complete radix
+    (weights 1, n0, n0 n1, ...); size-1 digits are left out. None otherwise."""
+    ds = sorted(((d.size, d.weight) for d in digits if d.size > 1), key=lambda sw: sw[1])
+    w = 1
+    for size, weight in ds:
+        if weight != w:
+            return None
+        w *= size
+    return tuple(ds)
+
+
 def extras(dim: Dim) -> tuple[int, int]:
     """The extra tokens (before, after) around a dim's grid: (0, 0) for a plain dim."""
     return (dim.before, dim.after) if isinstance(dim, TokenDim) else (0, 0)
@@ -81,12 +152,14 @@ def live_extras(dim: Dim) -> bool:
 class Source:
     """Positions along an output axis draw from tensor ``tid`` through ``fn``; ``scale`` = input
     positions per output position (the factor the effective stride is multiplied by); ``counted``:
-    coverage may count one path per tap."""
+    coverage may count one path per tap; ``period``: outputs after which the map's own pattern
+    repeats (1 for maps that only shift and scale)."""
 
     tid: int
     fn: IndexFn
     scale: Fraction | None = Fraction(1)  # None: positions move at no single rate (a recurrent half-line)
     counted: bool = True  # the taps are the paths; False: the op has paths of its own (a recurrent layer)
+    period: int = 1  # the map's own pattern repeats after this many outputs (attention within windows)
 
 
 class Channels(Enum):
