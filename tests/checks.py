@@ -105,10 +105,15 @@ def _units(layer: convlens.Layer) -> list[tuple[int, ...]]:
 
 
 def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_shape: Sequence[int] | None = None,
-                         rows: Sequence[str] | None = None, tol: float = 0.0, max_rows: int | None = None
-                         ) -> Checked:
+                         rows: Sequence[str] | None = None, tol: float = 0.0, max_rows: int | None = None,
+                         local_products: bool = False) -> Checked:
     """Assert shapes, clipped windows of corner/edge/centre units, and (with ``big_shape``) rf,
-    stride and offset of every row against torch and the gradient oracle."""
+    stride and offset of every row against torch and the gradient oracle.
+
+    ``local_products``: the model has products over positions that are local (attention within
+    windows) as well as global ones. The oracle's detached copy cuts every product, so for rows
+    with global context it bounds the local window from both sides instead of giving it: the
+    detached support lies inside it, and it lies inside the full support."""
     model = copy.deepcopy(model).double().eval()
     report = convlens.analyze(model, input_shape, dtype=torch.float64)
     out = Checked()
@@ -181,6 +186,14 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                 # the row's own reduction is cut too when global paths are detached: only containment
                 if got is not None and res.bbox is not None:
                     assert all(f[0] <= w[0] and w[1] <= f[1] for f, w in zip(res.bbox, got)), (layer.name, unit)
+                out.windows += 1
+                continue
+            if layer.global_context and local_products:
+                inner = None if res_local.bbox is None else tuple(res_local.bbox)
+                assert got is not None and res.bbox is not None, (layer.name, unit, got, res.bbox)
+                assert all(f[0] <= g[0] and g[1] <= f[1] for f, g in zip(res.bbox, got)), (layer.name, unit)
+                if inner is not None:
+                    assert all(g[0] <= w[0] and w[1] <= g[1] for g, w in zip(got, inner)), (layer.name, unit)
                 out.windows += 1
                 continue
             if layer.global_context:

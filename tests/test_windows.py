@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import convlens
-from convlens.geometry import Local
+from convlens.geometry import Local, Paired, Unknown
 from checks import check_against_oracle
 
 
@@ -59,7 +59,25 @@ class WindowAttention(nn.Module):
         return x + y[:, :h, :w].permute(0, 3, 1, 2)
 
 
+class ConvInWindows(nn.Module):
+    """A depthwise conv inside each window (EfficientViT-MSRA's cascaded group attention): zero
+    padding at every window's border, so no unit sees past its window."""
+
+    def __init__(self, c: int = 4, ws: int = 4, k: int = 3):
+        super().__init__()
+        self.conv, self.ws = nn.Conv2d(c, c, k, padding=k // 2, groups=c), ws
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        ws = self.ws
+        t = x.view(b, c, h // ws, ws, w // ws, ws).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, ws, ws)
+        t = self.conv(t)
+        return t.view(b, h // ws, w // ws, c, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
 CASES = {
+    "conv in windows": (ConvInWindows(), (1, 3, 12, 16)),
+    "wide conv in windows": (ConvInWindows(ws=3, k=5), (1, 3, 9, 6)),
     "windows": (WindowAttention(), (1, 3, 16, 12)),
     "sdpa": (WindowAttention(sdpa=True), (1, 3, 16, 12)),
     "padded": (WindowAttention(ws=5), (1, 3, 13, 11)),
@@ -100,3 +118,50 @@ def test_tensor_index_of_a_window_row_follows_torchs_indexing():
     for u in [(0, 0), (3, 5), (7, 11), (4, 4)]:
         b, n, _ = layer.tensor_index(*u)
         assert out[b, n].tolist() == [float(u[0]), float(u[1])]
+
+
+# Slim configurations of timm's windowed models (weights=None: nothing downloads). ``local`` marks
+# models with global context (squeeze-excitation, channel attention) beside attention within
+# windows: the oracle's detached copy cuts every product, so there it bounds the local windows from
+# both sides (see ``check_against_oracle``).
+TIMM = {
+    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=56, embed_dim=8, depths=(2, 2), num_heads=(1, 1),
+                                                 window_size=7), (1, 3, 56, 56),
+             r"layers\.\d+|layers\.0\.blocks\.1(\.attn)?", False),
+    "swin v2": ("swinv2_tiny_window8_256", dict(img_size=64, embed_dim=8, depths=(2, 2), num_heads=(1, 1),
+                                                window_size=8), (1, 3, 64, 64), r"layers\.\d+|layers\.0\.blocks\.1",
+                False),
+    "davit": ("davit_tiny", dict(embed_dims=(8, 16), depths=(1, 1), num_heads=(1, 2), window_size=4),
+              (1, 3, 64, 64), r"stages\.\d+", True),
+    "tinyvit": ("tiny_vit_5m_224", dict(embed_dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                                        window_sizes=(4, 4, 4, 4)), (1, 3, 64, 64), r"stages\.[01]", False),
+    "twins": ("twins_svt_small", dict(img_size=64, embed_dims=(8, 16), depths=(1, 1), num_heads=(1, 2),
+                                      mlp_ratios=(2, 2), sr_ratios=(2, 1), wss=(4, 4)), (1, 3, 64, 64),
+              r"blocks\.\d+\.0|pos_block\.\d", False),
+    "sam (padded windows)": ("samvit_base_patch16", dict(img_size=64, embed_dim=16, depth=2, num_heads=1,
+                                                         window_size=3, global_attn_indexes=(1,)),
+                             (1, 3, 64, 64), r"blocks\.\d+|neck", False),
+    "maxvit": ("maxvit_rmlp_pico_rw_256", dict(img_size=64), (1, 3, 64, 64), r"stages\.0(\.blocks\.0\.attn_block)?",
+               True),
+    "efficientvit msra": ("efficientvit_m0", dict(img_size=128), (1, 3, 128, 128), r"stages\.[01]", False),
+    "mobilevit": ("mobilevit_xxs", dict(), (1, 3, 64, 64), r"stages\.[23]", False),
+}
+
+
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_windowed_models_match_the_oracle(name):
+    import re
+
+    import timm
+
+    arch, kwargs, shape, rows, local = TIMM[name]
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, **kwargs).eval()
+    report = convlens.analyze(model, shape)
+    unknown = [(layer.name, layer.notes) for layer in report
+               if any(isinstance(s, Unknown) and not isinstance(s, Paired) for s in layer.axes)]
+    assert not unknown, unknown[:3]
+    picked = [layer.name for layer in report if re.fullmatch(rows, layer.name)]
+    assert picked
+    checked = check_against_oracle(model, shape, rows=picked, local_products=local)
+    assert checked.windows >= len(picked) and not checked.skipped, checked

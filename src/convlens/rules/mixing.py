@@ -166,6 +166,13 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
     for ax in list(plan.local):
         if ax in plan.fold:
             del plan.local[ax]
+    for ref in (k, v):  # an axis on a batch dim (MobileViT's pixels within a patch): per batch element
+        lead = len(ctx.dims(ref)) - 2
+        for d in range(lead):
+            for ax in set(axes_of(ctx.dims(ref)[d])) - plan.fold:
+                if ax in plan.local and d - lead + len(ctx.dims(q)) - 2 >= 0 \
+                        and ctx.dims(q)[d - lead + len(ctx.dims(q)) - 2] == ctx.dims(ref)[d]:
+                    plan.local[ax].append(Source(ref.id, identity))
     for ax in sorted(digit_axes(ctx.dims(q)) | digit_axes(ctx.dims(k)) | digit_axes(ctx.dims(v))):
         # attention within windows: each query reads every key and value of its window
         plan.local.pop(ax, None)

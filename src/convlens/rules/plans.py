@@ -76,7 +76,7 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     maps = maps or {}
     out_shape = list(ctx.out_shape if out_shape is None else out_shape)
     in_shape = ctx.shape(x)
-    carried = {a for dim in ctx.dims(x) for a in axes_of(dim)}
+    carried = {a for dim in ctx.dims(x) for a in axes_of(dim)} | digit_axes(ctx.dims(x))
     kept = [d for d in range(len(in_shape)) if d not in drop]
     unlabeled = (ctx.global_axes(x) | ctx.local_axes(x)) - carried
     if unlabeled and any(d in maps and not axes_of(dim) and _moves(maps[d][0], out_shape[kept.index(d)], in_shape[d])
@@ -87,6 +87,7 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
                     unsupported="moves positions along a dim that lost its spatial label")
     plan = Plan(dims=())
     dims: list[Dim] = []
+    within: dict[int, IndexFn] = {}
     for d, dim in enumerate(ctx.dims(x)):
         axes = axes_of(dim)
         size = out_shape[kept.index(d)] if d in kept else None
@@ -110,6 +111,10 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
             plan.local[axis] = [Source(t.id, affine(step, 0, step), Fraction(step)) for t in (x, *extra)]
             for a in axes_of(dim[:-1]):
                 plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
+        elif d in maps and _one_digit(dim) and size == in_shape[d]:
+            out_dim = dim  # positions within a window (EfficientViT-MSRA's convs inside each window)
+            if not _still(maps[d][0], size, in_shape[d]):
+                within[d] = maps[d][0]
         elif d in maps and extras(dim) != (0, 0):
             plan.untracked.update({a: "moves positions along a token dim with extra tokens" for a in axes})
         elif d in maps and axes and len(dim) == 1:
@@ -130,13 +135,38 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
              or not _still(fn, out_shape[kept.index(d)], in_shape[d])} | (set(drop) - set(fold))
     for a in digit_axes(ctx.dims(x)):
         holders = [d for d, dim in enumerate(ctx.dims(x)) if a in held(dim)]
-        if any(d in moved for d in holders):
+        inside = [d for d in holders if d in within]
+        folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
+        if any(d in moved and d not in within for d in holders) or len(inside) > 1 or (inside and folded):
             plan.untracked[a] = "moves positions along a dim that holds part of a split axis"
             continue
-        folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
         plan.local.pop(a, None)
+        if inside:
+            (digit,) = [f for f in ctx.dims(x)[inside[0]] if isinstance(f, Digit) and f.size > 1]
+            fn = in_digit(digit.size, digit.weight, within[inside[0]])
+            plan.local[a] = [Source(t.id, fn, Fraction(1), True, digit.size * digit.weight) for t in (x, *extra)]
+            continue
         mix_digits(plan, a, [(t, ctx.dims(t), folded) for t in (x, *extra)])
     return plan
+
+
+def _one_digit(dim: Dim) -> bool:
+    """The dim holds one digit of a split axis and nothing else longer than 1 (a window's row)."""
+    long = [f for f in dim if f[1] > 1]
+    return len(long) == 1 and isinstance(long[0], Digit) and not long[0].pair and extras(dim) == (0, 0)
+
+
+def in_digit(size: int, weight: int, fn: IndexFn) -> IndexFn:
+    """``fn`` applied to one digit (size, weight) of a split axis, the other digits kept: a conv
+    inside each window, zero-padded at the window's borders in both models (a window's border is
+    the network's structure, not the edge of its input)."""
+    def mapped(v: np.ndarray, finite: bool):
+        i = (v // weight) % size
+        base = v - i * weight
+        a, b, step = fn(i, True)
+        a, b = clip_taps(a, b, step, size)
+        return base + a * weight, base + b * weight, np.asarray(step) * weight
+    return mapped
 
 
 def block(size: int, weight: int) -> IndexFn:
