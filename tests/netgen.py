@@ -6,7 +6,10 @@ chain of 1-8 steps, with occasional forks whose two arms are merged back (add/mu
 channels, cat along a spatial axis) and a few terminal ops (reduction, linear head, attention). A
 *token stage* (``tokens``) flattens the grid into tokens, puts extra tokens (class, register) around
 them, applies a per-token layer and perhaps global attention (SDPA or ``softmax(q kᵀ) v``, with or
-without a residual), slices the extra tokens off and reshapes the tokens back to the grid.
+without a residual), slices the extra tokens off and reshapes the tokens back to the grid. A
+*window stage* (``windows``) pads each axis to a multiple of a window, perhaps shifts it cyclically
+(Swin), partitions it into windows folded into the batch, mixes each window's tokens (attention, or
+a conv zero-padded at the window's borders) and puts everything back.
 Every module lives in ``model.layers`` (an ``nn.ModuleDict``), so module paths are
 ``layers.conv0``, ``layers.attention0.q``, ...; a module called twice (``shared_module``) gets two
 calls under the same path.
@@ -94,6 +97,7 @@ ALL_FAMILIES: frozenset[str] = frozenset(
         "linear",
         "attention",
         "tokens",
+        "windows",
         "shared_module",
         "unsupported",
         "branch",
@@ -538,6 +542,55 @@ def _x_attention(net, s, x):
     return x + o if s.kw["residual"] else o
 
 
+class _Windows(nn.Module):
+    """A window stage's layers (see ``_x_windows``): attention among a window's tokens, or a
+    depthwise conv inside each window."""
+
+    def __init__(self, c: int, d: int, dk: int, op: str, k: int):
+        super().__init__()
+        if op == "conv":
+            self.conv = getattr(nn, f"Conv{d}d")(c, c, k, padding=k // 2, groups=c)
+        else:
+            self.q, self.k, self.v, self.o = (nn.Linear(c, dk), nn.Linear(c, dk), nn.Linear(c, dk), nn.Linear(dk, c))
+
+
+def _x_windows(net, s, x):
+    """Swin-style windows: channels last, padded at the end of each axis to a multiple of the window,
+    perhaps cyclically shifted, partitioned into (N * windows, tokens, C), mixed within each window,
+    and put back (reverse, shift back, crop, channels first)."""
+    kw = s.kw
+    m = net.layers[s.mod]
+    ws, shift = kw["ws"], kw["shift"]
+    n, c, *grid = x.shape
+    d = len(grid)
+    y = x.permute(0, *range(2, d + 2), 1)
+    pads = [-g % w for g, w in zip(grid, ws)]
+    y = F.pad(y, [0, 0] + [v for p in reversed(pads) for v in (0, p)])
+    full = [g + p for g, p in zip(grid, pads)]
+    axes = tuple(range(1, d + 1))
+    if any(shift):
+        y = torch.roll(y, tuple(-t for t in shift), axes)
+    y = y.reshape([n] + [v for f, w in zip(full, ws) for v in (f // w, w)] + [c])
+    y = y.permute([0] + [1 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)] + [2 * d + 1])
+    t = y.reshape(-1, math.prod(ws), c)
+    if kw["op"] == "conv":
+        o = m.conv(t.transpose(1, 2).reshape(-1, c, *ws)).reshape(-1, c, math.prod(ws)).transpose(1, 2)
+    else:
+        q, k, v = m.q(t), m.k(t), m.v(t)
+        if kw["op"] == "sdpa":
+            o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
+        else:
+            o = torch.softmax(q @ k.transpose(1, 2) * kw["scale"], dim=-1) @ v
+        o = m.o(o)
+    t = t + o if kw["residual"] else o
+    y = t.reshape([n] + [f // w for f, w in zip(full, ws)] + list(ws) + [c])
+    y = y.permute([0] + [v for i in range(d) for v in (1 + i, 1 + d + i)] + [2 * d + 1]).reshape([n] + full + [c])
+    if any(shift):
+        y = torch.roll(y, tuple(shift), axes)
+    y = y[(slice(None),) + tuple(slice(0, g) for g in grid)]
+    return y.permute(0, d + 1, *range(1, d + 1)).contiguous()
+
+
 class _Tokens(nn.Module):
     """A token stage: extra tokens (class, register) around the flattened grid, a per-token layer,
     perhaps global attention, the extra tokens sliced off and the grid restored (see ``_x_tokens``)."""
@@ -601,6 +654,7 @@ _EXEC = {
     "head": _x_head,
     "attention": _x_attention,
     "tokens": _x_tokens,
+    "windows": _x_windows,
     "view_write": _x_view_write,
 }
 
@@ -782,6 +836,7 @@ MAIN_KINDS = (
     "branch",
     "view_write",
     "tokens",
+    "windows",
 )
 _FORK_KINDS = ("cat_channels", "cat_spatial", "branch")
 _KIND_FAMILY = {k: k for k in MAIN_KINDS}
@@ -1890,6 +1945,22 @@ class _Builder:
         kw = dict(before=before, after=after, attention=attention, residual=self.coin(), scale=1.0 / math.sqrt(dk),
                   slice=self.pick(["two", "narrow"]))
         return self.add("tokens", [vid], kw, v, fams, name)
+
+    def g_windows(self, vid, depth=0, arm=False):
+        """A window stage (``_x_windows``): every unit mixes the positions of its window (attention,
+        or a conv zero-padded at the window's borders), with windows shifted or not, the axes padded
+        to a multiple of the window."""
+        v = self.vals[vid]
+        ws = tuple(self.int_(1, min(4, a.size)) for a in v.axes)
+        shift = tuple(self.int_(0, w - 1) if self.coin() else 0 for w in ws)
+        op = self.pick(["matmul", "sdpa", "conv"])
+        dk, k = self.int_(1, 4), self.pick([1, 3])
+        name = self.name("windows")
+        self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k)
+        kw = dict(ws=ws, shift=shift, op=op, residual=self.coin(), scale=1.0 / math.sqrt(dk))
+        axes = tuple(Ax(a.size, a.slope, a.period * w // math.gcd(int(a.period * a.slope), w), a.origin)
+                     for a, w in zip(v.axes, ws))
+        return self.add("windows", [vid], kw, Val(v.c, axes), {"windows"}, name)
 
     def g_view_write(self, vid, depth=0, arm=False):
         """A copy of the value written through a view with a same-size conv of it (see _x_view_write)."""

@@ -61,6 +61,10 @@ methods, operators, in-place forms)          ``a - b`` -> ``a + b``; ``-a`` -> `
                                              exactly 0 (zero padding, transposed-conv gaps).
 ==========================================  ==========================================================
 
+layer_norm, group_norm and instance_norm (batch statistics) become ``x + mean(x)`` over the normalised
+group (affine weights kept): the paths of their statistics stay, and no centring cancels a pixel
+that the whole group reads alike.
+
 softmax, and scaled dot-product attention written out as ``softmax(q kᵀ * scale + mask) v``, run on
 logits divided by a detached positive constant (their largest finite magnitude along the dim, plus 1),
 so that no weight rounds to exactly 0 (with positive weights deep nets make logits so large that
@@ -264,6 +268,44 @@ def _batch_norm(mode, func, name, args, kwargs):
     if a["bias"] is not None:
         y = y + a["bias"].reshape(shape)
     return y
+
+
+def _norm_as_sum(kind: str):
+    """layer_norm, group_norm, instance_norm (batch statistics) as ``x + mean(x)`` over the normalised
+    group, then the affine weights: the statistics' paths are kept, with positive weight. Run as
+    is, the centring ``x - mean(x)`` cancels exactly a pixel that every value of the group reads
+    alike (two channels, one ``v`` and one ``v + w``: ``x - mean`` keeps only ``w``), although the
+    pixel has a path (DESIGN: windows are paths). ``"ones"`` mode runs them as is."""
+    names = {"layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+             "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
+             "instance_norm": ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats",
+                               "momentum", "eps")}[kind]
+
+    def rule(mode, func, name, args, kwargs):
+        a = _bind(args, kwargs, names, {n: None for n in names[2:]})
+        x = a["input"]
+        if mode.ones or not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+            return NotImplemented
+        channel = (1, -1) + (1,) * (x.dim() - 2)
+        if kind == "layer_norm":
+            k = len(a["normalized_shape"])
+            y = x + x.mean(tuple(range(x.dim() - k, x.dim())), keepdim=True)
+            shape = tuple(a["normalized_shape"])
+        elif kind == "group_norm":
+            g = x.reshape(x.shape[0], a["num_groups"], -1)
+            y = (g + g.mean(-1, keepdim=True)).reshape(x.shape)
+            shape = channel
+        else:
+            if a["use_input_stats"] is False:
+                return NotImplemented
+            y = x + x.mean(tuple(range(2, x.dim())), keepdim=True)
+            shape = channel
+        if a["weight"] is not None:
+            y = y * a["weight"].reshape(shape)
+        if a["bias"] is not None:
+            y = y + a["bias"].reshape(shape)
+        return y
+    return rule
 
 
 def _tempered(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -478,6 +520,8 @@ for _k in (1, 2, 3):
 for _n in _SIGNED:
     _RULES[_n] = _as_sum
 _RULES["batch_norm"] = _batch_norm
+for _n in ("layer_norm", "group_norm", "instance_norm"):
+    _RULES[_n] = _norm_as_sum(_n)
 _RULES["softmax"] = _RULES["log_softmax"] = _softmax
 _RULES["scaled_dot_product_attention"] = _sdpa
 

@@ -173,6 +173,26 @@ def test_products_keep_paths_through_a_zero_factor(kind):
     assert probe(m, (1, 1, 12), unit=(4,)).bbox == [(2, 5)]
 
 
+class _ChannelsReadAlike(nn.Module):
+    """Channel 0 reads x[u], channel 1 reads x[u] and x[u - 1]; a layer norm over the channels then
+    centres them. A norm is blind to a shift of its whole group, so run as is its
+    gradient at x[u] is zero but for rounding (exactly zero in a 3-D net of the 10,000-network run),
+    although x[u] has a path (DESIGN: windows are paths)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(2)
+
+    def forward(self, x):
+        y = torch.cat([x, x + F.pad(x[..., :-1], (1, 0))], 1)
+        return self.norm(y.movedim(1, -1)).movedim(-1, 1)
+
+
+def test_norms_keep_a_path_their_whole_group_reads_alike():
+    grad = probe(_ChannelsReadAlike(), (1, 1, 8), unit=(3,)).grad
+    assert grad[3] > 1e-6 * grad.max()  # not a rounding residue: the linearized norm keeps the path
+
+
 def test_bilinear_upsample_x2():
     # src = o/2 - 1/4: o = 2m sees m-1, m; o = 2m+1 sees m, m+1
     g = unbounded_geometry(nn.Upsample(scale_factor=2, mode="bilinear"), (1, 1, 16, 16), None, 0)

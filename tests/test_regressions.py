@@ -63,9 +63,10 @@ class LostLabel(nn.Module):
 
 
 class LabelOnTwoDims(nn.Module):
-    """A pooled-to-1 axis through a Linear (a reshape puts its label on the batch dim), added to itself
-    unchanged: the sum would carry the axis on two dims. Then a circular pad grows one of them and a
-    roll moves it."""
+    """A pooled-to-1 axis through a Linear, added to itself unchanged. The Linear's reshape
+    (1, 1, 2) -> (1, 2) cannot tell the batch's size-1 dim from the axis's; it once put the label on
+    the batch dim, so the sum carried the axis on two dims. Then a circular pad grows one of them
+    and a roll moves it."""
 
     def __init__(self):
         super().__init__()
@@ -75,6 +76,22 @@ class LabelOnTwoDims(nn.Module):
         y = F.adaptive_max_pool1d(x, 1)
         y = y + self.fc(y.transpose(1, 2)).transpose(1, 2)
         return torch.roll(F.pad(y, (1, 1), mode="circular"), -2, 2).mean(2)
+
+
+class PaddedAfterLinear(nn.Module):
+    """A pooled-to-1 axis through a Linear over channels (permuted there and back), then a conv that
+    pads it to 3 positions: positions 0 and 2 read only padding. The Linear's reshape had put the
+    axis's label on the batch dim, so the conv seemed to pad a plain dim and every position was
+    reported as seeing the whole axis (the 10,000-network run, seed 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.conv = nn.Conv1d(2, 2, 1, padding=1)
+
+    def forward(self, x):
+        y = F.adaptive_max_pool1d(x, 1)
+        return self.conv(self.fc(y.permute(0, 2, 1)).permute(0, 2, 1))
 
 
 class CatGlobalPieces(nn.Module):
@@ -346,6 +363,7 @@ class AttentionOverOddPixels(nn.Module):
     (LostLabel("cat"), (1, 1, 2, 1)),
     (LostLabel("shift"), (1, 1, 2, 1)),
     (LabelOnTwoDims(), (1, 2, 9)),
+    (PaddedAfterLinear(), (1, 2, 5)),
     (CatGlobalPieces(), (1, 1, 3, 1)),
 ])
 def test_found_by_long_runs(model, shape):
@@ -354,7 +372,7 @@ def test_found_by_long_runs(model, shape):
 
 
 @pytest.mark.parametrize("model, shape", [(LostLabel("pad"), (1, 1, 2, 1)), (LostLabel("cat"), (1, 1, 2, 1)),
-                                          (LostLabel("shift"), (1, 1, 2, 1)), (LabelOnTwoDims(), (1, 2, 9)),
+                                          (LostLabel("shift"), (1, 1, 2, 1)), (PaddedAfterLinear(), (1, 2, 5)),
                                           (CatGlobalPieces(), (1, 1, 3, 1)), (CatAttentionBesideConv(), (1, 2, 6)),
                                           (AttentionOverOddPixels(), (1, 2, 8))])
 def test_untracked_cases_are_named(model, shape):

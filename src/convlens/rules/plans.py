@@ -437,9 +437,11 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
 def _factors(dims: Sequence[Dim], shape: Sequence[int], start: int, stop: int) -> list[Factor]:
     """The row-major factors of dims [start, stop), a spatial factor longer than 1 as its digit of
     weight 1 (:func:`_whole` makes it whole again); a token dim whose axes a reshape breaks counts
-    as one plain factor (its axes are already in ``broken``)."""
+    as one plain factor (its axes are already in ``broken``), and so does a plain dim of size 1 (the
+    batch of one sample): size-1 dims pair up in order (:func:`_regroup`)."""
     return [Digit(f[0], f[1], 1) if f[0] is not None and f[1] > 1 else f for d in range(start, stop)
-            for f in (((None, shape[d]),) if extras(dims[d]) != (0, 0) else dims[d])]
+            for f in (((None, shape[d]),) if extras(dims[d]) != (0, 0) or (shape[d] == 1 and not dims[d])
+                      else dims[d])]
 
 
 def _axis(f: Factor) -> int | None:
@@ -480,8 +482,13 @@ def _same_place(in_shape: Sequence[int], out_shape: Sequence[int], d: int, start
 
 
 def _regroup(factors: list[Factor], out_sizes: Sequence[int]) -> tuple[list[Dim], set[int]]:
-    """Row-major factors regrouped into dims of ``out_sizes``, and the axes a split broke."""
-    factors = [f for f in factors if f[1] != 1 or f[0] is not None]
+    """Row-major factors regrouped into dims of ``out_sizes``, and the axes a split broke.
+
+    Size-1 factors (a spatial axis pooled to one position, or a plain size-1 dim such as a batch of
+    one) go to the output's size-1 dims in order; one with no size-1 dim in its place is carried
+    by no dim. ((1, 1, 8) -> (1, 8) keeps the batch's place and drops the axis's label, which the
+    batch dim would otherwise take: a conv padding the axis later would then move positions
+    convlens believed elsewhere.)"""
     dims: list[Dim] = []
     broken: set[int] = set()
     lost = False
@@ -490,7 +497,8 @@ def _regroup(factors: list[Factor], out_sizes: Sequence[int]) -> tuple[list[Dim]
         group: list = []
         if size == 1 and not lost:
             if i < len(factors) and factors[i][1] == 1:
-                group.append(factors[i])
+                if factors[i][0] is not None:
+                    group.append(factors[i])
                 i += 1
             dims.append(tuple(group))
             continue
