@@ -189,11 +189,15 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
                 out.windows += 1
                 continue
             if layer.global_context and local_products:
+                # full support ⊇ convlens's local window ⊇ the detached support
                 inner = None if res_local.bbox is None else tuple(res_local.bbox)
-                assert got is not None and res.bbox is not None, (layer.name, unit, got, res.bbox)
-                assert all(f[0] <= g[0] and g[1] <= f[1] for f, g in zip(res.bbox, got)), (layer.name, unit)
-                if inner is not None:
-                    assert all(g[0] <= w[0] and w[1] <= g[1] for g, w in zip(got, inner)), (layer.name, unit)
+                if got is None:
+                    assert inner is None, (layer.name, unit, got, inner)
+                else:
+                    assert res.bbox is not None, (layer.name, unit, got, res.bbox)
+                    assert all(f[0] <= g[0] and g[1] <= f[1] for f, g in zip(res.bbox, got)), (layer.name, unit)
+                    if inner is not None:
+                        assert all(g[0] <= w[0] and w[1] <= g[1] for g, w in zip(got, inner)), (layer.name, unit)
                 out.windows += 1
                 continue
             if layer.global_context:
