@@ -165,3 +165,51 @@ def test_timm_windowed_models_match_the_oracle(name):
     assert picked
     checked = check_against_oracle(model, shape, rows=picked, local_products=local)
     assert checked.windows >= len(picked) and not checked.skipped, checked
+
+
+class Outlook(nn.Module):
+    """VOLO's outlook attention in miniature: ``F.unfold`` into k x k neighbourhoods, a mix of the
+    kernel offsets per position (or none), ``F.fold`` back (overlaps summed)."""
+
+    def __init__(self, c: int = 2, k: int = 3, stride: int = 1, mix: bool = True):
+        super().__init__()
+        self.k, self.stride, self.mix = k, stride, mix
+        self.offsets = nn.Linear(k * k, k * k)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        u = F.unfold(x, self.k, padding=self.k // 2, stride=self.stride)
+        blocks = u.shape[-1]
+        u = u.reshape(b, c, self.k * self.k, blocks)
+        if self.mix:
+            u = self.offsets(u.transpose(2, 3)).transpose(2, 3)
+        return F.fold(u.reshape(b, -1, blocks), (h, w), self.k, padding=self.k // 2, stride=self.stride)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_unfold_mix_fold_matches_the_oracle(stride):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), Outlook(stride=stride), nn.Conv2d(2, 2, 1))
+    checked = check_against_oracle(model, (1, 1, 10, 8))
+    assert checked.windows > 0 and not [s for s in checked.skipped if "unknown" in s]
+
+
+def test_a_fold_of_unmixed_offsets_is_named_not_overstated():
+    # fold(unfold(x)) sums copies of x[p] only: a union over each block's channels would say the
+    # whole 5 x 5 neighbourhood, so convlens names the op instead
+    report = convlens.analyze(Outlook(mix=False), (1, 2, 10, 8))
+    assert any("fold of channels that see different windows" in n for n in report.notes), report.notes
+    check_against_oracle(Outlook(mix=False), (1, 2, 10, 8))
+
+
+def test_volo_matches_the_oracle():
+    from timm.models.volo import VOLO
+
+    torch.manual_seed(0)
+    model = VOLO(layers=[1, 1, 1, 1], img_size=64, embed_dims=[16, 32, 32, 32], num_heads=[1, 2, 2, 2],
+                 stem_hidden_dim=8, num_classes=10).eval()
+    report = convlens.analyze(model, (1, 3, 64, 64))
+    assert not [layer.name for layer in report
+                if any(isinstance(s, Unknown) and not isinstance(s, Paired) for s in layer.axes)]
+    rows = [layer.name for layer in report if layer.depth == 2 and layer.name.startswith("network")]
+    checked = check_against_oracle(model, (1, 3, 64, 64), rows=rows)
+    assert checked.windows >= len(rows) and not checked.skipped, checked

@@ -105,8 +105,22 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
         dims[d] = dim  # (an axis also contracted stays on it, global: the queries of attention)
         for ax in set(axes_of(dim)) - plan.fold - paired:
             plan.local.setdefault(ax, []).append(Source(ref.id, identity))
+        if d >= rank - 2:
+            continue
+        for other, dd in ((a, da), (b, db)):  # a batch dim both operands hold (VOLO's positions): both map
+            j = d - (rank - len(dd))
+            if other is ref or not 0 <= j < len(dd) - 2 or not held(dd[j]):
+                continue
+            for ax in set(axes_of(dim)) | set(axes_of(dd[j])):
+                if dd[j] == dim and ctx.shape(other)[j] == out_shape[d]:
+                    plan.local.setdefault(ax, []).append(Source(other.id, identity))
+                else:
+                    plan.untracked[ax] = "a matrix product whose operands hold spatial axes on different batch dims"
+                    plan.local.pop(ax, None)
+    for ax in plan.untracked:
+        plan.local.pop(ax, None)
     for ref in (a, b):  # an axis at one position carried by no dim (after ``select``): every unit reads it
-        for ax in virtual_axes(ctx, ref) - plan.fold - paired:
+        for ax in virtual_axes(ctx, ref) - plan.fold - paired - set(plan.untracked):
             plan.local.setdefault(ax, []).append(Source(ref.id, broadcast))
     if bias is not None:
         for ax in ctx.local_axes(bias):

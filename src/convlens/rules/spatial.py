@@ -363,6 +363,63 @@ def pixel_unshuffle(ctx: RuleContext) -> Plan:
     return plan
 
 
+@register_geometry(aten.im2col)
+def im2col(ctx: RuleContext) -> Plan:
+    """``F.unfold``: (N, C, H, W) -> (N, C * kh * kw, L), L the blocks row-major over their grid. Along
+    each axis a block reads a conv's taps; each kernel offset has channels of its own (split, as
+    after ``pixel_unshuffle``: a later pick or col2im of them is named untracked). L holds both
+    axes as a flattened grid."""
+    n = ctx.node
+    x = n.arg(0, "self")
+    kernel, dilation, padding, stride = (list(n.arg(i, name)) for i, name in
+                                         enumerate(("kernel_size", "dilation", "padding", "stride"), 1))
+    rank = len(ctx.shape(x))
+    grid = [(ctx.shape(x)[rank - 2 + i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+            for i in range(2)]
+    maps = {rank - 2 + i: (affine(stride[i], -padding[i], kernel[i], dilation[i]), Fraction(stride[i]))
+            for i in range(2)}
+    shape = list(ctx.out_shape[:-1]) + grid
+    plan = windowed(ctx, x, maps, out_shape=shape)
+    rows, cols = plan.dims[-2:]
+    if len(rows) + len(cols) != 2 or rows[0][0] is None or cols[0][0] is None or extras(rows) != (0, 0) \
+            or extras(cols) != (0, 0):
+        return Plan(dims=tuple(plain(size) for size in ctx.out_shape),
+                    unsupported="unfold of dims that are not one spatial axis each")
+    plan.dims = plan.dims[:-2] + (tuple(rows) + tuple(cols),)
+    plan.channels = Channels.SPLIT
+    return plan
+
+
+@register_geometry(aten.col2im)
+def col2im(ctx: RuleContext) -> Plan:
+    """``F.fold``: (N, C * kh * kw, L) -> (N, C, H, W), every block's taps summed into the positions
+    they cover: along each axis a transposed conv's taps from L's grid of blocks. Exact when the
+    kernel offsets' channels were mixed since the unfold (VOLO's outlook attention); before that a
+    channel holds one offset only, which a union over channels would overstate: untracked."""
+    n = ctx.node
+    x = n.arg(0, "self")
+    output_size, kernel, dilation, padding, stride = (list(n.arg(i, name)) for i, name in enumerate(
+        ("output_size", "kernel_size", "dilation", "padding", "stride"), 1))
+    rank = len(ctx.shape(x))
+    blocks = ctx.dims(x)[-1]
+    grid = [(output_size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+    if ctx.channels_split(x):
+        return Plan(dims=tuple(plain(size) for size in ctx.out_shape),
+                    unsupported="fold of channels that see different windows (an unfold's kernel offsets not mixed "
+                                "since)")
+    if len(blocks) != 2 or extras(blocks) != (0, 0) or [f for _, f in blocks] != grid \
+            or any(a is None for a, _ in blocks):
+        return Plan(dims=tuple(plain(size) for size in ctx.out_shape),
+                    unsupported="fold of a dim that is not the unfold's grid of blocks")
+    plan = windowed(ctx, x, fold=[rank - 2], drop=[rank - 1], out_shape=list(ctx.out_shape[:-2]))
+    plan.dims = plan.dims + tuple(((a, output_size[i]),) for i, (a, _) in enumerate(blocks))
+    for i, (a, _) in enumerate(blocks):
+        plan.untracked.pop(a, None)
+        plan.local[a] = [Source(x.id, transposed_taps(stride[i], padding[i], kernel[i], dilation[i]),
+                                Fraction(1, stride[i]))]
+    return plan
+
+
 # ---------------------------------------------------------------- padding
 
 def pad_taps(left: int, n_in: int, mode: str) -> IndexFn:
