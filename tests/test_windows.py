@@ -213,3 +213,23 @@ def test_volo_matches_the_oracle():
     rows = [layer.name for layer in report if layer.depth == 2 and layer.name.startswith("network")]
     checked = check_against_oracle(model, (1, 3, 64, 64), rows=rows)
     assert checked.windows >= len(rows) and not checked.skipped, checked
+
+
+class Scores(nn.Module):
+    """The scores of attention within windows, as a row of their own (before any softmax)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scores = nn.Identity()
+
+    def forward(self, x):
+        t = partition(x.permute(0, 2, 3, 1), 4)
+        return self.scores(t @ t.transpose(1, 2))
+
+
+def test_scores_within_windows_are_pairs_not_windows():
+    # a unit of q kᵀ sees its query's window and its key's, no single box: the row says so (the walk
+    # keeps the whole window for the softmax that follows, which must not show here)
+    layer = convlens.analyze(Scores(), (1, 2, 8, 8))["scores"]
+    assert all(isinstance(s, Paired) for s in layer.axes)
+    assert any("pairs a query position with a key position" in note for note in layer.notes)

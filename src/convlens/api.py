@@ -17,7 +17,7 @@ from .geometry import Constant, Global, Local, Paired, Unknown
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
 from .report import Analysis, DimLayout, Layer, Report, Totals
-from .rules.registry import extras
+from .rules.registry import Digit, extras
 
 
 @contextlib.contextmanager
@@ -94,15 +94,25 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             op = _short(producer.name) if call.is_leaf and inside else call.type_name
             merges = [m for m in graph.merges if call.first_op <= m.node.index < call.end_op]
             aligned = None if not merges else all(m.aligned for m in merges)
-            notes = _notes(geom.axes, geom.global_context, [m for m in merges if not m.aligned], names, input_size)
+            notes = _notes(_shown(geom), geom.global_context, [m for m in merges if not m.aligned], names, input_size)
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
-                global_context=geom.global_context, notes=notes, axes=geom.axes, input_size=input_size,
+                global_context=geom.global_context, notes=notes, axes=_shown(geom), input_size=input_size,
                 windows=geom.windows, axis_dims=_axis_dims(geom), tensor=tid,
                 layout=tuple(DimLayout(tuple(dim), *extras(dim)) for dim in geom.dims)))
     return rows
+
+
+def _shown(geom) -> tuple:
+    """The states a row shows: attention scores within windows (key digits on a dim) pair a query
+    with a key, as global attention's scores do. The walk keeps their windows for what follows (the
+    query's window united with its whole key window: exact after the softmax over the keys), which
+    would overstate a single pair."""
+    pairs = {f.axis for dim in geom.dims for f in dim if isinstance(f, Digit) and f.pair}
+    return tuple(Paired(frozenset({"attention within windows (pairs query and key positions: attention scores)"}))
+                 if a in pairs and isinstance(s, Local) else s for a, s in enumerate(geom.axes))
 
 
 def _axis_dims(geom) -> tuple[int | None, ...]:

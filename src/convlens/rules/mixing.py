@@ -11,7 +11,7 @@ import torch
 from ..capture import RNN, SDPA
 from .plans import virtual_axes, axes_of, broadcast, held, identity, is_tokens, mix_digits, plain, pointwise, windowed
 from .registry import (Channels, Digit, Plan, RuleContext, Source, attention_targets, digit_axes, digits_of, extras,
-                       radix, register_geometry, token_dim)
+                       live_extras, radix, register_geometry, token_dim)
 
 aten = torch.ops.aten
 
@@ -143,7 +143,8 @@ def _product_digits(plan: Plan, ax: int, a, da, b, db, carriers) -> None:
     if keys:
         plan.dims = plan.dims[:-1] + (token_dim(tuple(Digit(f.axis, f.size, f.weight, True)
                                                       if isinstance(f, Digit) and f.axis == ax else f
-                                                      for f in plan.dims[-1]), *extras(plan.dims[-1])),)
+                                                      for f in plan.dims[-1]), *extras(plan.dims[-1]),
+                                                live_extras(plan.dims[-1])),)
     mixed_a = digits_of([da[-1]], ax)
     mixed_b = digits_of([db[-2]], ax) + (digits_of([db[-1]], ax) if keys else [])
     mix_digits(plan, ax, [(a, da, mixed_a), (b, db, mixed_b)])

@@ -399,8 +399,9 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
     Flattening H and W into one dim keeps both axes (positions split back exactly); splitting a
     spatial factor (H -> (H/ws, ws): a window partition) puts its digits on several dims
     (:class:`~convlens.rules.registry.Digit`), and digits that come back together in row-major
-    order make the whole factor again (the window reverse). A spatial factor of size 1 goes to a new dim of size 1 where one comes next,
-    else it is carried by no dim (every unit sees its single position). A token dim with extra
+    order make the whole factor again (the window reverse). Size-1 dims pair up in order; a
+    spatial factor of size 1 with no size-1 dim in its place is carried by no dim (every unit sees
+    its single position). A token dim with extra
     tokens (:class:`~convlens.rules.registry.TokenDim`) passes only whole, to an output dim of its
     size at the same place (splitting the heads' channels of (B, N, C) beside it is fine); any other
     reshape of it leaves its axes untracked.
