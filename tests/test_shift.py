@@ -32,3 +32,33 @@ def test_global_output_is_refused_with_a_hint():
     head = nn.Sequential(nn.Conv2d(1, 1, 3), nn.AdaptiveAvgPool2d(1))
     with pytest.raises(convlens.ConvlensError, match="before the global pooling"):
         convlens.shift_check(head, (1, 1, 16, 16))
+
+
+class ChannelsLast(nn.Module):
+    """A strided conv whose output is returned channels last (as a Swin or ConvNeXt stage's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x).permute(0, 2, 3, 1)
+
+
+def test_channels_last_rows_shift_along_their_own_dims():
+    result = convlens.shift_check(ChannelsLast(), (1, 1, 40, 36), shift=4)
+    for axis in result.axes:
+        assert axis.smallest == 2 and axis.errors[2] < 1e-6 and axis.errors[1] > 1e-3
+
+
+class Windows(nn.Module):
+    """Windows of 4 x 4 folded into the batch dim: no dim holds an axis whole."""
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        return x.view(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, 16) * 2
+
+
+def test_a_window_row_is_refused_with_a_hint():
+    with pytest.raises(convlens.ConvlensError, match="grid layout"):
+        convlens.shift_check(Windows(), (1, 1, 16, 16))

@@ -4,6 +4,7 @@ against the gradient oracle and torch's own indexing."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -233,3 +234,65 @@ def test_scores_within_windows_are_pairs_not_windows():
     layer = convlens.analyze(Scores(), (1, 2, 8, 8))["scores"]
     assert all(isinstance(s, Paired) for s in layer.axes)
     assert any("pairs a query position with a key position" in note for note in layer.notes)
+
+
+# ---------------------------------------------------------------- unit tools on token and window rows
+
+def _brute_erf(model, x, index) -> "torch.Tensor":
+    """The mean over samples of |d sum(T[index]) / d x|, summed over input channels: the real model."""
+    total = torch.zeros(x.shape[2:], dtype=torch.float64)
+    for sample in x:
+        xs = sample[None].clone().requires_grad_(True)
+        out = {}
+        handle = model.get_submodule(index[0]).register_forward_hook(lambda m, i, o: out.setdefault("t", o))
+        try:
+            model(xs)
+        finally:
+            handle.remove()
+        (g,) = torch.autograd.grad(out["t"][index[1]].sum(), xs)
+        total += g.abs().sum(dim=(0, 1)).double()
+    return total / len(x)
+
+
+@pytest.mark.parametrize("case", ["vit block", "swin stage"])
+def test_erf_picks_a_token_rows_unit_by_grid_position(case):
+    import timm
+
+    torch.manual_seed(0)
+    if case == "vit block":
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, embed_dim=16, depth=2,
+                                  num_heads=1, reg_tokens=1).eval()
+        row, unit = "blocks.0", (1, 2)  # (B, 1 class + 1 register + 16 patches, C)
+    else:
+        model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=56, embed_dim=8,
+                                  depths=(2, 2), num_heads=(1, 1), window_size=7).eval()
+        row, unit = "layers.0", (3, 12)  # (B, H, W, C): channels last
+    shape = (1, 3, 64, 64) if case == "vit block" else (1, 3, 56, 56)
+    layer = convlens.analyze(model, shape)[row]
+    x = torch.randn((4,) + shape[1:])
+    got = convlens.erf(model, shape, row, unit, samples=4, inputs=x)
+    where = tuple(slice(None) if i is None else i for i in layer.tensor_index(*unit))
+    want = _brute_erf(model, x, (row, where))
+    np.testing.assert_allclose(got.map, want.numpy(), rtol=1e-4, atol=1e-9)  # (float32, batched there)
+    if case == "swin stage":  # inside its shifted window's span, which the real gradient fills
+        (r0, r1), (c0, c1) = layer.window(*unit)
+        support = np.argwhere(want.numpy() > 0)
+        assert support[:, 0].min() >= r0 and support[:, 0].max() <= r1
+        assert support[:, 1].min() >= c0 and support[:, 1].max() <= c1
+
+
+def test_coverage_of_a_swin_stage_unit_is_the_support_of_the_real_gradient():
+    # every pair within a (shifted) window is a path, the masked ones too (the mask is not read):
+    # the real model's gradient, averaged over inputs, is nonzero on exactly those pixels
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=56, embed_dim=8,
+                              depths=(2, 2), num_heads=(1, 1), window_size=7).eval().double()
+    shape, row = (1, 3, 56, 56), "layers.0"
+    layer = convlens.analyze(model, shape, dtype=torch.float64)[row]
+    for unit in [(3, 12), (13, 13), (0, 6)]:
+        cover = convlens.analyze(model, shape, dtype=torch.float64).coverage(row, unit).map != 0
+        where = tuple(slice(None) if i is None else i for i in layer.tensor_index(*unit))
+        real = _brute_erf(model, torch.randn((2,) + shape[1:], dtype=torch.float64), (row, where)).numpy() > 0
+        np.testing.assert_array_equal(cover, real)

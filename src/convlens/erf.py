@@ -28,8 +28,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .api import analyze
+from .geometry import Local
 from .errors import ConvlensError, ModelError, check_input_shape, check_int, first_line
 from .modelstate import check_model, evaluated, model_dtype
+from .rules.registry import Digit
 
 QUANTILES = (0.5, 0.9, 0.99)
 MAX_SAMPLES = 10**7
@@ -179,7 +181,9 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     """The effective receptive field of one unit (see the module doc).
 
     ``layer``: a row name as in :func:`convlens.analyze` (default: the model's output); ``unit``: one
-    index per spatial axis of that output (default: the centre, n // 2). ``inputs``: None (random
+    grid position per spatial axis of the input (default: the centre, n // 2), whatever the row's
+    layout: channels first or last, or a token row (B, 1 + H*W, C), whose unit is the token that
+    holds the position (``Layer.tensor_index``). ``inputs``: None (random
     normal inputs of ``input_shape``, seeded), a tensor of samples, or an iterable of batches (a
     DataLoader; ``(x, y)`` items use x). ``samples``: how many inputs to average. ``progress``: a
     progress bar (default: when there is more than one batch and stderr is a terminal). When
@@ -194,14 +198,12 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     report = analyze(model, shape, dtype=dtype)
     row = report[layer or ""]
     k = len(shape) - 2
-    if len(row.output_shape) != k + 2:
-        raise ConvlensError(f"{layer or 'the output'} has shape {row.output_shape}: the ERF needs (N, C, *spatial) "
-                            f"with the input's {k} spatial axes")
-    spatial = row.output_shape[2:]
+    spatial = _grid(row, k)
     unit = tuple(n // 2 for n in spatial) if unit is None else tuple(unit)
     if len(unit) != k or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool) and 0 <= u < n
                                  for u, n in zip(unit, spatial)):
-        raise ConvlensError(f"unit {unit} is not a position of {layer or 'the output'} (spatial size {spatial})")
+        raise ConvlensError(f"unit {unit} is not a position of {layer or 'the output'} (grid size {spatial})")
+    index = tuple(slice(None) if i is None else i for i in row.tensor_index(*unit))
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
                                                                torch.device("cpu"))
     total = torch.zeros(shape[2:], dtype=torch.float64, device=dev)
@@ -214,7 +216,7 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
                 raise ConvlensError(f"an input batch has shape {tuple(x.shape)}, not (B, {shape[1:]})")
             x = x.to(dev, dtype).requires_grad_(True)
             t = capture.run(x)
-            (grad,) = torch.autograd.grad(t[(slice(None), slice(None), *unit)].sum(), x)
+            (grad,) = torch.autograd.grad(t[index].sum(), x)
             if not torch.isfinite(grad).all():
                 raise ConvlensError(f"the gradient of {layer or 'the output'} unit {unit} is not finite (NaN or "
                                     "inf) for some inputs, so it has no ERF: check the model's weights and output")
@@ -228,6 +230,31 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     if count_t.item() == 0:
         raise ConvlensError("no input samples were given")
     return ERFResult(layer or "", unit, (total / count_t).cpu().numpy(), int(count_t.item()), row.rf)
+
+
+def _grid(row, k: int) -> tuple[int, ...]:
+    """The row's grid size per input axis (1 where global): its units are picked by grid position,
+    whatever the layout (channels first or last, a flattened token grid with class tokens). A row
+    that holds windows in its batch dim (a window partition) has units in every sample's windows:
+    the ERF asks for a row in grid layout."""
+    if len(row.layout) != len(row.output_shape):
+        raise ConvlensError(f"{row.name or 'the output'} has no layout of its spatial axes: pick another row")
+    first = row.layout[0] if row.layout else None
+    if first is not None and any(f[0] is not None or isinstance(f, Digit) for f in first.factors):
+        raise ConvlensError(f"{row.name or 'the output'} holds spatial positions in its batch dim (windows of a "
+                            "window partition): pick a row in grid layout, such as the stage's output")
+    sizes = [1] * k
+    for dim in row.layout:
+        for f in dim.factors:
+            axis = f.axis if isinstance(f, Digit) else f[0]
+            if axis is not None and axis < k:  # (digits: the top one's size x weight is the axis's)
+                sizes[axis] = max(sizes[axis], f[1] * (f.weight if isinstance(f, Digit) else 1))
+    for a, state in enumerate(row.axes):
+        if isinstance(state, Local) and not any((f.axis if isinstance(f, Digit) else f[0]) == a
+                                                for d in row.layout for f in d.factors):
+            raise ConvlensError(f"{row.name or 'the output'} is local along axis {a} but no dim holds it: pick "
+                                "another row")
+    return tuple(sizes)
 
 
 def _stderr_is_terminal() -> bool:

@@ -97,6 +97,9 @@ def shift_check(model: nn.Module, input_shape: Sequence[int], shift: int | Seque
             if not isinstance(state, Local):
                 raise ConvlensError(f"{name or 'the output'} is not local along axis {a}: a shift moves nothing "
                                     f"there (use a layer before the global pooling)")
+            if base_row.axis_dims[a] is None:
+                raise ConvlensError(f"{name or 'the output'} holds axis {a} in a flattened dim (tokens or windows): "
+                                    f"pick a row in grid layout, such as the stage's output")
             errors, compared = {}, {}
             for t in shifts:
                 if t >= shape[2 + a]:
@@ -121,7 +124,7 @@ def _check_finite(out: torch.Tensor, name: str) -> None:
 def _best_alignment(base, out_t, base_row, row_t, a, n_in, t, state) -> tuple[float, int]:
     """Relative error of out_t[v] against base[v + m] over interior units, for the whole m nearest to
     t / stride (and its neighbours); the smallest wins."""
-    d = 2 + a
+    d = base_row.axis_dims[a]  # (channels first or last)
     ok_base = base_row.axes[a].inside(n_in)
     ok_t = row_t.axes[a].inside(n_in - t)
     guess = round(Fraction(t) / state.stride) if state.stride else 0
