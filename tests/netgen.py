@@ -1958,6 +1958,10 @@ class _Builder:
         name = self.name("windows")
         self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k)
         kw = dict(ws=ws, shift=shift, op=op, residual=self.coin(), scale=1.0 / math.sqrt(dk))
+        if any(w > 1 and -(-a.size // w) == 1 for a, w in zip(v.axes, ws)):
+            # one window along an axis: the partition's view is that of no partition at this size, so
+            # the unbounded model cannot know the windows that a larger input has
+            self.size_dep = True
         axes = tuple(Ax(a.size, a.slope, a.period * w // math.gcd(int(a.period * a.slope), w), a.origin)
                      for a, w in zip(v.axes, ws))
         return self.add("windows", [vid], kw, Val(v.c, axes), {"windows"}, name)

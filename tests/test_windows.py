@@ -296,3 +296,25 @@ def test_coverage_of_a_swin_stage_unit_is_the_support_of_the_real_gradient():
         where = tuple(slice(None) if i is None else i for i in layer.tensor_index(*unit))
         real = _brute_erf(model, torch.randn((2,) + shape[1:], dtype=torch.float64), (row, where)).numpy() > 0
         np.testing.assert_array_equal(cover, real)
+
+
+class PaddedGlobalWindows(nn.Module):
+    """A pooled (global) map padded on the left and top, then split into windows with a conv inside
+    each: units that hold only padding see nothing real, in window layout too (the 10,000-network
+    run: their reach was read from whole factors only, and every unit seemed to see the input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        g = F.pad(F.adaptive_avg_pool2d(x, 1), (5, 0, 1, 0))  # (1, 2, 2, 6): only (1, 5) is real
+        t = g.view(1, 2, 2, 1, 2, 3).permute(0, 2, 4, 1, 3, 5).reshape(-1, 2, 1, 3)
+        return self.conv(t)
+
+
+def test_units_of_a_padded_global_axis_in_windows_that_read_only_padding_see_nothing():
+    layer = convlens.analyze(PaddedGlobalWindows(), (1, 2, 6, 6))["conv"]
+    assert layer.window(0, 0) is None and layer.window(1, 4) is None
+    assert layer.window(1, 5) == ((0, 5), (0, 5))
+    check_against_oracle(PaddedGlobalWindows(), (1, 2, 6, 6))

@@ -477,7 +477,8 @@ class GraphWalk:
                axes_of_input) -> np.ndarray | None:
         """Positions of a global axis that real values reach, when the op moved positions along it
         (``axes_of_input(t)``: the inputs' states, from pass 1 or pass 3)."""
-        size = next((f for dim in dims for ax, f in dim if ax == a), None)
+        held = digits_of(dims, a)
+        size = axis_size(dims, a) if held else None
         if plan is None or a not in plan.local or size is None:
             return None
         mapped = {src.tid for src in plan.local[a]}
@@ -491,7 +492,7 @@ class GraphWalk:
             state = axes_of_input(src.tid)[a]
             if not isinstance(state, Global):
                 continue
-            n_in = next((f for dim in self.structure[src.tid].dims for ax, f in dim if ax == a), 1)
+            n_in = axis_size(self.structure[src.tid].dims, a)
             r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
             ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)
             ta, tb = clip_taps(ta, tb, step, len(r_in))
