@@ -198,12 +198,13 @@ def mix_digits(plan: Plan, a: int, inputs: Sequence[tuple[TRef, Sequence[Dim], S
         plan.fold.add(a)
         return
     holders = [(ref, digits_of(dims, a), mixed) for ref, dims, mixed in inputs if digits_of(dims, a)]
-    if radix(out) is None:  # the mixed digits have no twin left: renumber the output's positions
-        pooled = _pooled(out, holders)
-        if isinstance(pooled, str):
-            plan.local.pop(a, None)
-            plan.untracked[a] = pooled
-            return
+    pooled = _pooled(out, holders) if radix(out) is None or any(radix(d) != radix(out) for _, d, _ in holders) \
+        else None
+    if isinstance(pooled, str) and radix(out) is None:
+        plan.local.pop(a, None)
+        plan.untracked[a] = pooled
+        return
+    if isinstance(pooled, tuple):  # the mixed digits have no twin left: renumber the output's positions
         n, w = pooled
         plan.dims = normalize(_redigit(plan.dims, a, lambda f: Digit(a, f.size, f.weight // n if f.weight > w
                                                                        else f.weight, f.pair)))
