@@ -94,6 +94,17 @@ class PaddedAfterLinear(nn.Module):
         return self.conv(self.fc(y.permute(0, 2, 1)).permute(0, 2, 1))
 
 
+class WriteOverCatPieces(nn.Module):
+    """A cat along channels of a pooled copy (windows of 3) and the input itself, then the pooled
+    channels overwritten with a constant: the channels left see one pixel each, not the union over the
+    cat (the 10,000-network run, seed 16: a unit there saw only padding). Named untracked."""
+
+    def forward(self, x):
+        y = torch.cat([F.avg_pool1d(x, 3, 1, 1), x], 1)
+        y[:, :1] = 0.5
+        return y
+
+
 class CatGlobalPieces(nn.Module):
     """Pieces of a pooled-to-1 axis concatenated along it: each position comes from one piece."""
 
@@ -364,6 +375,7 @@ class AttentionOverOddPixels(nn.Module):
     (LostLabel("shift"), (1, 1, 2, 1)),
     (LabelOnTwoDims(), (1, 2, 9)),
     (PaddedAfterLinear(), (1, 2, 5)),
+    (WriteOverCatPieces(), (1, 1, 8)),
     (CatGlobalPieces(), (1, 1, 3, 1)),
 ])
 def test_found_by_long_runs(model, shape):
@@ -373,6 +385,7 @@ def test_found_by_long_runs(model, shape):
 
 @pytest.mark.parametrize("model, shape", [(LostLabel("pad"), (1, 1, 2, 1)), (LostLabel("cat"), (1, 1, 2, 1)),
                                           (LostLabel("shift"), (1, 1, 2, 1)), (PaddedAfterLinear(), (1, 2, 5)),
+                                          (WriteOverCatPieces(), (1, 1, 8)),
                                           (CatGlobalPieces(), (1, 1, 3, 1)), (CatAttentionBesideConv(), (1, 2, 6)),
                                           (AttentionOverOddPixels(), (1, 2, 8))])
 def test_untracked_cases_are_named(model, shape):

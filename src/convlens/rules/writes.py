@@ -27,7 +27,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..capture import VIEW_WRITE, OpNode, TRef
-from .plans import axes_of, broadcast, identity, permute, view
+from .plans import axes_of, broadcast, identity, permute, plain, view
 from .registry import Channels, Plan, RuleContext, Source, register_geometry
 
 _FULL = {"alias", "detach", "lift_fresh", "view", "_unsafe_view", "reshape", "_reshape_alias", "view_as", "flatten",
@@ -154,6 +154,13 @@ def region_write(ctx: RuleContext, base: TRef, src: TRef, d: int, start: int, st
             dims[e] = src_dims[se]
         elif len(src_dims[se]) == 1:
             dims[e] = ((axes_of(src_dims[se])[0], n),)
+    if not full and not axes_of(dims[d]) and ctx.channels_split(base):
+        # the channels left unwritten may see less than the union over all of the parent's (a cat along
+        # channels, then a write over the pieces of one input: the 10,000-network run), and convlens
+        # does not know which came from where
+        return Plan(dims=tuple(plain(size) for size in shape),
+                    unsupported="writes into part of the channels of a tensor whose channels may see other "
+                                "windows than the rest (after a cat or a write along channels)")
     plan = Plan(dims=tuple(dims))
     from_view, from_one, from_parent = _region(start, step, count, n, selected)
     if full:
