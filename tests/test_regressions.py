@@ -105,6 +105,23 @@ class WriteOverCatPieces(nn.Module):
         return y
 
 
+class AttendedTimesLocal(nn.Module):
+    """Attention's output padded on the left (positions 0, 1 read only padding), times a conv that
+    reaches those positions (the 10,000-network run, seed 16: the product was called global, and its
+    positions 0, 1 reached by nothing real). Units 0 and 1 see only the conv's window, the others the whole axis: named
+    untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+        self.conv = nn.Conv1d(2, 2, 3, padding=2)
+
+    def forward(self, x):
+        t = x.transpose(1, 2)
+        o = (torch.softmax(self.q(t) @ self.k(t).transpose(1, 2), -1) @ self.v(t)).transpose(1, 2)
+        return F.pad(o, (2, 0)) * self.conv(x)
+
+
 class CatGlobalPieces(nn.Module):
     """Pieces of a pooled-to-1 axis concatenated along it: each position comes from one piece."""
 
@@ -376,6 +393,7 @@ class AttentionOverOddPixels(nn.Module):
     (LabelOnTwoDims(), (1, 2, 9)),
     (PaddedAfterLinear(), (1, 2, 5)),
     (WriteOverCatPieces(), (1, 1, 8)),
+    (AttendedTimesLocal(), (1, 2, 6)),
     (CatGlobalPieces(), (1, 1, 3, 1)),
 ])
 def test_found_by_long_runs(model, shape):
@@ -385,7 +403,7 @@ def test_found_by_long_runs(model, shape):
 
 @pytest.mark.parametrize("model, shape", [(LostLabel("pad"), (1, 1, 2, 1)), (LostLabel("cat"), (1, 1, 2, 1)),
                                           (LostLabel("shift"), (1, 1, 2, 1)), (PaddedAfterLinear(), (1, 2, 5)),
-                                          (WriteOverCatPieces(), (1, 1, 8)),
+                                          (WriteOverCatPieces(), (1, 1, 8)), (AttendedTimesLocal(), (1, 2, 6)),
                                           (CatGlobalPieces(), (1, 1, 3, 1)), (CatAttentionBesideConv(), (1, 2, 6)),
                                           (AttentionOverOddPixels(), (1, 2, 8))])
 def test_untracked_cases_are_named(model, shape):

@@ -443,6 +443,16 @@ class GraphWalk:
                 if x is not None and (x[0] < lo or x[1] > hi):
                     return self._untracked(f"{node.name} (merges attention's output with windows reaching pixels "
                                            "it did not see)", node)
+        st = self.structure[node.outputs[0]] if node.outputs else None
+        if st is not None:
+            dims = st.dims
+            by_global = self._reach(node, plan, dims, a, self._final_axes)
+            with_local = self._reach(node, plan, dims, a, self._final_axes, self._windows_of)
+            if by_global is not None and (with_local is None or (with_local & ~by_global).any()):
+                # a position that only the local windows reach holds a local unit beside global ones (the
+                # 10,000-network run: attention's output padded, times a conv that reads real pixels there)
+                return self._untracked(f"{node.name} (merges attention's output with local windows at positions "
+                                       "it does not reach)", node)
         return None
 
     def _clipped_union(self, tid: int, a: int) -> tuple[int, int] | None:
@@ -473,8 +483,11 @@ class GraphWalk:
                 out[a] = (min(x[0] for x in spans), max(x[1] for x in spans))
         return out
 
+    def _windows_of(self, tid: int) -> Windows:
+        return self.geoms[tid].windows
+
     def _reach(self, node: OpNode, plan: Plan | None, dims: tuple[Dim, ...], a: int,
-               axes_of_input) -> np.ndarray | None:
+               axes_of_input, windows_of=None) -> np.ndarray | None:
         """Positions of a global axis that real values reach, when the op moved positions along it
         (``axes_of_input(t)``: the inputs' states, from pass 1 or pass 3)."""
         held = digits_of(dims, a)
@@ -490,10 +503,15 @@ class GraphWalk:
         reach = np.zeros(size, dtype=bool)
         for src in plan.local[a]:
             state = axes_of_input(src.tid)[a]
-            if not isinstance(state, Global):
-                continue
             n_in = axis_size(self.structure[src.tid].dims, a)
-            r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
+            if isinstance(state, Local) and windows_of is not None:
+                # a local input merged with an attended global (pass 3): its units that real pixels
+                # reach reach the output's positions that read them
+                r_in = windows_of(src.tid).reached(a, n_in)
+            elif not isinstance(state, Global):
+                continue  # (pass 1: a local input's reach is not known yet; the first reach may miss)
+            else:
+                r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
             ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)
             ta, tb = clip_taps(ta, tb, step, len(r_in))
             got, _ = range_reduce(np.where(r_in, 0, 1).astype(np.int64), np.zeros(len(r_in), dtype=np.int64),

@@ -159,6 +159,18 @@ class Windows:
             return arr.ustart, np.full_like(arr.lo, EMPTY_LO), np.full_like(arr.hi, EMPTY_HI)
         return arr.ustart, lo, hi
 
+    def reached(self, a: int, n: int) -> np.ndarray:
+        """Per real position ``[0, n)`` along axis a, whether some real pixel reaches it (through a
+        part that real pixels reach along every axis)."""
+        out = np.zeros(n, dtype=bool)
+        for part in self.parts:
+            arr = part.axes.get(a)
+            if arr is None or any(not (other.clo <= other.chi).any() for other in part.axes.values()):
+                continue
+            ok = arr.clo <= arr.chi
+            out[:min(n, len(ok))] |= ok[:n]
+        return out
+
     def clipped_spans(self, a: int) -> list[Window]:
         """Per part that some real pixel reaches along every axis, the real pixels along axis a that
         reach any of its units."""
