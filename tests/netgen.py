@@ -542,6 +542,17 @@ def _x_attention(net, s, x):
     return x + o if s.kw["residual"] else o
 
 
+def _attend(m: nn.Module, t: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """Attention among the tokens of t (N, L, C) through m's q, k, v, o layers: SDPA ("sdpa") or
+    ``softmax(q kᵀ * scale) v`` written out (window and token stages)."""
+    q, k, v = m.q(t), m.k(t), m.v(t)
+    if kind == "sdpa":
+        o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
+    else:
+        o = torch.softmax(q @ k.transpose(1, 2) * scale, dim=-1) @ v
+    return m.o(o)
+
+
 class _Windows(nn.Module):
     """A window stage's layers (see ``_x_windows``): attention among a window's tokens, or a
     depthwise conv inside each window."""
@@ -576,12 +587,7 @@ def _x_windows(net, s, x):
     if kw["op"] == "conv":
         o = m.conv(t.transpose(1, 2).reshape(-1, c, *ws)).reshape(-1, c, math.prod(ws)).transpose(1, 2)
     else:
-        q, k, v = m.q(t), m.k(t), m.v(t)
-        if kw["op"] == "sdpa":
-            o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
-        else:
-            o = torch.softmax(q @ k.transpose(1, 2) * kw["scale"], dim=-1) @ v
-        o = m.o(o)
+        o = _attend(m, t, kw["op"], kw["scale"])
     t = t + o if kw["residual"] else o
     y = t.reshape([n] + [f // w for f, w in zip(full, ws)] + list(ws) + [c])
     y = y.permute([0] + [v for i in range(d) for v in (1 + i, 1 + d + i)] + [2 * d + 1]).reshape([n] + full + [c])
@@ -614,12 +620,7 @@ def _x_tokens(net, s, x):
     t = torch.cat([m.before.expand(n, -1, -1), t, m.after.expand(n, -1, -1)], dim=1)
     t = m.mix(m.norm(t))
     if kw["attention"] != "none":
-        q, k, v = m.q(t), m.k(t), m.v(t)
-        if kw["attention"] == "sdpa":
-            o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
-        else:
-            o = torch.softmax(q @ k.transpose(1, 2) * kw["scale"], dim=-1) @ v
-        o = m.o(o)
+        o = _attend(m, t, kw["attention"], kw["scale"])
         t = t + o if kw["residual"] else o
     b = kw["before"]
     if kw["slice"] == "two":
