@@ -102,6 +102,7 @@ ALL_FAMILIES: frozenset[str] = frozenset(
         "unsupported",
         "branch",
         "view_write",
+        "pick_channels",
     }
 )
 
@@ -467,6 +468,17 @@ def _x_merge(net, s, a, b):
     return torch.cat([a, b], dim=kw["dim"])
 
 
+def _x_pick_channels(net, s, x):
+    kw = s.kw
+    if kw["kind"] == "slice":
+        return x[:, kw["lo"]:kw["hi"]:kw["step"]]
+    if kw["kind"] == "split":
+        return torch.split(x, kw["sizes"], 1)[kw["part"]]
+    if kw["kind"] == "chunk":
+        return x.chunk(kw["n"], 1)[kw["part"]]
+    return x.select(1, kw["index"]).unsqueeze(1)
+
+
 def _x_view_write(net, s, x):
     """Writes into a copy of x through a view, reading a conv of x (never of the copy: autograd
     needs the conv's input unchanged): a region of spatial and channel slices, one position of an
@@ -657,6 +669,7 @@ _EXEC = {
     "tokens": _x_tokens,
     "windows": _x_windows,
     "view_write": _x_view_write,
+    "pick_channels": _x_pick_channels,
 }
 
 
@@ -838,8 +851,9 @@ MAIN_KINDS = (
     "view_write",
     "tokens",
     "windows",
+    "pick_channels",
 )
-_FORK_KINDS = ("cat_channels", "cat_spatial", "branch")
+_FORK_KINDS = ("cat_channels", "cat_spatial", "branch", "pick_channels")
 _KIND_FAMILY = {k: k for k in MAIN_KINDS}
 
 
@@ -951,7 +965,7 @@ class _Builder:
         if kind in _FORK_KINDS:
             if depth >= 2:
                 return False
-            if kind == "cat_channels":
+            if kind in ("cat_channels", "pick_channels"):
                 return v.c < self.chcap and self.ok("conv")
             if kind == "branch":
                 return self.ok("elementwise")
@@ -1874,6 +1888,51 @@ class _Builder:
 
     def g_cat_channels(self, vid, depth=0, arm=False):
         return self.fork(vid, depth, "cat_channels")
+
+    def g_pick_channels(self, vid, depth=0, arm=False):
+        """Channels picked from a cat of two arms (MixNet's groups, DPN's dual path), after up to two
+        ops that keep each channel's index (an activation, a depthwise conv, a max pool, a gate):
+        a slice with a step, one part of a split or a chunk, or one channel (select)."""
+        cur = self.fork(vid, depth, "cat_channels")
+        d = self.d
+        for _ in range(self.int_(0, 2)):
+            kinds = [k for k in ("activation", "depthwise", "maxpool", "gate") if self.ok(
+                {"depthwise": "conv", "gate": "elementwise"}.get(k, k))]
+            if not kinds:
+                break
+            k = self.pick(kinds)
+            if k == "activation":
+                cur = self.g_activation(cur, depth + 1, True)
+            elif k == "depthwise":
+                v = self.vals[cur]
+                cur = self.conv_node(cur, dict(self.conv_params(v, v.c, stride=(1,) * d), groups=v.c))
+            elif k == "maxpool":
+                cur = self.pool(cur, "max", stride=(1,) * d)
+            else:
+                cur = self.gate(cur)
+        v = self.vals[cur]
+        c = v.c
+        kind = self.pick(["slice", "split", "chunk", "select"])
+        if kind == "slice":
+            lo = self.int_(0, c - 1)
+            step = self.pick([1, 1, 2])
+            hi = self.int_(lo + 1, c)
+            kw = dict(kind=kind, lo=lo, hi=hi, step=step)
+            out_c = len(range(lo, hi, step))
+        elif kind == "split":
+            first = self.int_(1, max(1, c - 1))
+            part = self.int_(0, 1) if first < c else 0
+            kw = dict(kind=kind, sizes=[first, c - first] if first < c else [c], part=part)
+            out_c = kw["sizes"][part]
+        elif kind == "chunk":
+            n = self.int_(1, min(3, c))
+            part = self.int_(0, len(torch.arange(c).chunk(n)) - 1)
+            kw = dict(kind=kind, n=n, part=part)
+            out_c = len(torch.arange(c).chunk(n)[part])
+        else:
+            kw = dict(kind=kind, index=self.int_(0, c - 1))
+            out_c = 1
+        return self.add("pick_channels", [cur], kw, Val(out_c, v.axes), {"pick_channels"})
 
     def g_cat_spatial(self, vid, depth=0, arm=False):
         return self.fork(vid, depth, "cat_spatial")

@@ -444,13 +444,21 @@ class PickAfterChannelWrite(nn.Module):
         return self.c1(y[:, 1:2])
 
 
-@pytest.mark.parametrize("kind", ["write", "cat"])
-def test_a_channel_pick_after_channels_saw_different_windows_is_named(kind):
-    report = convlens.analyze(PickAfterChannelWrite(kind), (1, 5, 6, 7))
+def test_a_channel_pick_after_channels_saw_different_windows_is_named():
+    report = convlens.analyze(PickAfterChannelWrite("write"), (1, 5, 6, 7))
     assert all(isinstance(s, Unknown) for s in report["c1"].axes)
     assert any("picks channels" in note for note in report.notes), report.notes
-    checked = check_against_oracle(PickAfterChannelWrite(kind), (1, 5, 6, 7))
+    checked = check_against_oracle(PickAfterChannelWrite("write"), (1, 5, 6, 7))
     assert checked.windows > 0  # the rows before the pick still match the oracle
+
+
+def test_a_channel_pick_after_a_cat_sees_its_piece():
+    """The same pick after a cat (issue 17's channel pieces): channel 1 came from the input, so c1
+    sees its own 3x3 window alone, not c0's too, and the oracle agrees on every row."""
+    report = convlens.analyze(PickAfterChannelWrite("cat"), (1, 5, 6, 7))
+    assert report["c1"].rf == (3, 3)
+    checked = check_against_oracle(PickAfterChannelWrite("cat"), (1, 5, 6, 7), big_shape=(1, 5, 30, 30))
+    assert not checked.skipped and checked.windows > 0
 
 
 class OneUnitMerge(nn.Module):

@@ -14,7 +14,7 @@ writing one record per tensor and reading only the records of tensors before it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from math import gcd, lcm
 from typing import Mapping
@@ -25,7 +25,7 @@ from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
                        Paired, Part, Unknown, Windows, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
-from .rules.registry import Channels
+from .rules.registry import Channels, Pieces, retarget
 from .rules.plans import axes_of, broadcast, identity, plain
 from .rules.registry import Dim, TokenDim, digits_of, live_extras
 
@@ -47,13 +47,15 @@ class Structure:
     """Pass 1's record of one tensor: its dims (as factors of the input's axes), per spatial axis its
     state (:class:`Pending` where local; global with a first reach, unknown or constant), whether it
     carries global context, the plan of the op that made it (None for the input, parameters and
-    constants) and whether its channels may see different windows (``Plan.channels``)."""
+    constants), whether its channels may see different windows (``Plan.channels``) and, when they do
+    and the walk knows which see what, the channel pieces (:data:`~convlens.rules.registry.Pieces`)."""
 
     dims: tuple[Dim, ...]
     axes: tuple[AxisState | Pending, ...]
     global_context: bool = False
     plan: Plan | None = None
     channels_split: bool = False
+    pieces: Pieces | None = None
 
     def local_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Pending))
@@ -97,6 +99,29 @@ class GraphGeometry:
     no_rule: dict[str, int] = field(default_factory=dict)  # op without a geometry rule -> number of calls
     untracked: dict[str, int] = field(default_factory=dict)  # "op (why)" -> number of calls
     sources: dict[tuple[int, int], list[Source]] = field(default_factory=dict)  # (tensor, axis) -> local sources
+    reads: dict[int, tuple[int, ...]] = field(default_factory=dict)  # tensor -> what it reads, where not its node's inputs
+    pieces: dict[int, list[int]] = field(default_factory=dict)  # node index -> records of its op applied to channel pieces
+    piece_of: dict[int, int] = field(default_factory=dict)  # such a record -> the node's output it is a piece of
+
+    def outputs(self, node: OpNode) -> list[int]:
+        """The records ``node`` made: its outputs and its op applied to channel pieces."""
+        return list(node.outputs) + self.pieces.get(node.index, [])
+
+    def inputs(self, node: OpNode, tid: int) -> tuple[int, ...]:
+        """The records the record ``tid`` of ``node`` reads (its sources' tensors among them)."""
+        return self.reads.get(tid, tuple(node.inputs))
+
+    def last_use(self, cap: Capture) -> dict[int, list[int]]:
+        """Node index -> the records no later node reads (to free what was kept for them)."""
+        last: dict[int, int] = {}
+        for node in cap.nodes:
+            for tid in self.outputs(node):
+                for t in self.inputs(node, tid):
+                    last[t] = node.index
+        out: dict[int, list[int]] = {}
+        for t, i in last.items():
+            out.setdefault(i, []).append(t)
+        return out
 
 
 def axis_size(dims: tuple[Dim, ...], a: int) -> int:
@@ -137,6 +162,10 @@ class GraphWalk:
         self.untracked: dict[str, int] = {}  # "op (why)" -> calls
         self.merges: list[Merge] = []
         self._untracked_calls: dict[str, set[int]] = {}
+        self.pieces: dict[int, list[int]] = {}  # node index -> records of its op on channel pieces (made in pass 1)
+        self.piece_of: dict[int, int] = {}  # such a record -> the node's output it is a piece of
+        self._next_piece = max(cap.tensors, default=0) + 1
+        self._quiet = False  # resolving a channel piece: its unknown axes and merges are not the graph's
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
@@ -145,8 +174,17 @@ class GraphWalk:
             self.structure[tid] = Structure(tuple(plain(s) for s in self.cap.tensors[tid].shape), (CONSTANT,) * self.k)
 
     def _read(self, node: OpNode, plan: Plan | None) -> list[int]:
-        """The inputs of ``node`` whose values reach the output ``plan`` made (not those a write overwrites)."""
-        return [t for t in node.inputs if plan is None or t not in plan.unread]
+        """The inputs of ``node`` whose values reach the output ``plan`` made (not those a write
+        overwrites; the channel pieces a pick reads in place of its input)."""
+        return [t for t in self._inputs(node, plan) if plan is None or t not in plan.unread]
+
+    @staticmethod
+    def _inputs(node: OpNode, plan: Plan | None) -> tuple[int, ...]:
+        return tuple(node.inputs) if plan is None or plan.reads is None else plan.reads
+
+    def _outputs(self, node: OpNode) -> list[int]:
+        """The node's outputs and the records of its op applied to channel pieces."""
+        return list(node.outputs) + self.pieces.get(node.index, [])
 
     def _context(self, node: OpNode) -> RuleContext:
         st = self.structure
@@ -154,7 +192,8 @@ class GraphWalk:
                            {t: st[t].local_axes() for t in node.inputs},
                            {t: st[t].global_axes() for t in node.inputs},
                            frozenset(t for t in node.inputs if st[t].channels_split),
-                           frozenset(t for t in node.inputs if st[t].global_context))
+                           frozenset(t for t in node.inputs if st[t].global_context),
+                           {t: st[t].pieces for t in node.inputs if st[t].pieces is not None})
 
     # -------------------------------------------------------------- pass 1
     def structure_pass(self) -> None:
@@ -167,7 +206,8 @@ class GraphWalk:
             for t in node.inputs:
                 self._ensure(t)
             for tid, plan in zip(node.outputs, self._plans(node)):
-                self.structure[tid] = self._resolve(node, plan)
+                record = self._resolve(node, plan)
+                self.structure[tid] = replace(record, pieces=self._carry_pieces(node, plan, record, tid))
 
     def _plans(self, node: OpNode) -> list[Plan]:
         outs = [self.cap.tensors[t].shape for t in node.outputs]
@@ -190,7 +230,7 @@ class GraphWalk:
     def _untracked(self, label: str, node: OpNode) -> Unknown:
         """Record an op (with the reason) that made an axis unknown; counted once per op call."""
         seen = self._untracked_calls.setdefault(label, set())
-        if node.index not in seen:
+        if node.index not in seen and not self._quiet:
             seen.add(node.index)
             if label != node.name:  # (an op without a rule is counted in no_rule)
                 self.untracked[label] = self.untracked.get(label, 0) + 1
@@ -199,7 +239,7 @@ class GraphWalk:
     def _resolve(self, node: OpNode, plan: Plan) -> Structure:
         """Per axis, the output's state from the plan and the inputs' states."""
         op = node.name
-        ins = [t for t in dict.fromkeys(node.inputs) if t not in plan.unread]
+        ins = [t for t in dict.fromkeys(self._inputs(node, plan)) if t not in plan.unread]
         axes: list[AxisState | Pending] = []
         gctx = False
         labels = [a for dim in plan.dims for a in axes_of(dim)]
@@ -291,6 +331,87 @@ class GraphWalk:
                       if isinstance(s, Global) else s for a, s in enumerate(axes))
         return Structure(self._extras_reached(plan, ins), final, gctx and has_local, plan, split)
 
+    # -------------------------------------------------------------- channel pieces
+    def _carry_pieces(self, node: OpNode, plan: Plan, out: Structure, tid: int) -> Pieces | None:
+        """The channel pieces of an output whose channels see different windows: those the rule made
+        (a cat, a pick), or the inputs' pieces carried through an op that keeps channel indices, each
+        piece the op applied to the inputs' pieces (a record of its own). None where not known: the
+        union over the channels stays, and a pick of some of them is named untracked."""
+        if not out.channels_split or plan.constant or plan.no_rule or plan.unsupported:
+            return None
+        if plan.pieces is not None:
+            dim, parts = plan.pieces
+            spliced = []
+            for start, stop, t in parts:
+                inner = self.structure[t].pieces
+                if inner is not None and inner[0] == dim:
+                    spliced += [(start + a, start + b, u) for a, b, u in inner[1]]
+                elif self.structure[t].channels_split:
+                    return None
+                else:
+                    spliced.append((start, stop, t))
+            return dim, _joined(spliced)
+        if plan.channels is not Channels.KEEP:
+            return None
+        carried: dict[int, list[tuple[int, int, int]]] = {}
+        dim = None
+        for t in self._read(node, plan):
+            record = self.structure[t]
+            if not record.channels_split:
+                continue
+            if record.pieces is None or record.pieces[0] not in plan.same_index.get(t, {}):
+                return None
+            d, factor = plan.same_index[t][record.pieces[0]]
+            if dim is not None and d != dim:
+                return None
+            dim = d
+            ends = [(start * factor, stop * factor, u) for start, stop, u in record.pieces[1]]
+            if any(a.denominator != 1 or b.denominator != 1 for a, b, _ in ends):
+                return None  # (pieces smaller than the blocks a reshape makes of the dim)
+            carried[t] = [(int(a), int(b), u) for a, b, u in ends]
+        if dim is None:
+            return None
+        bounds = sorted({x for parts in carried.values() for a, b, _ in parts for x in (a, b)})
+        out_parts = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            mapping = {t: next(u for a, b, u in parts if a <= lo and hi <= b) for t, parts in carried.items()}
+            out_parts.append((lo, hi, self._piece(node, plan, mapping, tid)))
+        return dim, _joined(out_parts)
+
+    def _piece(self, node: OpNode, plan: Plan, mapping: dict[int, int], tid: int) -> int:
+        """The record of ``node``'s op (its output ``tid``) applied to channel pieces: input t read
+        as ``mapping[t]``. A piece that an op passes through unchanged (an activation, batch norm in
+        inference) is its input's own record."""
+        if len(mapping) == 1:
+            (t, u), = mapping.items()
+            if self._passes_through(node, plan, t):
+                return u
+        vt = self._next_piece
+        self._next_piece += 1
+        self._quiet = True
+        try:
+            record = self._resolve(node, retarget(plan, self._inputs(node, plan), {t: (u,) for t, u in mapping.items()}))
+        finally:
+            self._quiet = False
+        self.structure[vt] = record
+        self.pieces.setdefault(node.index, []).append(vt)
+        self.piece_of[vt] = tid
+        return vt
+
+    def _passes_through(self, node: OpNode, plan: Plan, t: int) -> bool:
+        """Whether the op leaves input t's geometry as it is: the same dims, every local axis read
+        at the same position, no other input that sees the input, nothing folded or added."""
+        record = self.structure[t]
+        if plan.fold or plan.context or plan.untracked or plan.paired or plan.beside or plan.dims != record.dims:
+            return False
+        if any(not all(isinstance(s, Constant) for s in self.structure[u].axes) or self.structure[u].global_context
+               for u in self._read(node, plan) if u != t):
+            return False
+        for a, state in enumerate(record.axes):
+            if isinstance(state, Pending) and plan.local.get(a) != [Source(t, identity)]:
+                return False
+        return all(srcs == [Source(t, identity)] for srcs in plan.local.values())
+
     def _extras_reached(self, plan: Plan, ins: list[int]) -> tuple[Dim, ...]:
         """The output's dims, with the extra tokens of a token dim marked live once something that
         sees the whole input reaches every token: an input that does not hold the token dim and sees
@@ -332,7 +453,7 @@ class GraphWalk:
                 if isinstance(s, Pending):
                     self.demand[(tid, a)] = (0, max(s.n, min(s.period, MAX_PERIOD)))
         for node in reversed(self.cap.nodes):
-            for tid in node.outputs:
+            for tid in self._outputs(node):
                 for a, s in enumerate(self.structure[tid].axes):
                     if not isinstance(s, Pending):
                         continue
@@ -366,6 +487,10 @@ class GraphWalk:
         for node in cap.nodes:
             for tid in node.outputs:
                 self.geoms[tid] = self._finish(node, tid)
+            self._quiet = True
+            for tid in self.pieces.get(node.index, []):
+                self.geoms[tid] = self._finish(node, tid)
+            self._quiet = False
 
     def _finish(self, node: OpNode, tid: int) -> TensorGeom:
         """The final record of one output of ``node``, from its structure and its inputs' records."""
@@ -388,7 +513,7 @@ class GraphWalk:
                 unreached = {t for t, w in per_source.items()
                              if any(not w.clipped_spans(a) for a, s in enumerate(axes) if isinstance(s, Pending))}
             axes = list(self._summarize(tid, axes, windows))
-            if len(per_source) > 1:
+            if len(per_source) > 1 and not self._quiet:
                 self._check_alignment(node, tid, axes, windows, per_source)
         for a, s in enumerate(axes):
             if isinstance(s, Global):
@@ -625,7 +750,20 @@ class GraphWalk:
             costs[node.index] = rule(self._context(node)) if rule is not None else Cost()
         sources = {(t, a): list(s.sources) for t, st in self.structure.items() for a, s in enumerate(st.axes)
                    if isinstance(s, Pending)}
-        return GraphGeometry(self.geoms, costs, self.merges, self.no_rule, self.untracked, sources)
+        reads = {t: st.plan.reads for t, st in self.structure.items() if st.plan is not None and st.plan.reads is not None}
+        return GraphGeometry(self.geoms, costs, self.merges, self.no_rule, self.untracked, sources, reads, self.pieces,
+                             self.piece_of)
+
+
+def _joined(parts: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """Channel pieces with neighbours of the same record joined."""
+    out: list[tuple[int, int, int]] = []
+    for start, stop, t in parts:
+        if out and out[-1][2] == t and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop, t)
+        else:
+            out.append((start, stop, t))
+    return tuple(out)
 
 
 def walk(cap: Capture) -> GraphGeometry:

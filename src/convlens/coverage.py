@@ -26,6 +26,7 @@ import numpy as np
 from .capture import Capture
 from .errors import ConvlensError
 from .geometry import Constant, Local, clip_taps
+from .analysis import GraphGeometry
 from .rules.registry import Source
 
 MAX_TERMS = 16  # separable terms kept per tensor before summing them into one dense box
@@ -249,8 +250,8 @@ class CoverageResult:
         return out
 
 
-def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int,
-             unit: Sequence[int], layer: str, axes: Sequence[int] | None = None) -> CoverageResult:
+def coverage(cap: Capture, graph: GraphGeometry, tid: int, unit: Sequence[int], layer: str,
+             axes: Sequence[int] | None = None) -> CoverageResult:
     """Path counts from the network input to unit ``unit`` of tensor ``tid`` (one index per axis).
 
     ``axes``: count paths along these input axes only (the others are ignored, as if the network were
@@ -261,7 +262,7 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
     unit = tuple(unit[a] for a in chosen)
     input_size = tuple(cap.tensors[cap.input_id].shape[2:][a] for a in chosen)
     start = _Map([_Term(tuple(unit), tuple(np.ones(1, dtype=np.int64) for _ in range(k)))])
-    final, counts, cut_global = _walk(cap, geoms, sources, tid, start, chosen)
+    final, counts, cut_global = _walk(cap, graph, tid, start, chosen)
     notes = []
     if cut_global:
         notes.append("paths through global context (gates, spatial statistics, reductions) are not counted")
@@ -274,18 +275,19 @@ def coverage(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Sour
                           cut_global, notes)
 
 
-def _walk(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], tid: int, start: _Map,
+def _walk(cap: Capture, graph: GraphGeometry, tid: int, start: _Map,
           chosen: Sequence[int]) -> tuple[_Map, _Counts, bool]:
     """Carry ``start`` (the map at tensor ``tid``) back to the network input along axes ``chosen``."""
     all_axes = range(len(cap.tensors[cap.input_id].shape) - 2)
+    geoms, sources = graph.geoms, graph.sources
     maps: dict[int, _Map] = {tid: start}
     counts = _Counts()
     cut_global = False
     for node in reversed(cap.nodes):
-        for out in [t for t in node.outputs if t in maps]:
+        for out in [t for t in graph.outputs(node) if t in maps]:
             m = maps.pop(out)
-            for t in dict.fromkeys(node.inputs):
-                info = cap.tensors[t]
+            for t in dict.fromkeys(graph.inputs(node, out)):
+                info = cap.tensors[graph.piece_of.get(t, t)]
                 if not (info.dtype.is_floating_point or info.dtype.is_complex):
                     continue  # indices and masks address values; no path runs through them
                 states = geoms[t].axes if t in geoms else ()
@@ -328,7 +330,7 @@ def _propagate(counts: _Counts, m: _Map, operand: Sequence[Source], n_in: Sequen
         target.dense = dense if target.dense is None else counts.add_into(target.dense, dense.starts, dense.counts)
 
 
-def forward_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], list[Source]], axis: int,
+def forward_profiles(cap: Capture, graph: GraphGeometry, axis: int,
                      wanted: dict[int, Sequence[int]]) -> dict[int, np.ndarray]:
     """For many tensors at once, 1-D coverage along ``axis`` alone of some of their units (float64
     path counts; zeros are exact, large counts are rounded): ``{tid: counts[len(units), N]}``.
@@ -338,19 +340,20 @@ def forward_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], l
     as :func:`coverage` with ``axes=[axis]`` (floating tensors, local along every axis). Memory: one N-column matrix
     per live tensor."""
     n_in = cap.tensors[cap.input_id].shape[2 + axis]
-    last_use = cap.last_use
+    geoms, sources = graph.geoms, graph.sources
+    last_use = graph.last_use(cap)
     mats: dict[int, np.ndarray] = {cap.input_id: np.eye(n_in)}
     out: dict[int, np.ndarray] = {}
     if cap.input_id in wanted:
         out[cap.input_id] = mats[cap.input_id][list(wanted[cap.input_id])]
     k = len(cap.tensors[cap.input_id].shape) - 2
     for node in cap.nodes:
-        for tid in node.outputs:
+        for tid in graph.outputs(node):
             if tid not in geoms or not all(isinstance(s, Local) for s in geoms[tid].axes):
                 continue
             n = geoms[tid].axes[axis].n
             acc = None
-            for t in dict.fromkeys(node.inputs):
+            for t in dict.fromkeys(graph.inputs(node, tid)):
                 if t not in mats:
                     continue
                 per_axis = [[s for s in sources.get((tid, a), []) if s.tid == t] for a in range(k)]
@@ -366,7 +369,7 @@ def forward_profiles(cap: Capture, geoms: dict, sources: dict[tuple[int, int], l
             mats[tid] = acc
             if tid in wanted:
                 out[tid] = acc[list(wanted[tid])]
-        for t in node.inputs:
-            if last_use.get(t) == node.index and t != cap.input_id:
+        for t in last_use.get(node.index, ()):
+            if t != cap.input_id:
                 mats.pop(t, None)
     return out

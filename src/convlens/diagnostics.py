@@ -216,7 +216,7 @@ def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int
     for run in dilated_runs(cap, row_of):
         if len(run.rows) < 2 or not all(isinstance(s, Local) for s in geoms[run.end_tensor].axes):
             continue
-        g = verdict(cap, geoms, graph.sources, run.end_tensor, run.rows[-1], [run])
+        g = verdict(cap, graph, run.end_tensor, run.rows[-1], [run])
         if g.grids:
             found.append(Diagnostic("gridding", run.rows[-1], describe(g, run), g.to_dict()))
     by_name = {layer.name: layer for layer in layers}

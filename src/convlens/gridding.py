@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .capture import Capture, OpNode
+from .analysis import GraphGeometry
 from .coverage import coverage
 from .rules.args import conv_args, is_convolution, pool_args, pool_dims
 from .rules.elementwise import pointwise_ops
@@ -178,11 +179,11 @@ def gap_makers(cap: Capture, feeding: set[int], row_of: dict[int, str]) -> list[
     return list(dict.fromkeys(rows))
 
 
-def verdict(cap: Capture, geoms: dict, sources: dict, tid: int, name: str, runs: list[DilatedRun]) -> Gridding:
+def verdict(cap: Capture, graph: GraphGeometry, tid: int, name: str, runs: list[DilatedRun]) -> Gridding:
     """The coverage verdict for the centre unit of tensor ``tid`` (local along every axis)."""
-    windows = geoms[tid].windows
-    unit = tuple(windows.reachable_centre(a, s.n) for a, s in enumerate(geoms[tid].axes))  # not a phase gap
-    cov = coverage(cap, geoms, sources, tid, unit, name)
+    windows = graph.geoms[tid].windows
+    unit = tuple(windows.reachable_centre(a, s.n) for a, s in enumerate(graph.geoms[tid].axes))  # not a phase gap
+    cov = coverage(cap, graph, tid, unit, name)
     feeding = ancestors(cap, tid)
     grids = cov.covered < cov.pixels
     causes = gap_makers(cap, feeding, cap.row_of_node) if grids else []

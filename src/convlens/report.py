@@ -212,16 +212,16 @@ class Analysis:
     def coverage(self, tid: int, unit: tuple[int, ...], layer: str, axes: Sequence[int] | None = None
                  ) -> CoverageResult:
         """Path counts from the input to one unit of tensor ``tid`` (:func:`convlens.coverage.coverage`)."""
-        return coverage(self.capture, self.geometry.geoms, self.geometry.sources, tid, unit, layer, axes)
+        return coverage(self.capture, self.geometry, tid, unit, layer, axes)
 
     def profiles(self, axis: int, wanted: Mapping[int, Sequence[int]]) -> dict[int, np.ndarray]:
         """Per tensor id, path counts along one input axis of some units
         (:func:`convlens.coverage.forward_profiles`)."""
-        return forward_profiles(self.capture, self.geometry.geoms, self.geometry.sources, axis, dict(wanted))
+        return forward_profiles(self.capture, self.geometry, axis, dict(wanted))
 
     def gridding(self, tid: int, layer: str) -> Gridding:
         """Holes in what the centre unit of tensor ``tid`` sees, with the dilated runs feeding it."""
-        return verdict(self.capture, self.geometry.geoms, self.geometry.sources, tid, layer,
+        return verdict(self.capture, self.geometry, tid, layer,
                        dilated_runs(self.capture, self.capture.row_of_node))
 
 

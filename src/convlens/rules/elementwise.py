@@ -51,11 +51,11 @@ def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
     overwritten = refs[0] if ctx.node.name.startswith("aten.copy_") else None
     if overwritten is not None:
         refs = refs[1:]  # self is overwritten: the output is src, broadcast
-    plan = pointwise(ctx, refs)
+    plan = pointwise(ctx, refs, per_channel=True)
     if overwritten is not None and overwritten not in refs:
         plan.unread.add(overwritten.id)
     if len(ctx.node.outputs) > 1:  # native_dropout returns (output, mask)
-        return [plan] + [pointwise(ctx, refs, shape) for shape in ctx.out_shapes()[1:]]
+        return [plan] + [pointwise(ctx, refs, shape, per_channel=True) for shape in ctx.out_shapes()[1:]]
     return plan
 
 
@@ -88,7 +88,7 @@ def _stats(ctx: RuleContext, plan: Plan) -> list[Plan | None]:
 def batch_norm(ctx: RuleContext):
     n = ctx.node
     x = n.arg(0, "input")
-    plan = pointwise(ctx, [x])
+    plan = pointwise(ctx, [x], per_channel=True)  # (statistics per channel)
     training = "no_training" not in n.name and bool(n.arg(5, "training", False))
     if training:  # batch statistics (instance norm, BN in train mode) average over every position
         _with_context(plan, ctx, x, list(range(2, len(ctx.shape(x)))))

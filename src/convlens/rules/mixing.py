@@ -41,10 +41,10 @@ def _reduced_dims(ctx: RuleContext, x) -> tuple[list[int], bool]:
 @register_geometry([getattr(aten, n) for n in REDUCTIONS if hasattr(aten, n)])
 def reduction(ctx: RuleContext) -> Plan | list[Plan]:
     if ctx.node.op._overloadname == "other":  # torch.max(a, b), torch.min(a, b): elementwise
-        return pointwise(ctx, ctx.tensor_args())
+        return pointwise(ctx, ctx.tensor_args(), per_channel=True)
     x = ctx.node.arg(0, "self")
     dims, keepdim = _reduced_dims(ctx, x)
-    plans = [windowed(ctx, x, fold=dims, drop=[] if keepdim else dims, out_shape=shape)
+    plans = [windowed(ctx, x, fold=dims, drop=[] if keepdim else dims, out_shape=shape, per_channel=True)
              for shape in ctx.out_shapes()]
     return plans if len(plans) > 1 else plans[0]
 

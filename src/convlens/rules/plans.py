@@ -14,7 +14,7 @@ import numpy as np
 from ..capture import TRef
 from ..geometry import IndexFn, clip_taps
 from .registry import (Channels, Digit, Dim, Factor, Plan, RuleContext, Source, digit_axes, digits_of, extras,
-                       live_extras, radix, token_dim)
+                       live_extras, radix, retarget, token_dim)
 
 
 def axes_of(dim: Dim) -> tuple[int, ...]:
@@ -65,13 +65,15 @@ def virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
 
 def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]] | None = None,
              fold: Sequence[int] = (), drop: Sequence[int] = (), out_shape: Sequence[int] | None = None,
-             extra: Sequence[TRef] = ()) -> Plan:
+             extra: Sequence[TRef] = (), per_channel: bool = False) -> Plan:
     """Output dims follow ``x``'s dims one to one, except ``drop`` (removed).
 
     ``maps[d]`` = (fn, scale): positions along dim d follow fn (convs, pools, resampling, slicing);
     ``fold``: dims the op mixes (channels of a conv, reduced dims) — their axes become global;
     a dropped dim with a map keeps its axis local at one position (``select``). ``extra`` tensors
-    are read through the same maps (max-unpooling's indices).
+    are read through the same maps (max-unpooling's indices). ``per_channel``: the op reads each
+    index of the dims it neither maps nor folds at that index only (a pool, a depthwise conv; not
+    attention, whose features mix): ``Plan.same_index``.
     """
     maps = maps or {}
     out_shape = list(ctx.out_shape if out_shape is None else out_shape)
@@ -131,6 +133,11 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     for a in virtual_axes(ctx, x):
         plan.local[a] = [Source(t.id, identity) for t in (x, *extra)]
     plan.dims = tuple(dims)
+    if per_channel:
+        plan.same_index[x.id] = {d: (kept.index(d), Fraction(1)) for d, dim in enumerate(ctx.dims(x))
+                                 if d in kept and d not in fold and not held(dim) and in_shape[d] > 1
+                                 and out_shape[kept.index(d)] == in_shape[d]
+                                 and (d not in maps or _still(maps[d][0], in_shape[d], in_shape[d]))}
     moved = {d for d, (fn, _) in maps.items() if d in drop or d not in kept
              or not _still(fn, out_shape[kept.index(d)], in_shape[d])} | (set(drop) - set(fold))
     for a in digit_axes(ctx.dims(x)):
@@ -338,8 +345,12 @@ def _moves(fn: IndexFn, n_out: int, n_in: int) -> bool:
     return False
 
 
-def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] | None = None) -> Plan:
-    """Elementwise op with broadcasting: every local axis is the union of its inputs' windows."""
+def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] | None = None,
+              per_channel: bool = False) -> Plan:
+    """Elementwise op with broadcasting: every local axis is the union of its inputs' windows.
+    ``per_channel``: each output element reads each input at its own index (arithmetic, an
+    activation; not a softmax or a norm over channels, which the same union describes):
+    ``Plan.same_index``."""
     out_shape = tuple(ctx.out_shape if out_shape is None else out_shape)
     rank = len(out_shape)
     dims: list[Dim] = []
@@ -358,6 +369,11 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
         dims.append(chosen if chosen is not None else plain(size))
     plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
                                              for a in conflicted})
+    if per_channel:
+        for ref in refs:
+            offset = rank - len(ctx.shape(ref))
+            plan.same_index[ref.id] = {k: (k + offset, Fraction(1)) for k, dim in enumerate(ctx.dims(ref))
+                                       if not held(dim) and 1 < ctx.shape(ref)[k] == out_shape[k + offset]}
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
     split = digit_axes(dims)
     for a in sorted(set().union(*(_tracked(ctx, r) for r in refs)) - conflicted):
@@ -433,7 +449,26 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
                                                        for a in broken})
     for a in _tracked(ctx, x) - broken:
         plan.local[a] = [Source(x.id, identity)]
+    plan.same_index[x.id] = _view_index(in_dims, in_shape, dims, out_shape)
     return plan
+
+
+def _view_index(in_dims: Sequence[Dim], in_shape: Sequence[int], out_dims: Sequence[Dim],
+                out_shape: Sequence[int]) -> dict[int, tuple[int, Fraction]]:
+    """The non-spatial dims a reshape keeps in order: input dim d and output dim e that start after
+    the same number of elements, one size dividing the other. Index i of d is then index
+    i * out/in of e (e the outer part of d split, or d the outer part of e merged), to integers."""
+    out = {}
+    for d, size in enumerate(in_shape):
+        if size == 1 or held(in_dims[d]):
+            continue
+        before = int(np.prod(in_shape[:d], dtype=np.int64))
+        for e, other in enumerate(out_shape):
+            if other > 1 and int(np.prod(out_shape[:e], dtype=np.int64)) == before:
+                if not held(out_dims[e]) and (size % other == 0 or other % size == 0):
+                    out[d] = (e, Fraction(other, size))
+                break
+    return out
 
 
 def _factors(dims: Sequence[Dim], shape: Sequence[int], start: int, stop: int) -> list[Factor]:
@@ -543,6 +578,7 @@ def permute(ctx: RuleContext, x: TRef, order: Sequence[int]) -> Plan:
     plan = Plan(dims=tuple(in_dims[d] for d in order))
     for a in _tracked(ctx, x):
         plan.local[a] = [Source(x.id, identity)]
+    plan.same_index[x.id] = {d: (e, Fraction(1)) for e, d in enumerate(order) if not held(in_dims[d])}
     return plan
 
 
@@ -571,6 +607,9 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
         plan.dims = tuple(plain(ctx.out_shape[dim]) if d == dim else dd for d, dd in enumerate(plan.dims))
         if len({r.id for r in refs}) > 1:
             plan.channels = Channels.SPLIT
+            ends = np.cumsum([0] + [ctx.shape(r)[dim] for r in refs])
+            plan.pieces = (dim, tuple((int(ends[k]), int(ends[k + 1]), r.id) for k, r in enumerate(refs)
+                                      if ends[k + 1] > ends[k]))
         return plan
     (axis,) = axes.pop()
     if any(axis in ctx.global_axes(r) for r in refs) and any(axis in ctx.local_axes(r) for r in refs):
@@ -590,6 +629,39 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
     plan.local[axis] = [Source(r.id, _piece(int(starts[k]), int(starts[k + 1]), k == 0, k == len(refs) - 1))
                         for k, r in enumerate(refs)]
     return plan
+
+
+def pick_channels(ctx: RuleContext, x: TRef, dim: int, picked: range | None, plan: Plan,
+                  out_shape: Sequence[int] | None = None) -> Plan:
+    """A pick of indices ``picked`` (None: indices the op's values choose) along a dim of ``x`` that
+    holds no spatial axis; ``plan``: the pick as if every channel of x saw the same windows.
+
+    When x's channels see different windows (after a cat), the picked channels see the windows of
+    the channel pieces they come from (``RuleContext.pieces``): the plan reads those pieces. Where
+    the walk does not know the pieces, or the op's values choose the channels, the picked channels
+    may see less than the union over x's channels, which is all convlens knows: named, not guessed.
+    Pieces along another dim are picked alike; the walk carries them."""
+    size = ctx.shape(x)[dim]
+    if not ctx.channels_split(x) or (picked is not None and picked == range(size)):
+        return plan
+    pieces = ctx.pieces(x)
+    if pieces is not None and pieces[0] != dim:
+        return plan
+    if pieces is None or picked is None:
+        return Plan(dims=tuple(plain(s) for s in (out_shape or ctx.out_shape)), unsupported="picks channels that may see other windows than the rest (after a "
+                                                "cat or a write along channels)")
+    hit = []
+    for start, stop, t in pieces[1]:  # the picked j with start <= picked[j] < stop, a range as picked is
+        lo = min(max(-(-(start - picked.start) // picked.step), 0), len(picked))
+        hi = min(max(-(-(stop - picked.start) // picked.step), 0), len(picked))
+        if lo < hi:
+            hit.append((lo, hi, t))
+    out = retarget(plan, ctx.node.inputs, {x.id: [t for _, _, t in hit]})
+    if len(hit) > 1:
+        out.channels = Channels.SPLIT
+        out.pieces = (dim, tuple(hit))
+        out.piecewise = set(out.local)  # (the pieces were checked where they met)
+    return out
 
 
 def _piece(start: int, end: int, first: bool, last: bool) -> IndexFn:
@@ -655,6 +727,11 @@ def squeeze_unsqueeze(ctx: RuleContext, x: TRef, insert: Sequence[int] = (), rem
     plan = Plan(dims=tuple(dims))
     for a in _tracked(ctx, x):
         plan.local[a] = [Source(x.id, identity)]
+    kept = [d for d in range(len(ctx.shape(x))) if d not in remove]
+    position = list(range(len(dims)))
+    for d in sorted(insert):
+        position.remove(d)
+    plan.same_index[x.id] = {d: (position[i], Fraction(1)) for i, d in enumerate(kept) if not held(ctx.dims(x)[d])}
     return plan
 
 

@@ -10,10 +10,10 @@ names recorded by capture (strings). Registering a key twice is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from fractions import Fraction
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -162,6 +162,13 @@ class Source:
     period: int = 1  # the map's own pattern repeats after this many outputs (attention within windows)
 
 
+Pieces = tuple[int, tuple[tuple[int, int, int], ...]]
+"""Channel pieces of a tensor whose channels see different windows: (dim, ((start, stop, tensor),
+...)): along ``dim`` (no spatial axis), indices [start, stop) see exactly the windows of ``tensor``
+(whose channels all see the same), whatever the other indices. The walk keeps them through the ops
+that keep channel indices (``Plan.same_index``), so a pick of channels reads the pieces it picks."""
+
+
 class Channels(Enum):
     """What an op does to the non-spatial (channel) dims, for the ops that pick channels by position
     (``pixel_shuffle``, a slice of channels), which need every channel to see the same window."""
@@ -202,6 +209,15 @@ class Plan:
     ``beside``: inputs that fill only extra tokens (a cat's class tokens, :class:`TokenDim`): they reach
     no unit of the grid, so neither their global axes nor their global context reach its units (an
     unknown one still makes the axes unknown).
+    ``same_index``: per input, its non-spatial dims whose index i the output's dim (the value) reads
+    at index i and nowhere else (elementwise ops, batch norm, pools, depthwise convs, views): the walk
+    carries channel pieces (:data:`Pieces`) through them. Rules that mix or reorder channels leave it
+    empty, and the walk then drops the pieces (the union over the channels stays exact).
+    ``pieces``: the output's channel pieces, when the rule makes them (a cat along channels, a pick of
+    channels): (dim, ((start, stop, tensor), ...)) — a tensor of a piece may itself have pieces along
+    the same dim (the walk splices them in).
+    ``reads``: the tensors the output reads in place of the node's inputs (a pick of channels reads the
+    pieces it picks, whose sources the plan names).
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -219,6 +235,21 @@ class Plan:
     unread: set[int] = field(default_factory=set)
     paired: set[int] = field(default_factory=set)
     beside: set[int] = field(default_factory=set)
+    same_index: dict[int, dict[int, tuple[int, Fraction]]] = field(default_factory=dict)
+    pieces: Pieces | None = None
+    reads: tuple[int, ...] | None = None
+
+
+def retarget(plan: Plan, inputs: Sequence[int], mapping: dict[int, Sequence[int]]) -> Plan:
+    """A copy of ``plan`` (whose op reads ``inputs``) that reads, in place of each input ``t`` of
+    ``mapping``, the tensors ``mapping[t]`` (each through t's sources): the same op applied to
+    channel pieces of t."""
+    def swap(tids):
+        return {u for t in tids for u in mapping.get(t, (t,))}
+    local = {a: [replace(s, tid=u) for s in srcs for u in mapping.get(s.tid, (s.tid,))] for a, srcs in plan.local.items()}
+    reads = tuple(dict.fromkeys(u for t in inputs for u in mapping.get(t, (t,))))
+    return replace(plan, local=local, unread=swap(plan.unread), beside=swap(plan.beside), same_index={},
+                   pieces=None, reads=reads)
 
 
 @dataclass(frozen=True)
@@ -233,7 +264,7 @@ class RuleContext:
     def __init__(self, node: OpNode, tensors: dict[int, TensorInfo], producers: dict[int, OpNode],
                  dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]],
                  global_: dict[int, frozenset[int]] | None = None, split: frozenset[int] = frozenset(),
-                 context: frozenset[int] = frozenset()):
+                 context: frozenset[int] = frozenset(), pieces: dict[int, Pieces] | None = None):
         self.node = node
         self.tensors = tensors  # tensor id -> TensorInfo (what args.conv_args reads)
         self._tensors = tensors
@@ -243,6 +274,7 @@ class RuleContext:
         self._global = global_ or {}
         self._split = split
         self._context = context
+        self._pieces = pieces or {}
 
     def info(self, ref: TRef | int) -> TensorInfo:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref]
@@ -265,6 +297,11 @@ class RuleContext:
     def channels_split(self, ref: TRef | int) -> bool:
         """Whether ``ref``'s channels may see different windows (see ``Plan.channels``)."""
         return (ref.id if isinstance(ref, TRef) else ref) in self._split
+
+    def pieces(self, ref: TRef | int) -> Pieces | None:
+        """The channel pieces of ``ref``, when its channels see different windows and the walk knows
+        which see what (:data:`Pieces`)."""
+        return self._pieces.get(ref.id if isinstance(ref, TRef) else ref)
 
     def global_context(self, ref: TRef | int) -> bool:
         """Whether ``ref``'s units also see the whole input through a global branch."""

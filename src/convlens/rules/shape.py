@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import torch
 
-from .plans import (affine, axes_of, concat, constant_index, is_tokens, permute, plain, pointwise, squeeze_unsqueeze,
-                    stacked, token_slice, view, windowed)
+from .plans import (affine, axes_of, concat, constant_index, is_tokens, permute, pick_channels, plain, pointwise,
+                    squeeze_unsqueeze, stacked, token_slice, view, windowed)
 from .spatial import pad_taps
 from .registry import Plan, RuleContext, register_geometry
 
@@ -62,15 +62,10 @@ def transpose(ctx: RuleContext) -> Plan:
     return permute(ctx, x, order)
 
 
-def _picks_channels(ctx: RuleContext, x, dim: int, kept: int, out_shape=None) -> Plan | None:
-    """Part of a non-spatial dim of a tensor whose channels may see different windows (after a cat
-    or a write along channels): the picked channels may see less than the union over all of them,
-    which is all convlens knows (a unit's window is the union over its channels). Named, not guessed."""
-    if axes_of(ctx.dims(x)[dim]) or not ctx.channels_split(x) or kept == ctx.shape(x)[dim]:
-        return None
-    return Plan(dims=tuple(plain(s) for s in (out_shape or ctx.out_shape)),
-                unsupported="picks channels that may see other windows than the rest (after a cat or a write "
-                            "along channels)")
+def _pick(ctx: RuleContext, x, dim: int, picked: range | None, plan: Plan, out_shape=None) -> Plan:
+    """``plan``, the pick of ``picked`` along ``dim``, reading the channel pieces it picks where the
+    dim holds no spatial axis (:func:`~convlens.rules.plans.pick_channels`)."""
+    return plan if axes_of(ctx.dims(x)[dim]) else pick_channels(ctx, x, dim, picked, plan, out_shape)
 
 
 @register_geometry(_ops("slice"))
@@ -80,15 +75,13 @@ def slice_rule(ctx: RuleContext) -> Plan:
     x = n.arg(0, "self")
     size = ctx.shape(x)[n.arg(1, "dim", 0) % len(ctx.shape(x))]
     dim = n.arg(1, "dim", 0) % len(ctx.shape(x))
-    picked = _picks_channels(ctx, x, dim, ctx.out_shape[dim])
-    if picked is not None:
-        return picked
     start, step = n.arg(2, "start"), n.arg(4, "step", 1) or 1
     start = 0 if start is None else start
     start = min(max(start + size if start < 0 else start, 0), size)
     if is_tokens(ctx.dims(x)[dim]) and step == 1:
         return token_slice(ctx, x, dim, start, start + ctx.out_shape[dim])
-    return windowed(ctx, x, {dim: (affine(step, start), Fraction(step))})
+    picked = range(start, start + step * ctx.out_shape[dim], step)
+    return _pick(ctx, x, dim, picked, windowed(ctx, x, {dim: (affine(step, start), Fraction(step))}, per_channel=True))
 
 
 @register_geometry(_ops("select"))
@@ -99,8 +92,8 @@ def select(ctx: RuleContext) -> Plan:
     index = ctx.node.arg(2, "index") % ctx.shape(x)[dim]
     if is_tokens(ctx.dims(x)[dim]):
         return token_slice(ctx, x, dim, index, index + 1, drop=True)
-    return _picks_channels(ctx, x, dim, 1) or windowed(ctx, x, {dim: (constant_index(index), Fraction(1))},
-                                                       drop=[dim])
+    return _pick(ctx, x, dim, range(index, index + 1),
+                 windowed(ctx, x, {dim: (constant_index(index), Fraction(1))}, drop=[dim], per_channel=True))
 
 
 @register_geometry(_ops("cat", "concat", "concatenate"))
@@ -121,10 +114,12 @@ def split(ctx: RuleContext) -> list[Plan]:
     dim = ctx.node.arg(2, "dim", 0) % len(ctx.shape(x))
     plans, start = [], 0
     for shape in ctx.out_shapes():
-        picked = _picks_channels(ctx, x, dim, shape[dim], shape)
         if is_tokens(ctx.dims(x)[dim]):
-            picked = token_slice(_OneOutput(ctx, shape), x, dim, start, start + shape[dim])
-        plans.append(picked or windowed(ctx, x, {dim: (affine(1, start), Fraction(1))}, out_shape=shape))
+            plans.append(token_slice(_OneOutput(ctx, shape), x, dim, start, start + shape[dim]))
+        else:
+            plans.append(_pick(ctx, x, dim, range(start, start + shape[dim]),
+                               windowed(ctx, x, {dim: (affine(1, start), Fraction(1))}, out_shape=shape,
+                                        per_channel=True), shape))
         start += shape[dim]
     return plans
 
@@ -136,8 +131,8 @@ def unbind(ctx: RuleContext) -> list[Plan]:
     if is_tokens(ctx.dims(x)[dim]):
         return [token_slice(_OneOutput(ctx, shape), x, dim, i, i + 1, drop=True)
                 for i, shape in enumerate(ctx.out_shapes())]
-    return [_picks_channels(ctx, x, dim, 1, shape) or
-            windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim], out_shape=shape)
+    return [_pick(ctx, x, dim, range(i, i + 1), windowed(ctx, x, {dim: (constant_index(i), Fraction(1))}, drop=[dim],
+                                                         out_shape=shape, per_channel=True), shape)
             for i, shape in enumerate(ctx.out_shapes())]
 
 
@@ -174,7 +169,7 @@ def roll(ctx: RuleContext) -> Plan:
         return Plan(dims=tuple(plain(s) for s in ctx.out_shape), unsupported="roll of the flattened tensor")
     rank = len(ctx.shape(x))
     return windowed(ctx, x, {d % rank: (pad_taps(shift, ctx.shape(x)[d % rank], "circular"), Fraction(1))
-                             for shift, d in zip(shifts, dims)})
+                             for shift, d in zip(shifts, dims)}, per_channel=True)
 
 
 @register_geometry(_ops("channel_shuffle", "native_channel_shuffle"))
@@ -201,4 +196,4 @@ def index(ctx: RuleContext) -> Plan:
     if axes_of(ctx.dims(x)[d]):
         return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
                     unsupported="indexing along a spatial axis (which positions is not read)")
-    return _picks_channels(ctx, x, d, -1) or windowed(ctx, x)
+    return _pick(ctx, x, d, None, windowed(ctx, x))

@@ -60,6 +60,10 @@ def convolution(ctx: RuleContext) -> Plan:
     plan = windowed(ctx, c.input, maps, fold=[rank - c.k - 1])
     if c.groups == 1:
         plan.channels = Channels.MIX
+    channels = rank - c.k - 1
+    if c.groups == ctx.shape(c.input)[channels] == ctx.out_shape[channels] and not axes_of(ctx.dims(c.input)[channels]):
+        # depthwise: output channel i reads input channel i alone (and sample b sample b)
+        plan.same_index[c.input.id] = {d: (d, Fraction(1)) for d in range(channels + 1) if ctx.shape(c.input)[d] > 1}
     return plan
 
 
@@ -71,7 +75,7 @@ def pool(ctx: RuleContext) -> Plan:
     rank = len(ctx.shape(p.input))
     maps = {rank - p.k + i: (affine(p.stride[i], -p.padding[i], p.kernel[i], p.dilation[i]), Fraction(p.stride[i]))
             for i in range(p.k)}
-    return windowed(ctx, p.input, maps)
+    return windowed(ctx, p.input, maps, per_channel=True)
 
 
 register_geometry([getattr(aten, f"{kind}{k}d{suffix}") for kind in ("max_pool", "avg_pool") for k in (1, 2, 3)
@@ -96,7 +100,7 @@ def _adaptive(ctx: RuleContext) -> Plan:
     fold = [d for d in spatial if out_shape[d] == 1]
     maps = {d: (adaptive_taps(in_shape[d], out_shape[d]), Fraction(in_shape[d], out_shape[d]))
             for d in spatial if d not in fold}
-    return windowed(ctx, x, maps, fold=fold)
+    return windowed(ctx, x, maps, fold=fold, per_channel=True)
 
 
 register_geometry([getattr(aten, o) for o in ("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d",
@@ -125,7 +129,7 @@ def max_unpool(ctx: RuleContext) -> Plan:
     rank = len(ctx.shape(x))
     maps = {rank - k + i: (transposed_taps(p.stride[i], p.padding[i], p.kernel[i], p.dilation[i]),
                            Fraction(1, p.stride[i])) for i in range(k)}
-    return windowed(ctx, x, maps, extra=[idx])
+    return windowed(ctx, x, maps, extra=[idx], per_channel=True)
 
 
 # ---------------------------------------------------------------- resampling
@@ -329,7 +333,7 @@ def _upsample_rule(k: int, kind: str, has_align: bool):
             if (kind == "linear" and n_out == n_in) or (kind == "cubic" and kept):
                 exact = Fraction(1)  # a copy, whatever the scale
             maps[d] = (fn, exact)
-        return windowed(ctx, x, maps)
+        return windowed(ctx, x, maps, per_channel=True)
     return rule
 
 
@@ -450,7 +454,7 @@ def _pad(ctx: RuleContext, x, pad: list[int], mode: str) -> Plan:
             tokens[d] = (left, right)  # zero tokens before and after a token grid: constant extra tokens
         elif left or right:
             maps[d] = (pad_taps(left, in_shape[d], mode), Fraction(1))
-    plan = windowed(ctx, x, maps)
+    plan = windowed(ctx, x, maps, per_channel=True)
     for d, (left, right) in tokens.items():
         dim = ctx.dims(x)[d]
         before, after = extras(dim)
