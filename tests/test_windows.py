@@ -148,6 +148,7 @@ TIMM = {
                True),
     "efficientvit msra": ("efficientvit_m0", dict(img_size=128), (1, 3, 128, 128), r"stages\.[01]", False),
     "mobilevit": ("mobilevit_xxs", dict(), (1, 3, 64, 64), r"stages\.[23]", False),
+    "tresnet (space to depth)": ("tresnet_m", dict(), (1, 3, 64, 64), r"body\.(s2d|conv1|layer1\.0)", False),
 }
 
 
@@ -320,3 +321,35 @@ def test_units_of_a_padded_global_axis_in_windows_that_read_only_padding_see_not
     assert layer.window(0, 0) is None and layer.window(1, 4) is None
     assert layer.window(1, 5) == ((0, 5), (0, 5))
     check_against_oracle(PaddedGlobalWindows(), (1, 2, 6, 6))
+
+
+class SpaceToDepth(nn.Module):
+    """TResNet's space-to-depth: each axis split into blocks of ``bs`` whose positions go to the
+    channels, then a conv over the blocks that mixes the channels (so reads whole blocks)."""
+
+    def __init__(self, bs: int, kernel: int, stride: int, padding: int, dilation: int):
+        super().__init__()
+        self.bs = bs
+        self.conv = nn.Conv2d(2 * bs * bs, 3, kernel, stride=stride, padding=padding, dilation=dilation)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        bs = self.bs
+        x = x.view(n, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4)
+        return self.conv(x.reshape(n, c * bs * bs, h // bs, w // bs))
+
+
+@pytest.mark.parametrize("bs, kernel, stride, padding", [(2, 3, 1, 1), (4, 3, 2, 0), (2, 1, 1, 0), (3, 2, 1, 1)])
+def test_a_conv_after_space_to_depth_reads_whole_blocks(bs, kernel, stride, padding):
+    model = SpaceToDepth(bs, kernel, stride, padding, 1).eval()
+    shape = (1, 2, 4 * bs, 3 * bs)
+    assert convlens.analyze(model, shape)["conv"].stride == (bs * stride, bs * stride)
+    checked = check_against_oracle(model, shape, big_shape=(1, 2, 24 * bs, 24 * bs))
+    assert checked.windows > 0 and checked.unbounded > 0
+
+
+def test_a_dilated_conv_after_space_to_depth_is_named():
+    """Blocks with gaps between them are no window of one step: named, not guessed."""
+    report = convlens.analyze(SpaceToDepth(2, 3, 1, 2, 2).eval(), (1, 2, 16, 12))
+    assert all(isinstance(s, Unknown) for s in report["conv"].axes)
+    assert any("split axis" in op for s in report["conv"].axes for op in s.ops)

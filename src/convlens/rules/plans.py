@@ -144,6 +144,16 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
         holders = [d for d, dim in enumerate(ctx.dims(x)) if a in held(dim)]
         inside = [d for d in holders if d in within]
         folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
+        blocks = _over_blocks(ctx.dims(x), a, [d for d in holders if d in moved or d in within], holders, fold,
+                              maps, kept)
+        if blocks is not None:
+            dm, width = blocks
+            fn, scale = maps[dm]
+            plan.local[a] = [Source(t.id, block_taps(fn, width), scale * width) for t in (x, *extra)]
+            plan.dims = tuple(((a, out_shape[kept.index(dm)]),) if e == kept.index(dm) else dim
+                              for e, dim in enumerate(plan.dims))
+            plan.untracked.pop(a, None)
+            continue
         if any(d in moved and d not in within for d in holders) or len(inside) > 1 or (inside and folded):
             plan.untracked[a] = "moves positions along a dim that holds part of a split axis"
             continue
@@ -155,6 +165,37 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
             continue
         mix_digits(plan, a, [(t, ctx.dims(t), folded) for t in (x, *extra)])
     return plan
+
+
+def _over_blocks(dims: Sequence[Dim], a: int, moving: list[int], holders: list[int], fold: Sequence[int],
+                 maps: dict, kept: list[int]) -> tuple[int, int] | None:
+    """Space-to-depth (TResNet): axis a split into an outer digit on its own dim and inner ones on
+    the channels; a conv that moves the outer digit and mixes the channels reads whole blocks of
+    ``width`` = the inner digits' extent. (dim of the outer digit, width), or None where the op is
+    not that."""
+    if len(moving) != 1 or moving[0] not in kept or moving[0] not in maps or not _one_digit(dims[moving[0]]):
+        return None
+    (outer,) = [f for f in dims[moving[0]] if f[1] > 1]
+    inner = [f for d in holders if d != moving[0] for f in digits_of([dims[d]], a, pairs=True)]
+    if outer.axis != a or any(d != moving[0] and d not in fold for d in holders) or any(f.pair for f in inner):
+        return None
+    if _span(inner) != (outer.weight, 1):
+        return None  # (the inner digits make the positions below the outer digit's weight, whole)
+    v = np.arange(outer.size + 1, dtype=np.int64)
+    for finite in (False, True):
+        lo, hi, step = maps[moving[0]][0](v, finite)
+        if np.any((np.asarray(step) != 1) & (lo != hi)):
+            return None  # (a dilated kernel reads blocks with gaps between them)
+    return moving[0], outer.weight
+
+
+def block_taps(fn: IndexFn, width: int) -> IndexFn:
+    """``fn`` over blocks of ``width`` positions: output v reads every position of the blocks fn
+    reads (contiguous taps only)."""
+    def taps(v: np.ndarray, finite: bool):
+        lo, hi, _ = fn(v, finite)
+        return lo * width, hi * width + width - 1, 1
+    return taps
 
 
 def _one_digit(dim: Dim) -> bool:
