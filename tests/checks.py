@@ -72,6 +72,8 @@ def _window_channel(layer: convlens.Layer) -> int | None:
     holders = [d for d, dim in enumerate(layer.layout)
                if any(isinstance(f, Digit) or f[0] is not None for f in dim.factors)]
     rest = [d for d in range(len(layer.output_shape)) if d not in holders]
+    if len(rest) == 2 and rest[0] == 0 and layer.output_shape[0] == 1:
+        rest = rest[1:]  # (a batch of one beside channels and the digits: MobileViT-V2's patches)
     digits = {f.axis for d in holders for f in layer.layout[d].factors if isinstance(f, Digit)}
     if not digits or len(rest) != 1 or any(layer.layout[d].before or layer.layout[d].after for d in holders):
         return None
@@ -171,7 +173,8 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
             if channel is None:
                 out.skipped.append(f"{layer.name}: layout {layer.output_shape} axis dims {layer.axis_dims}")
                 continue
-            probe_units = [tuple(i for d, i in enumerate(layer.tensor_index(*unit)) if d != channel
+            probe_units = [tuple(0 if i is None and layer.output_shape[d] == 1 else i
+                                 for d, i in enumerate(layer.tensor_index(*unit)) if d != channel
                                  and (d > 0 or not batch_dim)) for unit in units]
             out.tokens += 1
         full = probe_many(lin, input_shape, name, probe_units, channel_dim=channel, tol=tol, batch_dim=batch_dim)

@@ -598,6 +598,10 @@ def _x_windows(net, s, x):
     t = y.reshape(-1, math.prod(ws), c)
     if kw["op"] == "conv":
         o = m.conv(t.transpose(1, 2).reshape(-1, c, *ws)).reshape(-1, c, math.prod(ws)).transpose(1, 2)
+    elif kw["op"] == "context":
+        # MobileViT-V2's linear attention: a context per position within a window, pooled over the
+        # windows and broadcast back over them
+        o = t * (t.softmax(0) * t).sum(0, keepdim=True)
     else:
         o = _attend(m, t, kw["op"], kw["scale"])
     t = t + o if kw["residual"] else o
@@ -2008,12 +2012,15 @@ class _Builder:
 
     def g_windows(self, vid, depth=0, arm=False):
         """A window stage (``_x_windows``): every unit mixes the positions of its window (attention,
-        or a conv zero-padded at the window's borders), with windows shifted or not, the axes padded
-        to a multiple of the window."""
+        or a conv zero-padded at the window's borders) or reads a context pooled over the windows at
+        its position within them, with windows shifted or not, the axes padded to a multiple of the
+        window."""
         v = self.vals[vid]
         ws = tuple(self.int_(1, min(4, a.size)) for a in v.axes)
         shift = tuple(self.int_(0, w - 1) if self.coin() else 0 for w in ws)
-        op = self.pick(["matmul", "sdpa", "conv"])
+        # (a context over the windows along an axis with windows of 1 sees the whole axis: global
+        # context the oracle cannot tell, as it pools over the batch dim)
+        op = self.pick(["matmul", "sdpa", "conv"] + (["context"] if min(ws) > 1 else []))
         dk, k = self.int_(1, 4), self.pick([1, 3])
         name = self.name("windows")
         self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k)

@@ -148,6 +148,7 @@ TIMM = {
                True),
     "efficientvit msra": ("efficientvit_m0", dict(img_size=128), (1, 3, 128, 128), r"stages\.[01]", False),
     "mobilevit": ("mobilevit_xxs", dict(), (1, 3, 64, 64), r"stages\.[23]", False),
+    "mobilevit v2": ("mobilevitv2_050", dict(), (1, 3, 64, 64), r"stages\.[23](\.1\.transformer\.0)?", False),
     "tresnet (space to depth)": ("tresnet_m", dict(), (1, 3, 64, 64), r"body\.(s2d|conv1|layer1\.0)", False),
 }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from math import gcd, lcm
+from math import gcd, lcm, prod
 from typing import Mapping
 
 import numpy as np
@@ -128,7 +128,7 @@ def axis_size(dims: tuple[Dim, ...], a: int) -> int:
     """Positions of axis ``a`` in a tensor of these dims: its factor's size, the product of its
     digits' sizes where a window partition split it, 1 where no dim carries it (an axis on two dims
     whole, as the queries and keys of global attention, counted once)."""
-    return int(np.prod([size for size, _ in {(d.size, d.weight) for d in digits_of(dims, a)}], dtype=np.int64))
+    return prod(size for size, _ in {(d.size, d.weight) for d in digits_of(dims, a)})
 
 
 class _Dims(Mapping):
@@ -635,6 +635,8 @@ class GraphWalk:
                 r_in = windows_of(src.tid).reached(a, n_in)
             elif not isinstance(state, Global):
                 continue  # (pass 1: a local input's reach is not known yet; the first reach may miss)
+            elif state.reach is None and src.fn is identity and n_in == size:
+                return None  # (every position is reached through this input)
             else:
                 r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
             ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)

@@ -405,8 +405,10 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             dim = ctx.dims(ref)[k]
             if chosen is None or (not held(chosen) and held(dim)):
                 chosen = dim if chosen is None or held(dim) else chosen
-            elif held(dim) and dim != chosen:
+            elif held(dim) and as_digits(dim) != as_digits(chosen):
                 conflicted.update(held(dim) + held(chosen))
+            elif held(dim) and dim != chosen and any(isinstance(f, Digit) for f in dim):
+                chosen = dim  # (the same positions: a whole axis of the other is its digit of weight 1 here)
         dims.append(chosen if chosen is not None else plain(size))
     plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
                                              for a in conflicted})
@@ -428,10 +430,17 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
                 sources.append(Source(ref.id, broadcast))
                 continue
             if a in split or a in digit_axes(ctx.dims(ref)):
-                # digits of a split axis: the input must hold them where the output does
-                if {k + offset for k in where} != {d for d, dim in enumerate(dims) if a in held(dim)} \
-                        or any(ctx.dims(ref)[k] != dims[k + offset] for k in where):
+                # digits of a split axis: the input must hold them where the output does, or lack some
+                # (a context pooled over them, broadcast back: MobileViT-V2's linear attention)
+                if any(as_digits(ctx.dims(ref)[k]) != as_digits(dims[k + offset]) for k in where):
                     break
+                if {k + offset for k in where} != {d for d, dim in enumerate(dims) if a in held(dim)}:
+                    lacked = _lacked(ctx.dims(ref), dims, a, offset)
+                    if lacked is None:
+                        break
+                    n, w = lacked
+                    sources.append(Source(ref.id, drop(n, w), Fraction(1, n), True, n * w))
+                    continue
                 sources.append(Source(ref.id, identity))
                 continue
             k = where[0]
@@ -443,6 +452,38 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
         else:
             plan.local[a] = sources
     return plan
+
+
+def as_digits(dim: Dim) -> tuple:
+    """A dim with every whole spatial factor written as the digit of weight 1 it is (to compare dims
+    whose positions agree, one holding an axis whole and the other as the least digit)."""
+    return tuple(Digit(f[0], f[1], 1) if not isinstance(f, Digit) and f[0] is not None else f for f in dim)
+
+
+def _lacked(ref_dims: Sequence[Dim], dims: Sequence[Dim], a: int, offset: int) -> tuple[int, int] | None:
+    """(size, weight) of the digits of axis ``a`` that the output holds on dims where the input holds
+    none of a (it is broadcast there), when they make one digit and the input's digits are the
+    output's others, renumbered without it (as pooling it away left them); else None."""
+    missing = [d for d, dim in enumerate(dims) if a in held(dim) and (d - offset < 0 or a not in held(ref_dims[d - offset]))]
+    span = _span([f for d in missing for f in digits_of([dims[d]], a, pairs=True)])
+    if span is None or any(f.pair for d in missing for f in digits_of([dims[d]], a, pairs=True)):
+        return None
+    n, w = span
+    rest = {(f.size, f.weight // n if f.weight > w else f.weight) for d, dim in enumerate(dims) if d not in missing
+            for f in digits_of([dim], a, pairs=True) if f.size > 1}
+    if rest != {(f.size, f.weight) for f in digits_of(ref_dims, a, pairs=True) if f.size > 1}:
+        return None
+    return n, w
+
+
+def drop(size: int, weight: int) -> IndexFn:
+    """The inverse of :func:`expand`: output v reads the one input position that has v's digits
+    but the digit (size, weight), renumbered without it (a context pooled over that digit and
+    broadcast back over it)."""
+    def fn(v: np.ndarray, finite: bool):
+        at = (v // (weight * size)) * weight + v % weight
+        return at, at, 1
+    return fn
 
 
 def held(dim: Dim) -> tuple[int, ...]:
