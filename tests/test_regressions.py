@@ -510,3 +510,49 @@ def test_equal_pieces_are_kept_once():
     parts = report.analysis.geometry.geoms[report[""].tensor].windows.parts
     assert len(parts) == 1
     check_against_oracle(model, shape)
+
+
+class WriteIntoPartlyReached(nn.Module):
+    """Found by the 10,000-network run (issue 17's session): a map of the global mean that real values
+    reach at one row only (a transposed conv's gaps), and a write, into every other column, of a conv
+    of it that reaches every row. The units reached are a union of boxes (row 1, or the written
+    columns); one reach per axis would claim every unit of every row and column. Named untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(1, 1, 5, stride=2, padding=(3, 0), dilation=2, output_padding=(0, 1))
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        v = self.up(x.mean((2, 3), keepdim=True))
+        y = v.clone()
+        y[..., 1::2] = self.conv(v)[..., 1::2]
+        return y
+
+
+def test_a_write_into_a_partly_reached_map_is_named():
+    report = convlens.analyze(WriteIntoPartlyReached(), (1, 1, 6, 6))
+    assert all(isinstance(s, Unknown) for s in report[""].axes)
+    assert any("several axes" in note for note in report.notes), report.notes
+    assert check_against_oracle(WriteIntoPartlyReached(), (1, 1, 6, 6)).windows > 0
+
+
+class NormOverPaddedUnits(nn.Module):
+    """Found by the 10,000-network run (issue 17's session): a conv with padding 1 and kernel 1 over
+    attention's output (which sees the whole input) leaves its two border units with padding alone, and a group norm
+    after it gives every unit its statistics, which real values reach: every unit sees the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 1, 1, padding=1)
+        self.norm = nn.GroupNorm(1, 1)
+
+    def forward(self, x):
+        t = x.transpose(1, 2)
+        return self.norm(self.conv(F.scaled_dot_product_attention(t, t, t).transpose(1, 2)))
+
+
+def test_a_norm_reaches_units_that_read_only_padding():
+    report = convlens.analyze(NormOverPaddedUnits(), (1, 2, 10))
+    assert report["conv"].window(0) is None and report["norm"].window(0) == ((0, 9),)
+    assert check_against_oracle(NormOverPaddedUnits(), (1, 2, 10)).windows > 0

@@ -515,8 +515,13 @@ class GraphWalk:
             axes = list(self._summarize(tid, axes, windows))
             if len(per_source) > 1 and not self._quiet:
                 self._check_alignment(node, tid, axes, windows, per_source)
+        not_a_box = self._reach_not_a_box(node, st.plan, st.dims, axes)
         for a, s in enumerate(axes):
-            if isinstance(s, Global):
+            if isinstance(s, Global) and not_a_box:
+                axes[a] = self._untracked(f"{node.name} (merges pieces that real values reach at different positions "
+                                          "along several axes)", node)
+                late.add(a)
+            elif isinstance(s, Global):
                 differ = self._pieces_differ(node, st.plan, axes, a) or self._beyond_attention(node, st.plan, read, a)
                 if differ is not None:
                     axes[a] = differ
@@ -625,26 +630,65 @@ class GraphWalk:
             return None  # an input that sees the input, not mapped along a: it reaches every position
         if any(isinstance(axes_of_input(t)[a], Paired) for t in self._read(node, plan)):
             return None  # every query position of attention scores is reached
+        states = [axes_of_input(t)[a] for t in self._read(node, plan)]
+        if a in plan.context and any(isinstance(s, Global) and (s.reach is None or s.reach.any()) for s in states):
+            # statistics over the axis (a norm) that real values reach: every position reads them (the
+            # 10,000-network run: a group norm after a conv whose border units read only padding)
+            return None
         reach = np.zeros(size, dtype=bool)
         for src in plan.local[a]:
             state = axes_of_input(src.tid)[a]
-            n_in = axis_size(self.structure[src.tid].dims, a)
-            if isinstance(state, Local) and windows_of is not None:
-                # a local input merged with an attended global (pass 3): its units that real pixels
-                # reach reach the output's positions that read them
-                r_in = windows_of(src.tid).reached(a, n_in)
-            elif not isinstance(state, Global):
-                continue  # (pass 1: a local input's reach is not known yet; the first reach may miss)
-            elif state.reach is None and src.fn is identity and n_in == size:
+            if isinstance(state, Global) and state.reach is None and src.fn is identity \
+                    and axis_size(self.structure[src.tid].dims, a) == size:
                 return None  # (every position is reached through this input)
-            else:
-                r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
-            ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)
-            ta, tb = clip_taps(ta, tb, step, len(r_in))
-            got, _ = range_reduce(np.where(r_in, 0, 1).astype(np.int64), np.zeros(len(r_in), dtype=np.int64),
-                                  0, ta, tb, step)
-            reach |= got == 0
+            got = self._reached_through(src, a, size, axes_of_input, windows_of)
+            if got is not None:
+                reach |= got
         return None if reach.all() else reach
+
+    def _reached_through(self, src: Source, a: int, size: int, axes_of_input, windows_of) -> np.ndarray | None:
+        """The output positions along axis a (of ``size``) that real values reach through one source;
+        None where that is not known yet (a local input in pass 1)."""
+        state = axes_of_input(src.tid)[a]
+        n_in = axis_size(self.structure[src.tid].dims, a)
+        if isinstance(state, Local) and windows_of is not None:
+            # a local input merged with an attended global (pass 3): its units that real pixels
+            # reach reach the output's positions that read them
+            r_in = windows_of(src.tid).reached(a, n_in)
+        elif not isinstance(state, Global):
+            return None  # (pass 1: a local input's reach is not known yet; the first reach may miss)
+        else:
+            r_in = state.reach if state.reach is not None else np.ones(n_in, dtype=bool)
+        ta, tb, step = src.fn(np.arange(size, dtype=np.int64), True)
+        ta, tb = clip_taps(ta, tb, step, len(r_in))
+        got, _ = range_reduce(np.where(r_in, 0, 1).astype(np.int64), np.zeros(len(r_in), dtype=np.int64),
+                              0, ta, tb, step)
+        return got == 0
+
+    def _reach_not_a_box(self, node: OpNode, plan: Plan | None, dims: tuple[Dim, ...], axes: list) -> bool:
+        """Whether the inputs of a merge reach different positions along two or more global axes (a
+        write into a region of a map that real values reach only in part): the reached units are a
+        union of boxes, and one reach per axis would claim their product."""
+        if plan is None or plan.context:
+            return False
+        moved = [a for a, s in enumerate(axes) if isinstance(s, Global) and a in plan.local and digits_of(dims, a)]
+        tids = {src.tid for a in moved for src in plan.local[a]}
+        if len(moved) < 2 or len(tids) < 2:
+            return False
+        by_input: dict[int, list] = {t: [] for t in tids}
+        for a in moved:
+            size = axis_size(dims, a)
+            for t in tids:
+                got = [self._reached_through(src, a, size, self._final_axes, self._windows_of)
+                       for src in plan.local[a] if src.tid == t]
+                got = [g for g in got if g is not None]
+                reach = np.logical_or.reduce(got) if got else np.ones(size, dtype=bool)
+                by_input[t].append(reach)
+        if any(all(r.all() for r in rs) for rs in by_input.values()):
+            return False  # (one input reaches every unit)
+        first = next(iter(by_input.values()))
+        differ = [i for i in range(len(moved)) if any(not np.array_equal(rs[i], first[i]) for rs in by_input.values())]
+        return len(differ) > 1
 
     def _span(self, read: list[int], a: int) -> tuple[int, int] | None:
         """Real pixels along axis a that reach a global output: everything its inputs reached,
