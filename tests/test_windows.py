@@ -149,6 +149,9 @@ TIMM = {
     "efficientvit msra": ("efficientvit_m0", dict(img_size=128), (1, 3, 128, 128), r"stages\.[01]", False),
     "mobilevit": ("mobilevit_xxs", dict(), (1, 3, 64, 64), r"stages\.[23]", False),
     "mobilevit v2": ("mobilevitv2_050", dict(), (1, 3, 64, 64), r"stages\.[23](\.1\.transformer\.0)?", False),
+    # (pooled queries attend to the keys of their mask unit, and in later stages to every key)
+    "hiera": ("hiera_tiny_224", dict(img_size=(64, 64), embed_dim=8, num_heads=1, stages=(1, 1, 2, 1)),
+              (1, 3, 64, 64), r"blocks\.\d", True),
     "tresnet (space to depth)": ("tresnet_m", dict(), (1, 3, 64, 64), r"body\.(s2d|conv1|layer1\.0)", False),
 }
 

@@ -261,7 +261,15 @@ def mix_digits(plan: Plan, a: int, inputs: Sequence[tuple[TRef, Sequence[Dim], S
         return
     sources = []
     for ref, digits, mixed in holders:
+        if {(f.size, f.weight) for f in digits if f.size > 1} <= {(f.size, f.weight) for f in mixed}:
+            # every position of this input is mixed into each output (global attention of pooled
+            # queries over all the keys: Hiera's last stages): the axis is global
+            plan.local.pop(a, None)
+            plan.fold.add(a)
+            return
         fn = _digit_map(digits, mixed, out)
+        if isinstance(fn, str) and radix(digits) is not None and radix(digits) != radix(out):
+            fn = _regrid(digits, mixed, out) or fn
         if isinstance(fn, str):
             plan.local.pop(a, None)
             plan.untracked[a] = fn
@@ -338,6 +346,32 @@ def _digit_map(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Di
         return "mixes digits of a split axis that are not next to each other"
     size, weight = span
     return block(size, weight), Fraction(1), True, size * weight
+
+
+def _regrid(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Digit]):
+    """(fn, scale, counted, period) of an input with a finer radix than the output's (Hiera's keys
+    beside its pooled queries): the input's digits it keeps are its top ones and match the output's
+    top ones, size for size; the rest it mixes whole. Output v reads the input's block under v's top
+    digits. None where the digits are not so."""
+    kept = sorted((f for f in digits if f not in mixed and f.size > 1), key=lambda f: -f.weight)
+    rest = [f for f in digits if f not in kept and f.size > 1]
+    top = sorted((f for f in out if f.size > 1), key=lambda f: -f.weight)[:len(kept)]
+    if not kept or [f.size for f in kept] != [f.size for f in top] or any(f.pair for f in kept):
+        return None
+    low_in, low_out = kept[-1].weight, top[-1].weight
+    if _span(rest) not in (None, (low_in, 1)) or (not rest and low_in != 1) \
+            or any(f.weight < low_out for f in top) or radix(out) is None:
+        return None
+    return regrid(low_out, low_in), Fraction(low_in, low_out), True, low_out
+
+
+def regrid(out_block: int, in_block: int) -> IndexFn:
+    """Output v reads the input's block of ``in_block`` positions that holds its top digits: those
+    above weight ``out_block`` in the output, above ``in_block`` in the input."""
+    def fn(v: np.ndarray, finite: bool):
+        lo = (v // out_block) * in_block
+        return lo, lo + in_block - 1, 1
+    return fn
 
 
 def _row_blocks(fn: IndexFn, n_out: int | None, n_in: int, row: int) -> bool:
