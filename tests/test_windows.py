@@ -152,6 +152,10 @@ TIMM = {
     # (pooled queries attend to the keys of their mask unit, and in later stages to every key)
     "hiera": ("hiera_tiny_224", dict(img_size=(64, 64), embed_dim=8, num_heads=1, stages=(1, 1, 2, 1)),
               (1, 3, 64, 64), r"blocks\.\d", True),
+    # (queries pooled inside each window by a max pool)
+    "sam2 hiera": ("sam2_hiera_tiny", dict(embed_dim=8, num_heads=1, stages=(1, 1, 2, 1), window_spec=(4, 2, 2, 2),
+                                           global_att_blocks=(3,), global_pos_size=(4, 4)),
+                   (1, 3, 64, 64), r"blocks\.\d|blocks\.[01]\.attn", True),
     "tresnet (space to depth)": ("tresnet_m", dict(), (1, 3, 64, 64), r"body\.(s2d|conv1|layer1\.0)", False),
 }
 

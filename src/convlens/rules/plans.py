@@ -90,6 +90,7 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     plan = Plan(dims=())
     dims: list[Dim] = []
     within: dict[int, IndexFn] = {}
+    shrunk: dict[int, tuple[IndexFn, int]] = {}
     for d, dim in enumerate(ctx.dims(x)):
         axes = axes_of(dim)
         size = out_shape[kept.index(d)] if d in kept else None
@@ -117,6 +118,11 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
             out_dim = dim  # positions within a window (EfficientViT-MSRA's convs inside each window)
             if not _still(maps[d][0], size, in_shape[d]):
                 within[d] = maps[d][0]
+        elif d in maps and _one_digit(dim) and size and _inside(maps[d][0], size, in_shape[d]):
+            # a pool inside each window that never reads past its border (SAM2-Hiera's pooled queries)
+            (digit,) = [f for f in dim if f[1] > 1]
+            out_dim = (Digit(digit.axis, size, digit.weight),)
+            shrunk[d] = (maps[d][0], size)
         elif d in maps and extras(dim) != (0, 0):
             plan.untracked.update({a: "moves positions along a token dim with extra tokens" for a in axes})
         elif d in maps and axes and len(dim) == 1:
@@ -144,6 +150,11 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
         holders = [d for d, dim in enumerate(ctx.dims(x)) if a in held(dim)]
         inside = [d for d in holders if d in within]
         folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
+        if [d for d in holders if d in shrunk] and not folded:
+            why = _shrink(plan, ctx.dims(x), a, holders, shrunk, moved, kept, (x, *extra))
+            if why:
+                plan.untracked[a] = why
+            continue
         blocks = _over_blocks(ctx.dims(x), a, [d for d in holders if d in moved or d in within], holders, fold,
                               maps, kept)
         if blocks is not None:
@@ -165,6 +176,46 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
             continue
         mix_digits(plan, a, [(t, ctx.dims(t), folded) for t in (x, *extra)])
     return plan
+
+
+def _inside(fn: IndexFn, n_out: int, n_in: int) -> bool:
+    """The map reads, for each of ``n_out`` outputs, only positions inside [0, n_in), the same in
+    both models (no padding): a window's pool that stays inside the window."""
+    v = np.arange(n_out, dtype=np.int64)
+    (a, b, step), (fa, fb, fstep) = fn(v, False), fn(v, True)
+    return (n_out < n_in and np.array_equal(a, fa) and np.array_equal(b, fb)
+            and np.array_equal(np.broadcast_to(step, v.shape), np.broadcast_to(fstep, v.shape))
+            and bool((a >= 0).all() and (b < n_in).all()))
+
+
+def _shrink(plan: Plan, dims: Sequence[Dim], a: int, holders: list[int], shrunk: dict, moved: set[int],
+            kept: list[int], refs: Sequence[TRef]) -> str | None:
+    """A pool of the least digit of axis ``a`` (the position within a window) that stays inside each
+    window, the other digits kept: the output's digit shrinks and the digits above it are
+    renumbered; output v reads the pool's taps in its window. Why not, else None."""
+    here = [d for d in holders if d in shrunk]
+    if len(here) != 1 or any(d != here[0] and (d in moved or d not in kept) for d in holders):
+        return "moves positions along a dim that holds part of a split axis"
+    d0 = here[0]
+    (digit,) = [f for f in dims[d0] if f[1] > 1]
+    fn, n_out = shrunk[d0]
+    n_in = digit.size
+    if digit.weight != 1 or digit.pair:
+        return "moves positions along a dim that holds part of a split axis"
+    plan.dims = _redigit(plan.dims, a, lambda f: Digit(a, f.size, f.weight if f.weight == 1 else f.weight // n_in * n_out,
+                                                         f.pair))
+    plan.local[a] = [Source(t.id, pool_in_window(fn, n_in, n_out), Fraction(n_in, n_out), True, n_out) for t in refs]
+    return None
+
+
+def pool_in_window(fn: IndexFn, n_in: int, n_out: int) -> IndexFn:
+    """``fn`` (``n_out`` outputs from ``n_in`` positions, inside them) in every window: output v of
+    window v // n_out reads the window's positions fn(v % n_out)."""
+    def mapped(v: np.ndarray, finite: bool):
+        a, b, step = fn(v % n_out, True)
+        base = (v // n_out) * n_in
+        return base + a, base + b, step
+    return mapped
 
 
 def _over_blocks(dims: Sequence[Dim], a: int, moving: list[int], holders: list[int], fold: Sequence[int],
