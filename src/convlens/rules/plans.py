@@ -312,7 +312,8 @@ def mix_digits(plan: Plan, a: int, inputs: Sequence[tuple[TRef, Sequence[Dim], S
         return
     sources = []
     for ref, digits, mixed in holders:
-        if {(f.size, f.weight) for f in digits if f.size > 1} <= {(f.size, f.weight) for f in mixed}:
+        positions = {(f.size, f.weight) for f in digits if f.size > 1}
+        if positions and positions <= {(f.size, f.weight) for f in mixed}:
             # every position of this input is mixed into each output (global attention of pooled
             # queries over all the keys: Hiera's last stages): the axis is global
             plan.local.pop(a, None)
@@ -410,8 +411,8 @@ def _regrid(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Digit
     if not kept or [f.size for f in kept] != [f.size for f in top] or any(f.pair for f in kept):
         return None
     low_in, low_out = kept[-1].weight, top[-1].weight
-    if _span(rest) not in (None, (low_in, 1)) or (not rest and low_in != 1) \
-            or any(f.weight < low_out for f in top) or radix(out) is None:
+    if (_span(rest) != (low_in, 1) if rest else low_in != 1) or any(f.weight < low_out for f in top) \
+            or radix(out) is None:
         return None
     return regrid(low_out, low_in), Fraction(low_in, low_out), True, low_out
 
