@@ -27,7 +27,7 @@ from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, Axi
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.registry import Channels, Pieces, retarget
 from .rules.plans import axes_of, broadcast, identity, plain
-from .rules.registry import Dim, TokenDim, digits_of, live_extras
+from .rules.registry import Digit, Dim, TokenDim, digits_of, live_extras
 
 
 
@@ -128,7 +128,15 @@ def axis_size(dims: tuple[Dim, ...], a: int) -> int:
     """Positions of axis ``a`` in a tensor of these dims: its factor's size, the product of its
     digits' sizes where a window partition split it, 1 where no dim carries it (an axis on two dims
     whole, as the queries and keys of global attention, counted once)."""
-    return prod(size for size, _ in {(d.size, d.weight) for d in digits_of(dims, a)})
+    held = set()
+    for dim in dims:
+        for f in dim:
+            if isinstance(f, Digit):
+                if f.axis == a and not f.pair:
+                    held.add((f.size, f.weight))
+            elif f[0] == a:
+                held.add((f[1], 1))
+    return prod(size for size, _ in held)
 
 
 class _Dims(Mapping):
@@ -620,10 +628,9 @@ class GraphWalk:
                axes_of_input, windows_of=None) -> np.ndarray | None:
         """Positions of a global axis that real values reach, when the op moved positions along it
         (``axes_of_input(t)``: the inputs' states, from pass 1 or pass 3)."""
-        held = digits_of(dims, a)
-        size = axis_size(dims, a) if held else None
-        if plan is None or a not in plan.local or size is None:
+        if plan is None or a not in plan.local or not digits_of(dims, a):
             return None
+        size = axis_size(dims, a)
         mapped = {src.tid for src in plan.local[a]}
         if any(isinstance(axes_of_input(t)[a], Global) and axes_of_input(t)[a].span is not None
                for t in self._read(node, plan) if t not in mapped):
