@@ -48,7 +48,11 @@ def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
                 d is None or spatial[a] == d for a, d in enumerate(layer.axis_dims)):
             found.append((c, spatial))
     if len(found) > 1 and any(d is None for d in layer.axis_dims):
-        return None  # a global axis's dim is not known: the channel dim is ambiguous
+        # a global axis's dim is not known: the channel dim is ambiguous, unless every other choice
+        # is a dim of size 1 (a pooled axis), where the probe is the same
+        ones = [c for c, _ in found if c != 1]
+        if not (found[0][0] == 1 and all(layer.output_shape[c] == 1 for c in ones)):
+            return None
     return found[0] if found else None
 
 

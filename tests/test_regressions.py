@@ -556,3 +556,20 @@ def test_a_norm_reaches_units_that_read_only_padding():
     report = convlens.analyze(NormOverPaddedUnits(), (1, 2, 10))
     assert report["conv"].window(0) is None and report["norm"].window(0) == ((0, 9),)
     assert check_against_oracle(NormOverPaddedUnits(), (1, 2, 10)).windows > 0
+
+
+class PaddingPieceFolded(nn.Module):
+    """Found by the 10,000-network run (issue 17's session; wrong since windows were kept as pieces):
+    a shifted copy that is all padding in the row a slice keeps, then a mean over the rows. The
+    copy's piece reaches no real row, so none of its columns reach any unit; once the rows were
+    pooled, convlens forgot that and gave each unit the copy's column too."""
+
+    def forward(self, x):
+        shifted = F.pad(x[:, :, :1, :5], (1, 0, 0, 1))  # row 1 all padding; column w reads column w - 1
+        return (x + shifted)[:, :, 1:].mean(2, keepdim=True)
+
+
+def test_a_piece_that_is_padding_along_a_pooled_axis_reaches_no_unit():
+    report = convlens.analyze(PaddingPieceFolded(), (1, 1, 2, 6))
+    assert [report[""].window(0, u) for u in range(3)] == [((1, 1), (u, u)) for u in range(3)]
+    assert check_against_oracle(PaddingPieceFolded(), (1, 1, 2, 6)).windows > 0

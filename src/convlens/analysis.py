@@ -727,6 +727,11 @@ class GraphWalk:
                     srcs = [s for s in p.sources if s.tid == t]
                     if srcs and a in part.axes:
                         arrays[a] = self._map(tid, a, p.n, srcs, part.axes[a])
+                if any(b not in pending and not (arr.clo <= arr.chi).any() for b, arr in part.axes.items()):
+                    # the piece reaches no real position of an axis the op folds (a piece that is all
+                    # padding along it): no real pixel of it reaches any unit (the 10,000-network run)
+                    arrays = {a: AxisArrays(arr.ustart, arr.lo, arr.hi, np.full(len(arr.clo), EMPTY_LO),
+                                            np.full(len(arr.chi), EMPTY_HI)) for a, arr in arrays.items()}
                 per_source.setdefault(t, []).append(Part(arrays))
         return ({t: Windows(tuple(ps)) for t, ps in per_source.items()},
                 Windows.of([part for ps in per_source.values() for part in ps]))
