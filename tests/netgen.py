@@ -2025,6 +2025,10 @@ class _Builder:
         name = self.name("windows")
         self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k)
         kw = dict(ws=ws, shift=shift, op=op, residual=self.coin(), scale=1.0 / math.sqrt(dk))
+        if op == "context":
+            # a unit sees its position in every window: its window grows with the input, so rf, stride
+            # and offset at one size say nothing of another (and a probe at a larger size is huge)
+            self.size_dep = True
         if any(w > 1 and -(-a.size // w) == 1 for a, w in zip(v.axes, ws)):
             # one window along an axis: the partition's view is that of no partition at this size, so
             # the unbounded model cannot know the windows that a larger input has
