@@ -573,3 +573,25 @@ def test_a_piece_that_is_padding_along_a_pooled_axis_reaches_no_unit():
     report = convlens.analyze(PaddingPieceFolded(), (1, 1, 2, 6))
     assert [report[""].window(0, u) for u in range(3)] == [((1, 1), (u, u)) for u in range(3)]
     assert check_against_oracle(PaddingPieceFolded(), (1, 1, 2, 6)).windows > 0
+
+
+class CatOfLocalAndGlobalRows(nn.Module):
+    """Found by the 10,000-network run (issue 17's session; wrong since cats along a spatial axis were
+    piecewise): rows of a 1x1 conv's map stacked on rows that see the whole of W (attention along
+    each row). The units of the first rows see one column, those of the last every column; one state
+    per axis cannot hold both, and convlens gave every unit all of W. Named untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        rows = x.permute(0, 2, 3, 1)  # (N, H, W, C): attention among the columns of each row
+        return torch.cat([self.conv(x), F.scaled_dot_product_attention(rows, rows, rows).permute(0, 3, 1, 2)], 2)
+
+
+def test_a_cat_of_rows_that_see_one_column_and_rows_that_see_all_is_named():
+    report = convlens.analyze(CatOfLocalAndGlobalRows(), (1, 1, 3, 4))
+    assert all(isinstance(s, Unknown) for s in report[""].axes)
+    assert any("some see the whole of another axis" in note for note in report.notes), report.notes
+    assert check_against_oracle(CatOfLocalAndGlobalRows(), (1, 1, 3, 4)).windows > 0

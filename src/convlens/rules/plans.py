@@ -780,6 +780,14 @@ def concat(ctx: RuleContext, refs: Sequence[TRef], dim: int) -> Plan:
                                       if ends[k + 1] > ends[k]))
         return plan
     (axis,) = axes.pop()
+    mixed = {b for r in refs for b in ctx.global_axes(r) if b != axis and any(b in ctx.local_axes(o) for o in refs)}
+    if mixed:
+        # the units of a piece that sees the whole of another axis see all of it, those of a local one
+        # their windows: one state per axis cannot hold both (the 10,000-network run: a cat along rows
+        # of a conv's map and attention's output over whole rows)
+        return Plan(dims=tuple(plain(s) for s in ctx.out_shape),
+                    unsupported="cat along a spatial axis of pieces of which some see the whole of another axis "
+                                "and some a local window")
     if any(axis in ctx.global_axes(r) for r in refs) and any(axis in ctx.local_axes(r) for r in refs):
         # the units of a global piece see the whole axis, those of a local one their windows: one
         # tensor would hold both kinds of unit (the 10,000-network run: attention's output beside a
