@@ -547,6 +547,10 @@ def _is_global_reduction(name: str, args, kwargs) -> bool:
         # over dim 0 alone: the batch (probes use one sample) or a stacked dim (torch.stack(features).sum(0),
         # segmentation_models_pytorch's FPN), which never mixes positions
         dim = args[1] if len(args) > 1 and not isinstance(args[1], torch.Tensor) else kwargs.get("dim")
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        dims = [dim] if isinstance(dim, int) else list(dim) if isinstance(dim, (list, tuple)) else None
+        if x is not None and dims and all(x.shape[d] == 1 for d in dims):
+            return False  # over dims of one position: it mixes nothing
         return not (dim == 0 or (isinstance(dim, (list, tuple)) and list(dim) == [0]))
     if name.startswith("adaptive_") and "pool" in name:
         size = args[1] if len(args) > 1 else kwargs.get("output_size")
