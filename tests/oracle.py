@@ -69,6 +69,9 @@ softmax, and scaled dot-product attention written out as ``softmax(q kᵀ * scal
 logits divided by a detached positive constant (their largest finite magnitude along the dim, plus 1),
 so that no weight rounds to exactly 0 (with positive weights deep nets make logits so large that
 softmax saturates and a real path gets an exact-zero gradient); ``-inf`` (masked) stays ``-inf``.
+Masks follow issue 17's convention: a constant (gradient-free) tensor added to one that depends on
+the input, or given as SDPA's float mask, has its entries at or below -80 made ``-inf`` (timm's Swin
+masks the pairs its cyclic shift brought together with -100; tempering alone would revive them).
 
 Everything else runs as is: convolutions, linear layers, norms, interpolation (bicubic keeps its
 negative taps), matmul.  Ops that are data dependent (softmax, attention, norms using
@@ -336,7 +339,7 @@ def _sdpa(mode, func, name, args, kwargs):
         n, m = logits.shape[-2:]
         logits = logits.masked_fill(~torch.ones(n, m, dtype=torch.bool, device=q.device).tril(), float("-inf"))
     if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + _masking(mask)
     return torch.softmax(_tempered(logits, -1), -1) @ v
 
 
@@ -482,6 +485,31 @@ _SIGNED = {
 }
 
 
+MASKS_AT = -80.0
+"""Issue 17's mask convention: a constant additive term at or below this removes its pair."""
+
+
+def _masking(t: torch.Tensor) -> torch.Tensor:
+    """A constant (no gradient: a buffer, a factory tensor) added to what depends on the input, with
+    its entries at or below ``MASKS_AT`` made ``-inf``: the attention pairs such a mask suppresses
+    get an exactly zero weight, as the convention says (without it the tempered softmax would keep
+    them). The values are read from the model as it runs, not from convlens."""
+    if t.requires_grad or not t.is_floating_point() or not bool((t <= MASKS_AT).any()):
+        return t
+    return t.masked_fill(t <= MASKS_AT, float("-inf"))
+
+
+def _add(mode, func, name, args, kwargs):
+    """``a + b`` as is, a constant mask operand read by the convention (:func:`_masking`)."""
+    if len(args) < 2 or not all(isinstance(t, torch.Tensor) for t in args[:2]) \
+            or not any(t.requires_grad for t in args[:2]):
+        return NotImplemented
+    masked = [args[0]] + [_masking(args[1])] if args[0].requires_grad else [_masking(args[0]), args[1]]
+    if all(m is t for m, t in zip(masked, args)):
+        return NotImplemented
+    return func(*masked, *args[2:], **kwargs)
+
+
 def _as_sum(mode, func, name, args, kwargs):
     a = args[0] if args else kwargs.get("input")
     b = args[1] if len(args) > 1 else kwargs.get("other")
@@ -523,6 +551,8 @@ _RULES["batch_norm"] = _batch_norm
 for _n in ("layer_norm", "group_norm", "instance_norm"):
     _RULES[_n] = _norm_as_sum(_n)
 _RULES["softmax"] = _RULES["log_softmax"] = _softmax
+for _n in ("add", "__add__", "__radd__", "add_", "__iadd__"):
+    _RULES[_n] = _add
 _RULES["scaled_dot_product_attention"] = _sdpa
 
 

@@ -56,6 +56,7 @@ class Structure:
     plan: Plan | None = None
     channels_split: bool = False
     pieces: Pieces | None = None
+    caveats: frozenset[str] = frozenset()  # Plan.caveats of this tensor's op and of every tensor it reads
 
     def local_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Pending))
@@ -76,6 +77,7 @@ class TensorGeom:
     windows: Windows = Windows()
     context_spans: dict[int, tuple[int, int]] = field(default_factory=dict, compare=False)
     late: frozenset[int] = frozenset()
+    caveats: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,33 @@ class _Dims(Mapping):
         return len(self._structure)
 
 
+class _Constants:
+    """The tensors, among those pass 1 has reached, that do not depend on the input (what
+    :meth:`RuleContext.constant` reads: a rule may look back past its own inputs)."""
+
+    def __init__(self, walk: "GraphWalk"):
+        self._walk = walk
+
+    def __contains__(self, tid: object) -> bool:
+        return tid in self._walk.structure and self._walk._constant(tid)  # type: ignore[arg-type]
+
+
+class _Plans(Mapping):
+    """Tensor id -> the plan of the op that made it, read through the structure records."""
+
+    def __init__(self, structure: dict[int, Structure]):
+        self._structure = structure
+
+    def __getitem__(self, tid: int) -> Plan | None:
+        return self._structure[tid].plan
+
+    def __iter__(self):
+        return iter(self._structure)
+
+    def __len__(self) -> int:
+        return len(self._structure)
+
+
 class GraphWalk:
     """The three passes over a capture (see the module doc). Each pass writes one record per tensor
     and only reads the records of tensors before it: :class:`Structure` (pass 1), the demanded
@@ -201,7 +230,13 @@ class GraphWalk:
                            {t: st[t].global_axes() for t in node.inputs},
                            frozenset(t for t in node.inputs if st[t].channels_split),
                            frozenset(t for t in node.inputs if st[t].global_context),
-                           {t: st[t].pieces for t in node.inputs if st[t].pieces is not None})
+                           {t: st[t].pieces for t in node.inputs if st[t].pieces is not None},
+                           self.cap.values, _Constants(self), _Plans(self.structure))
+
+    def _constant(self, tid: int) -> bool:
+        """The tensor does not depend on the network input."""
+        st = self.structure[tid]
+        return all(isinstance(s, Constant) for s in st.axes) and not st.global_context
 
     # -------------------------------------------------------------- pass 1
     def structure_pass(self) -> None:
@@ -222,8 +257,7 @@ class GraphWalk:
         if not outs:  # .item(), sizes: no tensor comes out
             return []
         empty = any(0 in self.cap.tensors[t].shape for t in node.inputs) and all(0 in shape for shape in outs)
-        if empty or all(all(isinstance(s, Constant) for s in self.structure[t].axes)
-                        and not self.structure[t].global_context for t in node.inputs):
+        if empty or all(self._constant(t) for t in node.inputs):
             # (an empty tensor, such as no detections at all, has no unit to speak of)
             return [Plan(dims=tuple(plain(s) for s in shape), constant=True) for shape in outs]
         rule = GEOMETRY.get(key_of(node.op))
@@ -337,7 +371,8 @@ class GraphWalk:
         # a first reach of each global axis (spans unknown yet: it may miss positions, never add)
         final = tuple(Global(None, self._reach(node, plan, plan.dims, a, self._structure_axes), s.attended)
                       if isinstance(s, Global) else s for a, s in enumerate(axes))
-        return Structure(self._extras_reached(plan, ins), final, gctx and has_local, plan, split)
+        caveats = frozenset(plan.caveats).union(*(self.structure[t].caveats for t in ins))
+        return Structure(self._extras_reached(plan, ins), final, gctx and has_local, plan, split, caveats=caveats)
 
     # -------------------------------------------------------------- channel pieces
     def _carry_pieces(self, node: OpNode, plan: Plan, out: Structure, tid: int) -> Pieces | None:
@@ -541,7 +576,8 @@ class GraphWalk:
                 axes[a] = Paired(s.ops, self._span(read, a))
         return TensorGeom(st.dims, tuple(axes), st.global_context, windows,
                           self._context_spans([t for t in read if (st.plan is None or t not in st.plan.beside)
-                                               and t not in unreached], st.plan, axes), frozenset(late))
+                                               and t not in unreached], st.plan, axes), frozenset(late),
+                          st.caveats)
 
     def _pieces_differ(self, node: OpNode, plan: Plan | None, axes: list, a: int) -> Unknown | None:
         """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)

@@ -62,6 +62,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
             notes.append(f"no geometry rule for {op} ({calls}): the axes it touches are unknown")
         else:
             notes.append(f"untracked: {op}, {calls}: the axes it touches are unknown")
+    notes.extend(sorted(set().union(*(_caveats(graph.geoms[layer.tensor]) for layer in layers))))
     params = sum(p.numel() for p in model.parameters())
     totals = Totals(params=params, macs=sum(c.macs for c in graph.costs.values()),
                     bias_flops=sum(c.bias_flops for c in graph.costs.values()),
@@ -95,6 +96,7 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             merges = [m for m in graph.merges if call.first_op <= m.node.index < call.end_op]
             aligned = None if not merges else all(m.aligned for m in merges)
             notes = _notes(_shown(geom), geom.global_context, [m for m in merges if not m.aligned], names, input_size)
+            notes += sorted(_caveats(geom))
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
@@ -113,6 +115,12 @@ def _shown(geom) -> tuple:
     pairs = {f.axis for dim in geom.dims for f in dim if isinstance(f, Digit) and f.pair}
     return tuple(Paired(frozenset({"attention within windows (pairs query and key positions: attention scores)"}))
                  if a in pairs and isinstance(s, Local) else s for a, s in enumerate(geom.axes))
+
+
+def _caveats(geom) -> frozenset[str]:
+    """The row's caveats (``Plan.caveats``), where it shows a window or a global axis they qualify
+    (attention scores, shown as pairs, state no window)."""
+    return geom.caveats if any(isinstance(s, (Local, Global)) for s in _shown(geom)) else frozenset()
 
 
 def _axis_dims(geom) -> tuple[int | None, ...]:

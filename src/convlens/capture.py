@@ -54,6 +54,16 @@ VIEW_WRITE = "convlens.view_write"
 region that output ``index`` of ``view_node`` (the view op) selects replaced by the view's new value."""
 REAL_CONSTANT_LIMIT = 1 << 24
 """Elements: a constant-only op whose outputs are larger than this runs on meta (values unreadable)."""
+VALUE_LIMIT = 1 << 22
+"""Elements: the values of a real constant operand of a :func:`keeps_values` op up to this size are kept
+(``Capture.values``)."""
+
+
+def keeps_values(name: str) -> bool:
+    """Ops whose constant operands' values the rules read: what may mask attention (an additive mask
+    on scores, the mask of scaled dot-product attention)."""
+    return name == SDPA or name.startswith(("aten.add.", "aten.add_.", "aten.masked_fill", "aten.where.",
+                                            "aten._scaled_dot_product", "aten.scaled_dot_product"))
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,9 @@ class Capture:
     input_id: int
     output_ids: list[tuple[str, int]]
     fallback: str | None = None  # why the model ran on CPU instead of meta
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Tensor id -> value, for the real constants (not on meta) that a :func:`keeps_values` op read
+    beside the input's activations, up to ``VALUE_LIMIT`` elements: attention masks."""
 
     @functools.cached_property
     def producers(self) -> dict[int, OpNode]:
@@ -372,6 +385,7 @@ class _State:
         self.live: set[int] = set()
         self.tensors: dict[int, TensorInfo] = {}
         self.nodes: list[OpNode] = []
+        self.values: dict[int, torch.Tensor] = {}
         self.suppress = 0
         self.scope: list[str] = [""]
 
@@ -554,6 +568,9 @@ class _State:
             return x
 
         rargs, rkwargs = _map(to_ref, args), _map(to_ref, kwargs)
+        name = func if isinstance(func, str) else str(func)
+        if live and keeps_values(name):
+            self._keep_values(_tensors((args, kwargs)))
         arg_objs = {id(x): x for x in _tensors((args, kwargs))}
         written = [t for t in _tensors(out) if id(t) in arg_objs]
         outputs = []
@@ -561,7 +578,6 @@ class _State:
             outputs.append(self.new_id(t, "activation"))
             if live:
                 self.live.add(outputs[-1])
-        name = func if isinstance(func, str) else str(func)
         node = self._append(func, name, rargs, rkwargs, inputs, outputs)
         if not written and not isinstance(func, str) and _schema(func).view and inputs:
             parent = next(x for x in _tensors((args, kwargs)))
@@ -571,6 +587,17 @@ class _State:
                 self.views[id(t)] = _View(parent, node, index, root, self.ids[id(root)])
         for t in written:
             self._write_back(t)
+
+    def _keep_values(self, tensors: list[torch.Tensor]) -> None:
+        """Keep the values of the real constants among an op's arguments (a copy, unless the tensor is
+        the model's own, which no op writes into: see :meth:`_protect`)."""
+        for t in tensors:
+            if t.device.type == "meta" or self.is_live(t) or t.numel() > VALUE_LIMIT:
+                continue
+            tid = self.ids[id(t)]
+            if tid not in self.values:
+                value = self.resolve(t).detach()
+                self.values[tid] = value if id(t) in self.named else value.clone()
 
     def _write_back(self, t: torch.Tensor) -> None:
         """``t`` got a new version in place; if it is a view, so does everything it is a view of:
@@ -759,7 +786,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                 h.remove()
     if not output_ids:
         raise ConvlensError("the model returned no tensor; convlens needs at least one tensor output")
-    return Capture(st.tensors, st.nodes, calls, input_id, output_ids)
+    return Capture(st.tensors, st.nodes, calls, input_id, output_ids, values=st.values)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from .masks import suppressed
 from .plans import axes_of, plain, pointwise
-from .registry import Plan, RuleContext, register_geometry
+from .registry import Digit, Plan, RuleContext, register_geometry
 
 aten = torch.ops.aten
 
@@ -41,6 +42,27 @@ def _pairs(ctx: RuleContext, ref) -> bool:
     return len(labels) != len(set(labels))
 
 
+def _scores(ctx: RuleContext, ref) -> bool:
+    """Whether ``ref`` holds attention scores: an axis on the query and the key dim, or key digits."""
+    return _pairs(ctx, ref) or any(isinstance(f, Digit) and f.pair for dim in ctx.dims(ref) for f in dim)
+
+
+def _unread_mask(ctx: RuleContext, refs, plan: Plan) -> None:
+    """A constant added to attention scores may be a mask (:mod:`.masks`). The product with the
+    values reads it where it can (``mixing._masked_product``: it then no longer reads these
+    scores); until then the scores' windows unite every key, and the caveat says so."""
+    if not any(_scores(ctx, r) for r in refs):
+        return
+    for r in refs:
+        if not ctx.constant(r):
+            continue
+        value = ctx.value(r)
+        if value is None or suppressed(value).any():
+            n = ctx.node
+            plan.caveats.add(f"{n.name} in {n.scope or 'the model'}: an attention mask convlens does not read "
+                             "here: every query-key pair counts as a path")
+
+
 @register_geometry(pointwise_ops())
 def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
     refs = ctx.tensor_args()
@@ -52,6 +74,8 @@ def elementwise(ctx: RuleContext) -> Plan | list[Plan]:
     if overwritten is not None:
         refs = refs[1:]  # self is overwritten: the output is src, broadcast
     plan = pointwise(ctx, refs, per_channel=True)
+    if ctx.node.name.startswith(("aten.add.", "aten.add_.")):
+        _unread_mask(ctx, refs, plan)
     if overwritten is not None and overwritten not in refs:
         plan.unread.add(overwritten.id)
     if len(ctx.node.outputs) > 1:  # native_dropout returns (output, mask)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
 import torch
 
@@ -218,6 +218,9 @@ class Plan:
     the same dim (the walk splices them in).
     ``reads``: the tensors the output reads in place of the node's inputs (a pick of channels reads the
     pieces it picks, whose sources the plan names).
+    ``caveats``: what the output's windows may overstate by the conventions (an attention mask
+    convlens cannot read removes no pair): the walk carries them to every tensor that reads the
+    output, and each row shows them.
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -238,6 +241,7 @@ class Plan:
     same_index: dict[int, dict[int, tuple[int, Fraction]]] = field(default_factory=dict)
     pieces: Pieces | None = None
     reads: tuple[int, ...] | None = None
+    caveats: set[str] = field(default_factory=set)
 
 
 def retarget(plan: Plan, inputs: Sequence[int], mapping: dict[int, Sequence[int]]) -> Plan:
@@ -264,7 +268,9 @@ class RuleContext:
     def __init__(self, node: OpNode, tensors: dict[int, TensorInfo], producers: dict[int, OpNode],
                  dims: dict[int, tuple[Dim, ...]], local: dict[int, frozenset[int]],
                  global_: dict[int, frozenset[int]] | None = None, split: frozenset[int] = frozenset(),
-                 context: frozenset[int] = frozenset(), pieces: dict[int, Pieces] | None = None):
+                 context: frozenset[int] = frozenset(), pieces: dict[int, Pieces] | None = None,
+                 values: Mapping[int, torch.Tensor] | None = None, constants: Container[int] = frozenset(),
+                 plans: Mapping[int, "Plan | None"] | None = None):
         self.node = node
         self.tensors = tensors  # tensor id -> TensorInfo (what args.conv_args reads)
         self._tensors = tensors
@@ -275,6 +281,9 @@ class RuleContext:
         self._split = split
         self._context = context
         self._pieces = pieces or {}
+        self._values = values or {}
+        self._constants = constants
+        self._plans = plans or {}
 
     def info(self, ref: TRef | int) -> TensorInfo:
         return self._tensors[ref.id if isinstance(ref, TRef) else ref]
@@ -302,6 +311,20 @@ class RuleContext:
         """The channel pieces of ``ref``, when its channels see different windows and the walk knows
         which see what (:data:`Pieces`)."""
         return self._pieces.get(ref.id if isinstance(ref, TRef) else ref)
+
+    def constant(self, ref: TRef | int) -> bool:
+        """Whether ``ref`` does not depend on the network input (parameters, buffers, factories and
+        what is computed from them alone)."""
+        return (ref.id if isinstance(ref, TRef) else ref) in self._constants
+
+    def value(self, ref: TRef | int) -> torch.Tensor | None:
+        """The values of a constant the capture kept (``Capture.values``: attention masks), else None."""
+        return self._values.get(ref.id if isinstance(ref, TRef) else ref)
+
+    def plan(self, ref: TRef | int) -> "Plan | None":
+        """The plan of the op that made an earlier tensor (None for the input, parameters and
+        constants): a rule that looks back past its inputs (attention written out) reads it."""
+        return self._plans.get(ref.id if isinstance(ref, TRef) else ref)
 
     def global_context(self, ref: TRef | int) -> bool:
         """Whether ``ref``'s units also see the whole input through a global branch."""
