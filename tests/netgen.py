@@ -8,7 +8,7 @@ channels, cat along a spatial axis) and a few terminal ops (reduction, linear he
 them, applies a per-token layer and perhaps global attention (SDPA or ``softmax(q kᵀ) v``, with or
 without a residual), slices the extra tokens off and reshapes the tokens back to the grid. A
 *window stage* (``windows``) pads each axis to a multiple of a window, perhaps shifts it cyclically
-(Swin), partitions it into windows folded into the batch, mixes each window's tokens (attention, or
+(Swin; then perhaps masks the pairs the shift brought together, with -100 or -inf), partitions it into windows folded into the batch, mixes each window's tokens (attention, or
 a conv zero-padded at the window's borders) and puts everything back.
 Every module lives in ``model.layers`` (an ``nn.ModuleDict``), so module paths are
 ``layers.conv0``, ``layers.attention0.q``, ...; a module called twice (``shared_module``) gets two
@@ -554,15 +554,34 @@ def _x_attention(net, s, x):
     return x + o if s.kw["residual"] else o
 
 
-def _attend(m: nn.Module, t: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+def _attend(m: nn.Module, t: torch.Tensor, kind: str, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention among the tokens of t (N, L, C) through m's q, k, v, o layers: SDPA ("sdpa") or
-    ``softmax(q kᵀ * scale) v`` written out (window and token stages)."""
+    ``softmax(q kᵀ * scale + mask) v`` written out (window and token stages); ``mask`` (N, L, L) is
+    added to the scores (SDPA's float ``attn_mask``)."""
     q, k, v = m.q(t), m.k(t), m.v(t)
     if kind == "sdpa":
-        o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
+        o = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
+                                           attn_mask=None if mask is None else mask.unsqueeze(1)).squeeze(1)
     else:
-        o = torch.softmax(q @ k.transpose(1, 2) * scale, dim=-1) @ v
+        scores = q @ k.transpose(1, 2) * scale
+        o = torch.softmax(scores if mask is None else scores + mask, dim=-1) @ v
     return m.o(o)
+
+
+def _shift_mask(full: list[int], ws: tuple[int, ...], shift: tuple[int, ...], fill: float, n: int) -> torch.Tensor:
+    """Swin's mask of shifted windows, (n * windows, tokens, tokens): in the rolled map each axis has
+    the regions [0, f - w), [f - w, f - s) and [f - s, f) (one where s is 0); pairs of a window from
+    different regions get ``fill``. Built in the forward from factory tensors, as torchvision does."""
+    label = torch.zeros(full, dtype=torch.long)
+    for a, (f, w, sh) in enumerate(zip(full, ws, shift)):
+        p = torch.arange(f)
+        region = (p >= f - w).long() + (p >= f - sh).long() if sh else torch.zeros(f, dtype=torch.long)
+        label = label + (region * 3 ** a).reshape([f if i == a else 1 for i in range(len(full))])
+    d = len(full)
+    label = label.reshape([v for f, w in zip(full, ws) for v in (f // w, w)])
+    label = label.permute([2 * i for i in range(d)] + [2 * i + 1 for i in range(d)]).reshape(-1, math.prod(ws))
+    diff = label.unsqueeze(1) != label.unsqueeze(2)
+    return torch.zeros(diff.shape).masked_fill(diff, fill).repeat(n, 1, 1)
 
 
 class _Windows(nn.Module):
@@ -603,7 +622,8 @@ def _x_windows(net, s, x):
         # windows and broadcast back over them
         o = t * (t.softmax(0) * t).sum(0, keepdim=True)
     else:
-        o = _attend(m, t, kw["op"], kw["scale"])
+        mask = _shift_mask(full, ws, shift, kw["mask"], n).to(t.dtype) if kw.get("mask") is not None else None
+        o = _attend(m, t, kw["op"], kw["scale"], mask)
     t = t + o if kw["residual"] else o
     y = t.reshape([n] + [f // w for f, w in zip(full, ws)] + list(ws) + [c])
     y = y.permute([0] + [v for i in range(d) for v in (1 + i, 1 + d + i)] + [2 * d + 1]).reshape([n] + full + [c])
@@ -2025,6 +2045,10 @@ class _Builder:
         name = self.name("windows")
         self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k)
         kw = dict(ws=ws, shift=shift, op=op, residual=self.coin(), scale=1.0 / math.sqrt(dk))
+        if any(shift) and op in ("matmul", "sdpa") and self.coin():
+            # Swin's mask of the pairs the shift brought together: -100 (read by the -80 convention)
+            # or -inf (an exactly zero weight)
+            kw["mask"] = self.pick([-100.0, float("-inf")])
         if op == "context":
             # a unit sees its position in every window: its window grows with the input, so rf, stride
             # and offset at one size say nothing of another (and a probe at a larger size is huge)
