@@ -176,21 +176,44 @@ class Capture:
         return row_of
 
 
+_LEAVES = frozenset({int, float, bool, complex, str, type(None), torch.dtype, torch.device, torch.layout,
+                     torch.memory_format})
+"""Argument types that hold no tensor (checked by exact type: the common case, per op and argument)."""
+
+
 def _map(fn: Any, value: Any) -> Any:
     """Apply fn to every tensor in an aten argument (tensors, or lists/tuples of them, any depth).
     A lean stand-in for pytree: aten arguments hold no other containers, and this runs per op."""
+    if type(value) in _LEAVES:
+        return value
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, (list, tuple)):
+        if all(type(v) in _LEAVES for v in value):  # (sizes, strides, paddings)
+            return value
         return type(value)(_map(fn, v) for v in value)
     if isinstance(value, dict):
         return {k: _map(fn, v) for k, v in value.items()}
     return value
 
 
+def _collect(value: Any, out: list[torch.Tensor]) -> None:
+    if type(value) in _LEAVES:
+        return
+    if isinstance(value, torch.Tensor):
+        out.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, out)
+
+
 def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in an aten argument, in order (as :func:`_map` visits them)."""
     out: list[torch.Tensor] = []
-    _map(out.append, value)
+    _collect(value, out)
     return out
 
 
@@ -276,6 +299,8 @@ def _meta_call(func: Any, info: _Schema, args: tuple, kwargs: dict) -> Any:
 
 def _signature(x: Any) -> Any:
     """A hashable description of an argument (None where it holds anything but tensors and scalars)."""
+    if type(x) in _LEAVES:
+        return (type(x), x)
     if isinstance(x, torch.Tensor):
         return ("t", tuple(x.shape), x.stride(), x.dtype, x.device.type, x.storage_offset())
     if isinstance(x, (tuple, list)):

@@ -15,6 +15,7 @@ caches, are not restored.
 from __future__ import annotations
 
 import contextlib
+import operator
 from typing import Any, Iterator
 
 import torch
@@ -48,16 +49,26 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 _MODULE_DICTS = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
+_HOOK_DICTS = frozenset({
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+    "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks"})
+"""torch's hook dicts of every module: they hold callables, never a tensor (snapshot, not searched)."""
+_ATOMS = (bool, int, float, str, bytes, type(None), torch.Tensor, nn.Module, torch.dtype, torch.device)
+_ATOM_TYPES = frozenset({bool, int, float, str, bytes, type(None), torch.Tensor, nn.Parameter})
+_SKIPPED = _HOOK_DICTS | {"_modules", "_non_persistent_buffers_set"}
 
 
 def _reachable(value: Any, depth: int = 0) -> Iterator[Any]:
     """``value`` and everything inside it through lists, tuples and dicts (8 levels deep at most)."""
     yield value
-    if depth >= 8:
+    if depth >= 8 or isinstance(value, _ATOMS):
         return
     if isinstance(value, (list, tuple)):
         items = value
     elif isinstance(value, dict):
+        if not value:
+            return
         items = list(value.values())
     else:
         return
@@ -71,9 +82,21 @@ def tensors_of(model: nn.Module) -> list[torch.Tensor]:
     found: dict[int, torch.Tensor] = {}
     for module in model.modules():
         for key, value in vars(module).items():
-            if key != "_modules":
+            if key in _SKIPPED or type(value) in _ATOM_TYPES and not isinstance(value, torch.Tensor):
+                continue
+            if isinstance(value, torch.Tensor):
+                found[id(value)] = value
+            elif key in ("_parameters", "_buffers"):
+                found.update((id(t), t) for t in value.values() if t is not None)
+            elif not isinstance(value, _ATOMS):
                 found.update((id(t), t) for t in _reachable(value) if isinstance(t, torch.Tensor))
     return list(found.values())
+
+
+def _same(live: dict, saved: dict) -> bool:
+    """Same keys, each bound to the same object (in C where the order is unchanged)."""
+    return live.keys() == saved.keys() and (all(map(operator.is_, live.values(), saved.values()))
+                                            or all(live[k] is v for k, v in saved.items()))
 
 
 class _Snapshot:
@@ -84,31 +107,54 @@ class _Snapshot:
                        for k in _MODULE_DICTS if k in vars(m)} for m in self.modules]
         self.training = [m.training for m in self.modules]
         self.containers: list = []
+        self.empty: list = []  # containers that were empty: only emptied again
         for attrs in self.attrs:
             for key, value in attrs.items():
-                if key not in _MODULE_DICTS:
-                    self.containers += [(c, list(c) if isinstance(c, list) else dict(c))
-                                        for c in _reachable(value) if isinstance(c, (list, dict))]
+                if key in _MODULE_DICTS or type(value) in _ATOM_TYPES:
+                    continue
+                if key in _HOOK_DICTS:  # (callables inside: the dict itself is the container)
+                    if value:
+                        self.containers.append((value, dict(value)))
+                    else:
+                        self.empty.append(value)
+                    continue
+                if isinstance(value, _ATOMS):
+                    continue
+                for c in _reachable(value):
+                    if isinstance(c, (list, dict)):
+                        if not c:
+                            self.empty.append(c)
+                        else:
+                            self.containers.append((c, list(c) if isinstance(c, list) else dict(c)))
 
     def restore(self) -> None:
         for module, attrs, dicts, training in zip(self.modules, self.attrs, self.dicts, self.training):
             current = vars(module)
-            for key in [k for k in current if k not in attrs]:
-                del current[key]
-            for key, value in attrs.items():
-                if current.get(key, _MISSING) is not value:
-                    current[key] = value
+            if not _same(current, attrs):
+                for key in [k for k in current if k not in attrs]:
+                    del current[key]
+                for key, value in attrs.items():
+                    if current.get(key, _MISSING) is not value:
+                        current[key] = value
             for key, saved in dicts.items():
                 live = current[key]
-                if saved is not None and live is not saved:
-                    live.clear()
-                    live.update(saved)
+                if saved is None or live is saved:
+                    continue
+                if isinstance(live, dict) and _same(live, saved):
+                    continue
+                if isinstance(live, set) and live == saved:
+                    continue
+                live.clear()
+                live.update(saved)
             module.training = training
+        for container in self.empty:
+            if container:
+                container.clear()
         for container, contents in self.containers:
             if isinstance(container, list):
                 if len(container) != len(contents) or any(a is not b for a, b in zip(container, contents)):
                     container[:] = contents
-            elif container.keys() != contents.keys() or any(container[k] is not v for k, v in contents.items()):
+            elif not _same(container, contents):
                 container.clear()
                 container.update(contents)
 
