@@ -348,8 +348,9 @@ class GraphWalk:
                     continue
                 gctx |= sees_global or a in plan.context
                 moving = [s for s in local if s.fn is not broadcast]
-                strides = {None if states[s.tid].stride is None or s.scale is None else states[s.tid].stride * s.scale
-                           for s in moving}
+                strides = {None if states[s.tid].stride is None or s.scale is None else
+                           states[s.tid].stride if s.scale.numerator == s.scale.denominator else
+                           states[s.tid].stride * s.scale for s in moving}
                 stride = strides.pop() if len(strides) == 1 else None
                 period = 1
                 for s in moving:  # the pattern repeats after b * P / gcd(a, P) outputs, scale = a/b

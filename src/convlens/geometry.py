@@ -352,13 +352,23 @@ def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: n
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     empty = a > b
-    a = np.where(empty, 0, a - np.where(empty, 0, start))
-    b = np.where(empty, 0, b - np.where(empty, 0, start))
+    any_empty = bool(empty.any())
+    if any_empty:
+        a = np.where(empty, 0, a - start)
+        b = np.where(empty, 0, b - start)
+    else:
+        a, b = a - start, b - start
     if len(a) == 0:
         return a.copy(), a.copy()
-    if np.any(~empty & ((a < 0) | (b >= len(lo)))):
+    if (a.min() < 0 or b.max() >= len(lo)) if not any_empty else np.any(~empty & ((a < 0) | (b >= len(lo)))):
         raise RuntimeError("internal error: an op reads positions outside the computed range")
-    a0, b0 = np.where(empty, 0, a), np.where(empty, 0, b)
+    a0, b0 = a, b
+    if type(step) is int and step == 1 and _nondecreasing(lo) and _nondecreasing(hi):
+        out_lo, out_hi = lo[a0], hi[b0]  # (the common case, unit steps: below)
+        if any_empty:
+            out_lo[empty] = EMPTY_LO
+            out_hi[empty] = EMPTY_HI
+        return out_lo, out_hi
     step = np.broadcast_to(np.asarray(step, dtype=np.int64), a.shape)
     if _nondecreasing(lo) and _nondecreasing(hi):
         # the common case (no gaps, no mirrored padding): the first tap has the lowest lo and

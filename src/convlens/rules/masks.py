@@ -90,26 +90,21 @@ def key_tables(axes: Sequence[int], query: dict[int, tuple[np.ndarray, np.ndarra
         valid = valid & query[a][1] & key[a][1]
     if not valid.all():
         return "a mask over extra tokens (class or register tokens)"
-    coords = []
-    for a in axes:
-        coords += [np.broadcast_to(query[a][0], shape).ravel(), np.broadcast_to(key[a][0], shape).ravel()]
-    sizes = [int(c.max()) + 1 for c in coords]
-    if prod(sizes) >= 1 << 62:
-        return "a mask over more pairs than convlens can index"
-    pairs, group = np.unique(np.ravel_multi_index(coords, sizes), return_inverse=True)
-    keeps = np.bincount(group.ravel(), weights=kept.ravel().astype(np.float64), minlength=len(pairs)) > 0
-    where = np.unravel_index(pairs, sizes)
+    keeps = kept.ravel()
     tables = {}
-    product = np.ones(len(pairs), dtype=bool)
-    for i, a in enumerate(axes):
-        q, k = where[2 * i], where[2 * i + 1]
-        allowed = np.zeros((sizes[2 * i], sizes[2 * i + 1]), dtype=bool)
+    product = np.ones(keeps.shape, dtype=bool)
+    coords = {a: (np.broadcast_to(query[a][0], shape).ravel(), np.broadcast_to(key[a][0], shape).ravel())
+              for a in axes}
+    for a, (q, k) in coords.items():
+        allowed = np.zeros((int(q.max()) + 1, int(k.max()) + 1), dtype=bool)
         present = np.zeros_like(allowed)
-        np.logical_or.at(allowed, (q, k), keeps)
+        allowed[q[keeps], k[keeps]] = True
         present[q, k] = True
-        product &= allowed[q, k]
         tables[a] = (allowed, present)
+    for a, (q, k) in coords.items():
+        product &= tables[a][0][q, k]
     if not np.array_equal(product, keeps):
+        # (where two elements hold the same positions, one kept and one not, as well: never a guess)
         return "a mask whose kept pairs are no box per axis (a causal mask over a flattened grid)"
     return {a: t for a, t in tables.items() if not t[0][t[1]].all()}
 
@@ -154,8 +149,8 @@ def _numel(ctx: RuleContext, tid: int) -> int:
     return prod(ctx.shape(tid))
 
 
-def softmax_input(ctx: RuleContext, weights: TRef) -> TRef | None:
-    """The scores whose softmax over the last dim ``weights`` holds, through same-order copies."""
+def softmax_of(ctx: RuleContext, weights: TRef) -> OpNode | None:
+    """The softmax over the last dim whose output ``weights`` holds, through same-order copies."""
     node = ctx.producer(weights)
     while node is not None and node.name.startswith(SAME_ELEMENTS) \
             and _numel(ctx, node.inputs[0]) == _numel(ctx, weights.id):
@@ -163,7 +158,7 @@ def softmax_input(ctx: RuleContext, weights: TRef) -> TRef | None:
     if node is None or not node.name.startswith(SOFTMAX):
         return None
     rank = len(ctx.shape(node.inputs[0]))
-    return TRef(node.inputs[0]) if rank and node.args[1] % rank == rank - 1 else None
+    return node if rank and node.args[1] % rank == rank - 1 else None
 
 
 def masked_scores(ctx: RuleContext, scores: TRef) -> tuple[OpNode, np.ndarray] | None:
@@ -256,6 +251,7 @@ def masked_softmax(ctx: RuleContext, plan: Plan, scores: TRef) -> Plan:
     product, product_plan, tables = found
     q, kt = product.inputs
     out = retarget(plan, [scores.id], {scores.id: (q, kt)})
+    out.keys_kept = (product, {a: allowed for a, (allowed, _) in tables.items()})
     for a in out.local:
         mine = [s for s in plan.local[a] if s.tid == scores.id]
         base = [s for s in product_plan.local.get(a, []) if s.tid in (q, kt)]
@@ -275,18 +271,18 @@ def masked_values(ctx: RuleContext, plan: Plan, weights: TRef, values: TRef) -> 
     """``plan`` of ``weights @ values``; where the weights are a softmax this module reads the mask
     of (:func:`masked_softmax`), each value source narrowed along each axis to the keys the mask
     keeps (the values hold the keys as kᵀ does)."""
-    scores = softmax_input(ctx, weights)
-    found = None if scores is None else _mask_tables(ctx, scores)
-    if not isinstance(found, tuple):
-        return plan  # (a mask the softmax could not read made it unknown already)
-    product, _, tables = found
+    softmax = softmax_of(ctx, weights)
+    read = None if softmax is None else ctx.plan(softmax.outputs[0])
+    if read is None or read.keys_kept is None:
+        return plan  # (no mask; or one the softmax could not read, which made it unknown already)
+    product, tables = read.keys_kept
     kt, rank = product.inputs[1], len(ctx.shape(product.outputs[0]))
     dk, dv = ctx.dims(kt), ctx.dims(values)
     kshape, vshape = ctx.shape(kt), ctx.shape(values)
     if len(dv) < 2:
         return plan
     out = replace(plan, local=dict(plan.local))
-    for a, (allowed, _) in tables.items():
+    for a, allowed in tables.items():
         same = zip(key_positions(dk[:-2] + dk[-1:], kshape[:-2] + kshape[-1:], a, rank),
                    key_positions(dv[:-1], vshape[:-1], a, rank))
         if not all(_same(x, y) for x, y in same):

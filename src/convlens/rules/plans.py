@@ -6,6 +6,7 @@ dimensions it mixes or drops); these builders carry every other dimension throug
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import Sequence
 
@@ -17,7 +18,9 @@ from .registry import (Channels, Digit, Dim, Factor, Plan, RuleContext, Source, 
                        live_extras, radix, retarget, token_dim)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def axes_of(dim: Dim) -> tuple[int, ...]:
+    """The spatial axes a dim holds whole (not as digits). Cached: dims are immutable and few."""
     return tuple(a for a, _ in dim if a is not None)
 
 
@@ -489,6 +492,8 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             if k < 0 or ctx.shape(ref)[k] != size:
                 continue
             dim = ctx.dims(ref)[k]
+            if dim == chosen:  # (the common case: nothing to choose)
+                continue
             if chosen is None or (not held(chosen) and held(dim)):
                 chosen = dim if chosen is None or held(dim) else chosen
             elif held(dim) and as_digits(dim) != as_digits(chosen):
@@ -572,8 +577,9 @@ def drop(size: int, weight: int) -> IndexFn:
     return fn
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def held(dim: Dim) -> tuple[int, ...]:
-    """The spatial axes a dim holds, whole or as digits."""
+    """The spatial axes a dim holds, whole or as digits (cached, as :func:`axes_of`)."""
     return tuple(dict.fromkeys(f.axis if isinstance(f, Digit) else f[0] for f in dim
                                if isinstance(f, Digit) or f[0] is not None))
 

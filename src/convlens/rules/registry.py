@@ -15,6 +15,7 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..capture import SDPA, OpNode, TensorInfo, TRef
@@ -221,6 +222,9 @@ class Plan:
     ``caveats``: what the output's windows may overstate by the conventions (an attention mask
     convlens cannot read removes no pair): the walk carries them to every tensor that reads the
     output, and each row shows them.
+    ``keys_kept``: a softmax over attention scores whose mask it read (:mod:`.masks`): the product
+    ``q kᵀ`` and, per axis, the (query x key) table of the pairs the mask keeps, which the product
+    with the values reads again.
     Axes mentioned nowhere keep the inputs' global/unknown/constant states; a local one becomes
     Unknown, so an incomplete rule can never yield a made-up number.
     """
@@ -242,6 +246,7 @@ class Plan:
     pieces: Pieces | None = None
     reads: tuple[int, ...] | None = None
     caveats: set[str] = field(default_factory=set)
+    keys_kept: tuple[OpNode, dict[int, np.ndarray]] | None = None
 
 
 def retarget(plan: Plan, inputs: Sequence[int], mapping: dict[int, Sequence[int]]) -> Plan:
