@@ -107,7 +107,7 @@ class GraphGeometry:
 
     def outputs(self, node: OpNode) -> list[int]:
         """The records ``node`` made: its outputs and its op applied to channel pieces."""
-        return list(node.outputs) + self.pieces.get(node.index, [])
+        return _records_of(node, self.pieces)
 
     def inputs(self, node: OpNode, tid: int) -> tuple[int, ...]:
         """The records the record ``tid`` of ``node`` reads (its sources' tensors among them)."""
@@ -124,6 +124,12 @@ class GraphGeometry:
         for t, i in last.items():
             out.setdefault(i, []).append(t)
         return out
+
+
+def _records_of(node: OpNode, pieces: dict[int, list[int]]) -> list[int]:
+    """The records ``node`` made: its outputs, and its op applied to channel pieces (``pieces``:
+    node index -> those records)."""
+    return list(node.outputs) + pieces.get(node.index, [])
 
 
 def axis_size(dims: tuple[Dim, ...], a: int) -> int:
@@ -220,8 +226,7 @@ class GraphWalk:
         return tuple(node.inputs) if plan is None or plan.reads is None else plan.reads
 
     def _outputs(self, node: OpNode) -> list[int]:
-        """The node's outputs and the records of its op applied to channel pieces."""
-        return list(node.outputs) + self.pieces.get(node.index, [])
+        return _records_of(node, self.pieces)
 
     def _context(self, node: OpNode) -> RuleContext:
         st = self.structure

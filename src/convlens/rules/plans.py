@@ -831,7 +831,9 @@ def pick_channels(ctx: RuleContext, x: TRef, dim: int, picked: range | None, pla
         return plan
     if pieces is None or picked is None:
         return Plan(dims=tuple(plain(s) for s in (out_shape or ctx.out_shape)), unsupported="picks channels that may see other windows than the rest (after a "
-                                                "cat or a write along channels)")
+                                                "cat or a write along channels, and then an op that "
+                                                "reorders or mixes channels: a channel shuffle, a "
+                                                "group or layer norm, a grouped conv, an index)")
     hit = []
     for start, stop, t in pieces[1]:  # the picked j with start <= picked[j] < stop, a range as picked is
         lo = min(max(-(-(start - picked.start) // picked.step), 0), len(picked))
