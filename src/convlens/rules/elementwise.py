@@ -57,7 +57,7 @@ def _unread_mask(ctx: RuleContext, refs, plan: Plan) -> None:
         if not ctx.constant(r):
             continue
         value = ctx.value(r)
-        if value is None or suppressed(value).any():
+        if value is None or suppressed(value, added=True).any():
             n = ctx.node
             plan.caveats.add(f"{n.name} in {n.scope or 'the model'}: an attention mask convlens does not read "
                              "here: every query-key pair counts as a path")

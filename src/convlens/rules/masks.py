@@ -32,29 +32,29 @@ SUPPRESSES = -80.0
 """An additive mask entry at or below this removes its pair (e^-80 ~ 2e-35)."""
 
 
-def suppressed(value: torch.Tensor) -> np.ndarray:
-    """The pairs a mask removes (bool array): a boolean mask keeps its True entries (SDPA's
-    convention), a float mask is added to the scores and removes entries <= ``SUPPRESSES``."""
+def suppressed(value: torch.Tensor, added: bool = False) -> np.ndarray:
+    """The pairs a mask removes (bool array): SDPA's boolean mask keeps its True entries; a float
+    mask, or any tensor ``added`` to the scores, removes the entries <= ``SUPPRESSES`` (a boolean
+    one added is 0 or 1: none)."""
     v = value.detach().cpu()
     if v.dtype == torch.bool:
-        return ~v.numpy()
+        return np.zeros(v.shape, dtype=bool) if added else ~v.numpy()
     return (v.to(torch.float64) <= SUPPRESSES).numpy()
 
 
-def positions(dims: Sequence[Dim], shape: Sequence[int], axis: int, pairs: bool = False
-              ) -> tuple[np.ndarray, np.ndarray]:
+def positions(dims: Sequence[Dim], shape: Sequence[int], axis: int) -> tuple[np.ndarray, np.ndarray]:
     """(position, valid): for each element of a tensor with these dims and shape, its position along
     ``axis`` (the sum of its digits times their weights, a whole factor being the digit of weight 1;
-    the key digits of scores only with ``pairs``), and whether it has one (false on the extra tokens
-    of a token dim). Arrays broadcastable to ``shape``: size 1 along a dim that holds nothing of the
-    axis and no extra token."""
+    not the key digits of scores), and whether it has one (false on the extra tokens of a token
+    dim). Arrays broadcastable to ``shape``: size 1 along a dim that holds nothing of the axis and
+    no extra token."""
     rank = len(shape)
     pos = np.zeros((1,) * rank, dtype=np.int64)
     valid = np.ones((1,) * rank, dtype=bool)
     for d, dim in enumerate(dims):
         before, after = extras(dim)
         sizes = [f[1] for f in dim]
-        weights = [(f.weight if isinstance(f, Digit) and f.axis == axis and (pairs or not f.pair) else
+        weights = [(f.weight if isinstance(f, Digit) and f.axis == axis and not f.pair else
                     1 if not isinstance(f, Digit) and f[0] == axis else 0) for f in dim]
         if not any(weights) and not before and not after:
             continue
@@ -137,6 +137,43 @@ def mask_keys(fn: IndexFn, allowed: np.ndarray) -> IndexFn | str:
     return narrowed
 
 
+def key_positions(dims: Sequence[Dim], shape: Sequence[int], axis: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`positions` of keys laid out as (lead..., keys), moved to (lead..., 1, keys) of a
+    scores tensor of ``rank`` dims."""
+    return tuple(x.reshape((1,) * (rank - x.ndim - 1) + x.shape[:-1] + (1, x.shape[-1]))
+                 for x in positions(dims, shape, axis))
+
+
+def query_positions(dims: Sequence[Dim], shape: Sequence[int], axis: int, rank: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`positions` of queries laid out as (lead..., queries), moved to (lead..., queries, 1)
+    of a scores tensor of ``rank`` dims."""
+    return tuple(x.reshape((1,) * (rank - x.ndim - 1) + x.shape + (1,)) for x in positions(dims, shape, axis))
+
+
+# ---------------------------------------------------------------- scaled dot-product attention
+def attention_kept(ctx: RuleContext, q: TRef, k: TRef, mask: TRef | None, causal: bool) -> np.ndarray | None:
+    """The query-key pairs SDPA keeps (a bool array broadcastable to its scores), by this module's
+    convention; None where its mask is not a constant the capture kept."""
+    lq, lk = ctx.shape(q)[-2], ctx.shape(k)[-2]
+    kept = np.tril(np.ones((lq, lk), dtype=bool)) if causal else np.ones((1, 1), dtype=bool)
+    if mask is None:
+        return kept
+    value = ctx.value(mask) if ctx.constant(mask) else None
+    return None if value is None else kept & ~suppressed(value)
+
+
+def attention_tables(ctx: RuleContext, q: TRef, k: TRef, kept: np.ndarray):
+    """:func:`key_tables` of SDPA: query positions from q's dims, key positions from k's, over the
+    scores (lead dims, queries, keys)."""
+    qd, kd = ctx.dims(q)[:-1], ctx.dims(k)[:-1]
+    qs, ks = ctx.shape(q)[:-1], ctx.shape(k)[:-1]
+    rank = max(len(qs), len(ks)) + 1
+    axes = sorted({a for dim in qd + kd for a in axes_of(dim)} | digit_axes(qd) | digit_axes(kd))
+    return key_tables(axes, {a: query_positions(qd, qs, a, rank) for a in axes},
+                      {a: key_positions(kd, ks, a, rank) for a in axes}, kept)
+
+
 # ---------------------------------------------------------------- attention written out
 SAME_ELEMENTS = ("aten.view.", "aten._unsafe_view.", "aten.reshape.", "aten.expand.", "aten.clone.", "aten.alias.",
                  "aten.detach.", "aten.contiguous.", "aten._to_copy.", "aten.lift_fresh.")
@@ -187,7 +224,7 @@ def masked_scores(ctx: RuleContext, scores: TRef) -> tuple[OpNode, np.ndarray] |
                     continue
                 if value is None:
                     return None
-                removes = suppressed(value)
+                removes = suppressed(value, added=True)
                 if removes.any() and scaled:
                     return None
                 kept &= ~np.broadcast_to(removes, ctx.shape(node.outputs[0])).reshape(-1)
@@ -218,23 +255,14 @@ def _mask_tables(ctx: RuleContext, scores: TRef):
     kept = kept.reshape(shape)
     rank = len(shape)
     axes = sorted({a for dim in ds[:-1] for a in axes_of(dim)} | digit_axes(ds) | digit_axes(dk))
-    query, key = {}, {}
-    for a in axes:
-        query[a] = tuple(x.reshape(x.shape + (1,)) for x in positions(ds[:-1], shape[:-1], a))
-        key[a] = key_positions(dk[:-2] + dk[-1:], kshape[:-2] + kshape[-1:], a, rank)
-    tables = key_tables(axes, query, key, kept)
+    tables = key_tables(axes, {a: query_positions(ds[:-1], shape[:-1], a, rank) for a in axes},
+                        {a: key_positions(dk[:-2] + dk[-1:], kshape[:-2] + kshape[-1:], a, rank) for a in axes},
+                        kept)
     if isinstance(tables, str):
         return tables
     if set(tables) - set(product_plan.local):  # (global attention: the scores fold the axis)
         return "attention with a mask that limits which keys a query sees over a whole axis (not read yet)"
     return (product, product_plan, tables) if tables else None
-
-
-def key_positions(dims: Sequence[Dim], shape: Sequence[int], axis: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`positions` of keys laid out as (lead..., keys), moved to (lead..., 1, keys) of a
-    scores tensor of ``rank`` dims."""
-    return tuple(x.reshape((1,) * (rank - x.ndim - 1) + x.shape[:-1] + (1, x.shape[-1]))
-                 for x in positions(dims, shape, axis))
 
 
 def masked_softmax(ctx: RuleContext, plan: Plan, scores: TRef) -> Plan:
@@ -256,7 +284,7 @@ def masked_softmax(ctx: RuleContext, plan: Plan, scores: TRef) -> Plan:
         mine = [s for s in plan.local[a] if s.tid == scores.id]
         base = [s for s in product_plan.local.get(a, []) if s.tid in (q, kt)]
         if any(s.fn is not identity for s in mine) or (mine and not base):
-            return plan  # (the softmax moves positions, or the product did not map them)
+            return Plan(dims=plan.dims, unsupported="a softmax over masked scores that moves their positions")
         narrowed = []
         for s in base:
             fn = mask_keys(s.fn, tables[a][0]) if s.tid == kt and a in tables else s.fn
@@ -271,6 +299,9 @@ def masked_values(ctx: RuleContext, plan: Plan, weights: TRef, values: TRef) -> 
     """``plan`` of ``weights @ values``; where the weights are a softmax this module reads the mask
     of (:func:`masked_softmax`), each value source narrowed along each axis to the keys the mask
     keeps (the values hold the keys as kᵀ does)."""
+    transposed = softmax_of(ctx, values)
+    if transposed is not None and getattr(ctx.plan(transposed.outputs[0]), "keys_kept", None) is not None:
+        return Plan(dims=plan.dims, unsupported="a product with masked attention weights as its second operand")
     softmax = softmax_of(ctx, weights)
     read = None if softmax is None else ctx.plan(softmax.outputs[0])
     if read is None or read.keys_kept is None:
@@ -279,19 +310,22 @@ def masked_values(ctx: RuleContext, plan: Plan, weights: TRef, values: TRef) -> 
     kt, rank = product.inputs[1], len(ctx.shape(product.outputs[0]))
     dk, dv = ctx.dims(kt), ctx.dims(values)
     kshape, vshape = ctx.shape(kt), ctx.shape(values)
+    # (where the values cannot be narrowed as kᵀ was, every masked key's value would count: unknown)
+    otherwise = Plan(dims=plan.dims, unsupported="a product of masked attention weights with values that hold "
+                                                 "the keys otherwise than the scores")
     if len(dv) < 2:
-        return plan
+        return otherwise
     out = replace(plan, local=dict(plan.local))
     for a, allowed in tables.items():
         same = zip(key_positions(dk[:-2] + dk[-1:], kshape[:-2] + kshape[-1:], a, rank),
                    key_positions(dv[:-1], vshape[:-1], a, rank))
         if not all(_same(x, y) for x, y in same):
-            return plan  # (the values hold the keys otherwise than kᵀ)
+            return otherwise
         narrowed = []
         for s in out.local.get(a, []):
             fn = mask_keys(s.fn, allowed) if s.tid == values.id else s.fn
             if isinstance(fn, str):
-                return plan
+                return Plan(dims=plan.dims, unsupported=fn)
             narrowed.append(replace(s, fn=fn))
         out.local[a] = narrowed
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..capture import RNN, SDPA
-from .masks import SOFTMAX, key_tables, mask_keys, masked_softmax, masked_values, positions, suppressed
+from .masks import SOFTMAX, attention_kept, attention_tables, mask_keys, masked_softmax, masked_values
 from .plans import virtual_axes, axes_of, broadcast, held, identity, is_tokens, mix_digits, plain, pointwise, windowed
 from .registry import (Channels, Digit, Plan, RuleContext, Source, attention_targets, digit_axes, digits_of, extras,
                        live_extras, radix, register_geometry, token_dim)
@@ -174,8 +174,8 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
     q, k, v = n.arg(0, "query"), n.arg(1, "key"), n.arg(2, "value")
     causal = n.arg(5, "is_causal") if n.name == SDPA else n.param("is_causal", False)
     mask = n.arg(3, "attn_mask") if n.name == SDPA else n.param("attn_mask")
-    kept = _kept_pairs(ctx, q, k, mask, causal)
-    tables = {} if kept is None or kept.all() else _key_tables(ctx, q, k, kept)
+    kept = attention_kept(ctx, q, k, mask, causal)
+    tables = {} if kept is None or kept.all() else attention_tables(ctx, q, k, kept)
     why = tables if isinstance(tables, str) else None
     if kept is None and (causal or ctx.dtype(mask) == torch.bool):
         why = "attention with a boolean mask that depends on the input (not read)"
@@ -208,7 +208,10 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
             # positions; along its key dim it reads every key)
             inputs.append((mask, ctx.dims(mask), digits_of([ctx.dims(mask)[-1]], ax)))
         mix_digits(plan, ax, inputs)
-        if ax in tables and ax in plan.local:
+        if ax in tables and ax not in plan.local:  # (a mask over a window the keys fold whole)
+            return [Plan(dims=tuple(plain(s) for s in shape), unsupported="attention with a mask that limits "
+                         "which keys a query sees over a whole axis (not read yet)") for shape in ctx.out_shapes()]
+        if ax in tables:
             for i, src in enumerate(plan.local[ax]):
                 if src.tid in (k.id, v.id):
                     fn = mask_keys(src.fn, tables[ax][0])
@@ -217,33 +220,6 @@ def attention(ctx: RuleContext) -> list[Plan | None]:
                                 for shape in ctx.out_shapes()]
                     plan.local[ax][i] = replace(src, fn=fn)
     return [plan] + [None] * (len(n.outputs) - 1)
-
-
-def _kept_pairs(ctx: RuleContext, q, k, mask, causal: bool) -> np.ndarray | None:
-    """The query-key pairs attention keeps (a bool array broadcastable to its scores), by the
-    convention of :mod:`.masks`; None where the mask is not a constant the capture kept."""
-    lq, lk = ctx.shape(q)[-2], ctx.shape(k)[-2]
-    kept = np.tril(np.ones((lq, lk), dtype=bool)) if causal else np.ones((1, 1), dtype=bool)
-    if mask is None:
-        return kept
-    value = ctx.value(mask) if ctx.constant(mask) else None
-    return None if value is None else kept & ~suppressed(value)
-
-
-def _key_tables(ctx: RuleContext, q, k, kept: np.ndarray):
-    """:func:`.masks.key_tables` of scaled dot-product attention: query positions from q's dims,
-    key positions from k's, over the scores (lead dims, queries, keys)."""
-    qd, kd = ctx.dims(q)[:-1], ctx.dims(k)[:-1]
-    qs, ks = ctx.shape(q)[:-1], ctx.shape(k)[:-1]
-    rank = max(len(qs), len(ks)) + 1
-    axes = sorted({a for dim in qd + kd for a in axes_of(dim)} | digit_axes(qd) | digit_axes(kd))
-    query, key = {}, {}
-    for a in axes:
-        pos, valid = positions(qd, qs, a)
-        query[a] = tuple(x.reshape((1,) * (rank - 1 - x.ndim) + x.shape + (1,)) for x in (pos, valid))
-        pos, valid = positions(kd, ks, a)
-        key[a] = tuple(x.reshape((1,) * (rank - 1 - x.ndim) + x.shape[:-1] + (1, x.shape[-1])) for x in (pos, valid))
-    return key_tables(axes, query, key, kept)
 
 
 def half_line(v: np.ndarray, finite: bool):
