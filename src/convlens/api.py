@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from bisect import bisect_left
 from typing import Sequence
 
 import torch
@@ -73,12 +74,23 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
 
 
 def _module_params(model: nn.Module) -> dict[str, int]:
-    """Parameters of every module path, recursively, shared parameters counted once."""
-    return {path: sum(p.numel() for p in m.parameters()) for path, m in model.named_modules()}
+    """Parameters of every module path, recursively, shared parameters counted once: each
+    parameter is added to every path above the modules that hold it (once per path)."""
+    totals: dict[str, int] = {}
+    seen: set[tuple[str, int]] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        parts = name.split(".")[:-1]
+        for i in range(len(parts) + 1):
+            path = ".".join(parts[:i])
+            if (path, id(p)) not in seen:
+                seen.add((path, id(p)))
+                totals[path] = totals.get(path, 0) + p.numel()
+    return {path: totals.get(path, 0) for path, _ in model.named_modules()}
 
 
 def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tuple[int, ...]) -> list[Layer]:
     params = _module_params(model)
+    merge_at = [m.node.index for m in graph.merges]  # (in execution order)
     producers = cap.producers
     names = {node.outputs[0]: f"{_short(node.name)} in {node.scope or 'the model'}" for node in cap.nodes
              if node.outputs}
@@ -93,7 +105,7 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             producer = producers.get(tid)
             inside = producer is not None and call.first_op <= producer.index < call.end_op
             op = _short(producer.name) if call.is_leaf and inside else call.type_name
-            merges = [m for m in graph.merges if call.first_op <= m.node.index < call.end_op]
+            merges = graph.merges[bisect_left(merge_at, call.first_op):bisect_left(merge_at, call.end_op)]
             aligned = None if not merges else all(m.aligned for m in merges)
             notes = _notes(_shown(geom), geom.global_context, [m for m in merges if not m.aligned], names, input_size)
             notes += sorted(_caveats(geom))
