@@ -91,10 +91,8 @@ class TensorInfo:
 
 
 @functools.lru_cache(maxsize=None)
-@functools.lru_cache(maxsize=4096)
 def _schema_index(op: Any) -> dict[str, tuple[int, Any]] | None:
-    """An op overload's arguments by name, with their positions (None for synthetic ops). Cached
-    per overload (the rules read arguments by name many times per op)."""
+    """An op overload's arguments by name, with their positions (None for synthetic ops)."""
     schema = getattr(op, "_schema", None)
     return None if schema is None else {a.name: (i, a) for i, a in enumerate(schema.arguments)}
 
