@@ -48,9 +48,10 @@ def _scores(ctx: RuleContext, ref) -> bool:
 
 
 def _unread_mask(ctx: RuleContext, refs, plan: Plan) -> None:
-    """A constant added to attention scores may be a mask (:mod:`.masks`). The product with the
-    values reads it where it can (``mixing._masked_product``: it then no longer reads these
-    scores); until then the scores' windows unite every key, and the caveat says so."""
+    """A constant added to attention scores may be a mask (:mod:`.masks`). The softmax over the
+    keys reads it where it can (:func:`.masks.masked_softmax`: it then reads q and kᵀ, not these
+    scores, and the caveat stays behind); until then the scores' windows unite every key, and the
+    caveat says so."""
     if not any(_scores(ctx, r) for r in refs):
         return
     for r in refs:
