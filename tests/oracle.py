@@ -586,7 +586,25 @@ def _is_global_reduction(name: str, args, kwargs) -> bool:
         size = args[1] if len(args) > 1 else kwargs.get("output_size")
         sizes = size if isinstance(size, (tuple, list)) else [size]
         return all(s == 1 for s in sizes)
-    return name in _PRODUCTS
+    if name in _PRODUCTS:
+        return not _mixes_one_position(name, args, kwargs)
+    return False
+
+
+def _mixes_one_position(name: str, args, kwargs) -> bool:
+    """A product or softmax over a dim of one element mixes nothing (attention over one token: the
+    weight is 1, the output is the value): not a global path."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if name in ("softmax", "log_softmax"):
+        dim = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("dim")
+        return bool(tensors) and isinstance(dim, int) and tensors[0].dim() > 0 and tensors[0].shape[dim] == 1
+    if name in ("matmul", "bmm", "__matmul__") and len(tensors) >= 2 and tensors[0].dim() >= 2:
+        return tensors[0].shape[-1] == 1
+    if name == "__rmatmul__" and len(tensors) >= 2 and tensors[1].dim() >= 2:
+        return tensors[1].shape[-1] == 1
+    if name == "scaled_dot_product_attention" and len(tensors) >= 2 and tensors[1].dim() >= 2:
+        return tensors[1].shape[-2] == 1
+    return False
 
 
 class LinearizeMode(TorchFunctionMode):
@@ -840,15 +858,15 @@ def probe_many(
             results_units = nunits
         if not t.requires_grad:  # every path to the probed tensor was detached (global paths cut)
             continue
-        seeds = torch.zeros((len(nunits), *t.shape), dtype=t.dtype, device=t.device)
+        # one vector-Jacobian product per unit (a loop: faster here than a vmapped batch), its one-hot
+        # seed made for it alone (a stack of them for every unit of a large tensor would take GBs)
         for i, u in enumerate(nunits):
-            idx: list[Any] = [i, 0] if batch_dim else [i]
+            onehot = torch.zeros(t.shape, dtype=t.dtype, device=t.device)
+            idx: list[Any] = [0] if batch_dim else []
             it = iter(u)
             for d in range(1 if batch_dim else 0, t.ndim):
                 idx.append(slice(None) if d == cd else next(it))
-            seeds[tuple(idx)] = r if cd is not None else 1.0
-        # one vector-Jacobian product per unit (a loop: faster here than a vmapped batch)
-        for i, onehot in enumerate(seeds):
+            onehot[tuple(idx)] = r if cd is not None else 1.0
             (gx,) = torch.autograd.grad(t, x, grad_outputs=onehot, retain_graph=True, allow_unused=True)
             if gx is not None:
                 grads[i] += gx[0].abs().sum(dim=0).detach().cpu().double().numpy() / len(xs)

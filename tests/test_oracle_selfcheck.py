@@ -193,6 +193,28 @@ def test_norms_keep_a_path_their_whole_group_reads_alike():
     assert grad[3] > 1e-6 * grad.max()  # not a rounding residue: the linearized norm keeps the path
 
 
+class _AttentionOverOneToken(nn.Module):
+    """A 3-tap conv, pooled to one position, then attention over that one token."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.qkv = nn.Conv1d(2, 2, 3), nn.Linear(2, 6)
+
+    def forward(self, x):
+        t = F.avg_pool1d(self.conv(x)[..., :3], 3).transpose(1, 2)  # (1, 1 token, 2): reads x[0..4]
+        q, k, v = self.qkv(t).chunk(3, dim=-1)
+        return (torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v).transpose(1, 2)
+
+
+@pytest.mark.parametrize("detach_global", [False, True])
+def test_attention_over_one_token_is_no_global_path(detach_global):
+    # the weight of the only key is 1, the output is its value: positions 0..4 (conv taps 0..2 of
+    # units 0..2), which the copy with global paths cut keeps too (its products over one position
+    # mix nothing)
+    (res,) = probe_many(_AttentionOverOneToken(), (1, 2, 9), units=[(0,)], detach_global=detach_global)
+    assert res.bbox == [(0, 4)]
+
+
 def test_bilinear_upsample_x2():
     # src = o/2 - 1/4: o = 2m sees m-1, m; o = 2m+1 sees m, m+1
     g = unbounded_geometry(nn.Upsample(scale_factor=2, mode="bilinear"), (1, 1, 16, 16), None, 0)
