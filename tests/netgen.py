@@ -57,7 +57,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -622,7 +622,7 @@ def _x_windows(net, s, x):
         # windows and broadcast back over them
         o = t * (t.softmax(0) * t).sum(0, keepdim=True)
     else:
-        mask = _shift_mask(full, ws, shift, kw["mask"], n).to(t.dtype) if kw.get("mask") is not None else None
+        mask = _shift_mask(full, ws, shift, kw["mask"], n).to(t) if kw.get("mask") is not None else None
         o = _attend(m, t, kw["op"], kw["scale"], mask)
     t = t + o if kw["residual"] else o
     y = t.reshape([n] + [f // w for f, w in zip(full, ws)] + list(ws) + [c])
@@ -744,9 +744,11 @@ class GeneratedNet:
     def dim(self) -> int:
         return len(self.input_shape) - 2
 
-    def larger_input_shape(self, k: int = 1) -> tuple[int, ...]:
-        """The input shape with ``k * period`` added to every spatial size."""
-        return (*self.input_shape[:2], *(n + k * p for n, p in zip(self.input_shape[2:], self.period)))
+    def larger_input_shape(self, k: int | Sequence[int] = 1) -> tuple[int, ...]:
+        """The input shape with ``k * period`` added to every spatial size (``k`` per axis where it
+        is a sequence: the axes grow independently)."""
+        ks = [k] * len(self.period) if isinstance(k, int) else list(k)
+        return (*self.input_shape[:2], *(n + kk * p for n, kk, p in zip(self.input_shape[2:], ks, self.period)))
 
     def expected_shape(self, index: int, k: int = 0) -> tuple[int, ...]:
         """Shape of value ``index`` (0 = input, -1 = output) on ``larger_input_shape(k)``."""

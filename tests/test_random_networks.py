@@ -48,10 +48,12 @@ def test_random_networks_match_the_oracle(shard):
                    if isinstance(rf, int)]
             widest = max(rfs, default=1)
             grow = min(max(8, 3 * widest), 24) if net.dim == 3 else max(32, 4 * widest)
-            k = max(-(-grow // p) for p in net.period)
+            ks = [-(-grow // p) for p in net.period]
             # an even number of periods keeps the centre unit's phase along every axis, where rf,
-            # stride and offset are read (pieces with phase gaps along another axis change them)
-            big = net.larger_input_shape(k + k % 2)
+            # stride and offset are read (pieces with phase gaps along another axis change them);
+            # each axis by its own period (one count for all made an axis of period 54 beside one of
+            # period 1 grow by 2,600 positions, and its probes take many minutes)
+            big = net.larger_input_shape([k + k % 2 for k in ks])
             if net.dim == 3 and math.prod(big[2:]) > 20_000:
                 big = None  # a long period in 3-D: the oracle's probes on that volume would take minutes
         # (attention within windows is local: the oracle's detached copy, which cuts every product,
