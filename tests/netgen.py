@@ -2055,9 +2055,11 @@ class _Builder:
             # a unit sees its position in every window: its window grows with the input, so rf, stride
             # and offset at one size say nothing of another (and a probe at a larger size is huge)
             self.size_dep = True
-        if any(w > 1 and -(-a.size // w) == 1 for a, w in zip(v.axes, ws)):
-            # one window along an axis: the partition's view is that of no partition at this size, so
-            # the unbounded model cannot know the windows that a larger input has
+        if any(-(-a.size // w) == 1 for a, w in zip(v.axes, ws)):
+            # one window along an axis (of one position too: windows of 1 on an axis of 1): the
+            # partition's view is that of no partition at this size, so the unbounded model cannot
+            # know the windows that a larger input has (the 10,000-network run: a conv inside windows
+            # of 1 read 3 positions in the unbounded model, 1 in the real one)
             self.size_dep = True
         axes = tuple(Ax(a.size, a.slope, a.period * w // math.gcd(int(a.period * a.slope), w), a.origin)
                      for a, w in zip(v.axes, ws))
