@@ -8,8 +8,9 @@ channels, cat along a spatial axis) and a few terminal ops (reduction, linear he
 them, applies a per-token layer and perhaps global attention (SDPA or ``softmax(q kᵀ) v``, with or
 without a residual), slices the extra tokens off and reshapes the tokens back to the grid. A
 *window stage* (``windows``) pads each axis to a multiple of a window, perhaps shifts it cyclically
-(Swin; then perhaps masks the pairs the shift brought together, with -100 or -inf), partitions it into windows folded into the batch, mixes each window's tokens (attention, or
-a conv zero-padded at the window's borders) and puts everything back.
+(Swin; then perhaps masks the pairs the shift brought together, with -100 or -inf), partitions it
+into windows folded into the batch, mixes each window's tokens (attention, or a conv zero-padded at
+the window's borders) and puts everything back.
 Every module lives in ``model.layers`` (an ``nn.ModuleDict``), so module paths are
 ``layers.conv0``, ``layers.attention0.q``, ...; a module called twice (``shared_module``) gets two
 calls under the same path.
