@@ -84,8 +84,9 @@ def test_shifted_windows_with_their_mask_match_the_oracle(sdpa, fill):
 
 def test_a_masked_border_unit_sees_only_its_own_region():
     # rolled by 2, windows of 4 on 12 rows: the last window holds original rows 10, 11 and 0, 1 -
-    # which the mask keeps apart. A unit in row 0 sees rows 0..1 (through the 3x3 convs: 0..3),
-    # never the bottom border
+    # which the mask keeps apart. A unit of the block in row 0 sees rows 0..1 of its input (through
+    # the first 3x3 conv: rows 0..2 of the image), never the bottom border; one in row 11 rows 10..11
+    # (9..11)
     torch.manual_seed(0)
     report = convlens.analyze(_net(MaskedShiftedWindows(12, 8)).eval(), (1, 3, 12, 8))
     (r0, r1), _ = report["1"].window(0, 4)

@@ -147,14 +147,15 @@ def axis_size(dims: tuple[Dim, ...], a: int) -> int:
     return prod(size for size, _ in held)
 
 
-class _Dims(Mapping):
-    """Tensor id -> dims, read through the structure records (what a :class:`RuleContext` reads)."""
+class _Field(Mapping):
+    """Tensor id -> one field of its structure record (the dims, the plan): what a
+    :class:`RuleContext` reads of tensors before the op, its inputs and past them."""
 
-    def __init__(self, structure: dict[int, Structure]):
-        self._structure = structure
+    def __init__(self, structure: dict[int, Structure], name: str):
+        self._structure, self._name = structure, name
 
-    def __getitem__(self, tid: int) -> tuple[Dim, ...]:
-        return self._structure[tid].dims
+    def __getitem__(self, tid: int):
+        return getattr(self._structure[tid], self._name)
 
     def __iter__(self):
         return iter(self._structure)
@@ -172,22 +173,6 @@ class _Constants:
 
     def __contains__(self, tid: object) -> bool:
         return tid in self._walk.structure and self._walk._constant(tid)  # type: ignore[arg-type]
-
-
-class _Plans(Mapping):
-    """Tensor id -> the plan of the op that made it, read through the structure records."""
-
-    def __init__(self, structure: dict[int, Structure]):
-        self._structure = structure
-
-    def __getitem__(self, tid: int) -> Plan | None:
-        return self._structure[tid].plan
-
-    def __iter__(self):
-        return iter(self._structure)
-
-    def __len__(self) -> int:
-        return len(self._structure)
 
 
 class GraphWalk:
@@ -230,13 +215,13 @@ class GraphWalk:
 
     def _context(self, node: OpNode) -> RuleContext:
         st = self.structure
-        return RuleContext(node, self.cap.tensors, self.cap.producers, _Dims(st),
+        return RuleContext(node, self.cap.tensors, self.cap.producers, _Field(st, "dims"),
                            {t: st[t].local_axes() for t in node.inputs},
                            {t: st[t].global_axes() for t in node.inputs},
                            frozenset(t for t in node.inputs if st[t].channels_split),
                            frozenset(t for t in node.inputs if st[t].global_context),
                            {t: st[t].pieces for t in node.inputs if st[t].pieces is not None},
-                           self.cap.values, _Constants(self), _Plans(self.structure))
+                           self.cap.values, _Constants(self), _Field(st, "plan"))
 
     def _constant(self, tid: int) -> bool:
         """The tensor does not depend on the network input."""

@@ -61,9 +61,10 @@ VALUE_LIMIT = 1 << 22
 
 def keeps_values(name: str) -> bool:
     """Ops whose constant operands' values the rules read: what may mask attention (an additive mask
-    on scores, the mask of scaled dot-product attention)."""
-    return name == SDPA or name.startswith(("aten.add.", "aten.add_.", "aten.masked_fill", "aten.where.",
-                                            "aten._scaled_dot_product", "aten.scaled_dot_product"))
+    on scores, the mask of scaled dot-product attention; ``masked_fill`` and ``where`` on scores are
+    not read yet)."""
+    return name == SDPA or name.startswith(("aten.add.", "aten.add_.", "aten._scaled_dot_product",
+                                            "aten.scaled_dot_product"))
 
 
 @dataclass(frozen=True)

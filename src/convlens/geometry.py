@@ -360,7 +360,8 @@ def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: n
         a, b = a - start, b - start
     if len(a) == 0:
         return a.copy(), a.copy()
-    if (a.min() < 0 or b.max() >= len(lo)) if not any_empty else np.any(~empty & ((a < 0) | (b >= len(lo)))):
+    outside = np.any(~empty & ((a < 0) | (b >= len(lo)))) if any_empty else a.min() < 0 or b.max() >= len(lo)
+    if outside:
         raise RuntimeError("internal error: an op reads positions outside the computed range")
     a0, b0 = a, b
     if type(step) is int and step == 1 and _nondecreasing(lo) and _nondecreasing(hi):

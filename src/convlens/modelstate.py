@@ -55,7 +55,9 @@ _HOOK_DICTS = frozenset({
     "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks"})
 """torch's hook dicts of every module: they hold callables, never a tensor (snapshot, not searched)."""
 _ATOMS = (bool, int, float, str, bytes, type(None), torch.Tensor, nn.Module, torch.dtype, torch.device)
-_ATOM_TYPES = frozenset({bool, int, float, str, bytes, type(None), torch.Tensor, nn.Parameter})
+"""What holds no container: not searched."""
+_SCALARS = frozenset({bool, int, float, str, bytes, type(None)})
+"""The commonest atoms, skipped by exact type before any isinstance check (this runs per attribute)."""
 _SKIPPED = _HOOK_DICTS | {"_modules", "_non_persistent_buffers_set"}
 
 
@@ -82,7 +84,7 @@ def tensors_of(model: nn.Module) -> list[torch.Tensor]:
     found: dict[int, torch.Tensor] = {}
     for module in model.modules():
         for key, value in vars(module).items():
-            if key in _SKIPPED or type(value) in _ATOM_TYPES and not isinstance(value, torch.Tensor):
+            if key in _SKIPPED or type(value) in _SCALARS:
                 continue
             if isinstance(value, torch.Tensor):
                 found[id(value)] = value
@@ -110,7 +112,7 @@ class _Snapshot:
         self.empty: list = []  # containers that were empty: only emptied again
         for attrs in self.attrs:
             for key, value in attrs.items():
-                if key in _MODULE_DICTS or type(value) in _ATOM_TYPES:
+                if key in _MODULE_DICTS or type(value) in _SCALARS:
                     continue
                 if key in _HOOK_DICTS:  # (callables inside: the dict itself is the container)
                     if value:
