@@ -595,3 +595,25 @@ def test_a_cat_of_rows_that_see_one_column_and_rows_that_see_all_is_named():
     assert all(isinstance(s, Unknown) for s in report[""].axes)
     assert any("some see the whole of another axis" in note for note in report.notes), report.notes
     assert check_against_oracle(CatOfLocalAndGlobalRows(), (1, 1, 3, 4)).windows > 0
+
+
+class OnePositionHeldNowhere(nn.Module):
+    """An axis of one position that a linear over the flattened grid holds on no dim, added to the
+    input: on a larger input both terms move with the unit, but here the linear's term is one pinned
+    position, so the sum's windows off the real units (which the padding reads) are not the larger
+    input's."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Linear(2, 2)
+
+    def forward(self, x):
+        y = x + self.mix(x.movedim(1, -1)).movedim(-1, 1)
+        return F.max_pool2d(F.pad(y, (1, 2)), (1, 2), stride=1, padding=(0, 1))
+
+
+def test_a_pinned_position_leaves_the_unbounded_geometry_unknown():
+    model, shape = OnePositionHeldNowhere(), (1, 2, 7, 1)
+    # (the larger input is probed for rf, stride and offset of every axis whose stride is given)
+    check_against_oracle(model, shape, big_shape=(1, 2, 7, 33))
+    assert convlens.analyze(model, shape)[""].stride[1] is None

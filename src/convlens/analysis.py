@@ -341,7 +341,11 @@ class GraphWalk:
                 strides = {None if states[s.tid].stride is None or s.scale is None else
                            states[s.tid].stride if s.scale.numerator == s.scale.denominator else
                            states[s.tid].stride * s.scale for s in moving}
-                stride = strides.pop() if len(strides) == 1 else None
+                # a broadcast input whose own axis has no stride (one position that an op held on no
+                # dim, a linear over the flattened grid, say) would move on a larger input where this
+                # one cannot tell: the union's unbounded geometry is unknown too (10,000-network run)
+                pinned = any(s.fn is broadcast and states[s.tid].stride is None for s in local)
+                stride = strides.pop() if len(strides) == 1 and not pinned else None
                 period = 1
                 for s in moving:  # the pattern repeats after b * P / gcd(a, P) outputs, scale = a/b
                     if s.scale is None:
