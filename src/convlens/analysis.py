@@ -15,6 +15,7 @@ writing one record per tensor and reading only the records of tensors before it:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from fractions import Fraction
 from math import gcd, lcm, prod
 from typing import Mapping
@@ -58,9 +59,11 @@ class Structure:
     pieces: Pieces | None = None
     caveats: frozenset[str] = frozenset()  # Plan.caveats of this tensor's op and of every tensor it reads
 
+    @cached_property  # (every rule context of every op that reads the tensor asks)
     def local_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Pending))
 
+    @cached_property
     def global_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Global))
 
@@ -216,8 +219,8 @@ class GraphWalk:
     def _context(self, node: OpNode) -> RuleContext:
         st = self.structure
         return RuleContext(node, self.cap.tensors, self.cap.producers, _Field(st, "dims"),
-                           {t: st[t].local_axes() for t in node.inputs},
-                           {t: st[t].global_axes() for t in node.inputs},
+                           {t: st[t].local_axes for t in node.inputs},
+                           {t: st[t].global_axes for t in node.inputs},
                            frozenset(t for t in node.inputs if st[t].channels_split),
                            frozenset(t for t in node.inputs if st[t].global_context),
                            {t: st[t].pieces for t in node.inputs if st[t].pieces is not None},
@@ -238,8 +241,9 @@ class GraphWalk:
         for node in cap.nodes:
             for t in node.inputs:
                 self._ensure(t)
+            resolved: dict[int, Structure] = {}  # (a plan shared by outputs, max pool's values and indices)
             for tid, plan in zip(node.outputs, self._plans(node)):
-                record = self._resolve(node, plan)
+                record = resolved.get(id(plan)) or resolved.setdefault(id(plan), self._resolve(node, plan))
                 self.structure[tid] = replace(record, pieces=self._carry_pieces(node, plan, record, tid))
 
     def _plans(self, node: OpNode) -> list[Plan]:
@@ -462,7 +466,7 @@ class GraphWalk:
                 others = [t for t in ins if t not in holders]
                 if (set(axes_of(dim)) & plan.context
                         or any(live_extras(d) for t in holders for d in self.structure[t].dims if d == dim)
-                        or any(self.structure[t].global_context or self.structure[t].global_axes() for t in others)):
+                        or any(self.structure[t].global_context or self.structure[t].global_axes for t in others)):
                     dim = TokenDim(tuple(dim), dim.before, dim.after, live=True)
             out.append(dim)
         return tuple(out)
@@ -523,12 +527,27 @@ class GraphWalk:
         self.geoms[cap.input_id] = TensorGeom(st.dims, self._summarize(cap.input_id, st.axes, windows), False,
                                               windows)
         for node in cap.nodes:
-            for tid in node.outputs:
-                self.geoms[tid] = self._finish(node, tid)
+            for i, tid in enumerate(node.outputs):
+                twin = self._twin(node.outputs[:i], tid)
+                self.geoms[tid] = self._finish(node, tid) if twin is None else self.geoms[twin]
             self._quiet = True
             for tid in self.pieces.get(node.index, []):
                 self.geoms[tid] = self._finish(node, tid)
             self._quiet = False
+
+    def _twin(self, before: list[int], tid: int) -> int | None:
+        """An earlier output of the same op whose final record is this one's too: made by the same
+        plan (max pool's values and indices), no channel pieces, and asked for every position this
+        one is (its windows then cover this one's demand)."""
+        st = self.structure[tid]
+        for t in before:
+            other = self.structure[t]
+            if (other.plan is st.plan and other == st and st.pieces is None
+                    and all(self.demand[(t, a)][0] <= self.demand[(tid, a)][0]
+                            and self.demand[(tid, a)][1] <= self.demand[(t, a)][1]
+                            for a, s in enumerate(st.axes) if isinstance(s, Pending))):
+                return t
+        return None
 
     def _finish(self, node: OpNode, tid: int) -> TensorGeom:
         """The final record of one output of ``node``, from its structure and its inputs' records."""

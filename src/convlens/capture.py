@@ -108,6 +108,9 @@ class OpNode:
     inputs: list[int]  # tensor ids read, in argument order
     outputs: list[int]  # tensor ids written
     scope: str  # module path that issued the op ("" = the root)
+    # records decoded from the arguments, once (rules.args: the rules, the costs, the diagnostics and
+    # gridding all read a convolution's arguments)
+    decoded: dict = field(default_factory=dict, repr=False, compare=False)
 
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         """Positional argument i, or keyword ``name``, following the aten schema order."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
@@ -243,7 +244,7 @@ class Local:
     lo: np.ndarray
     hi: np.ndarray
 
-    @property
+    @cached_property  # (reports and diagnostics read it many times)
     def rf(self) -> int | None:
         """The largest window over the tensor's units and one full period of phases."""
         u = np.arange(0, max(self.n, min(self.period, MAX_PERIOD)), dtype=np.int64) - self.ustart
@@ -258,7 +259,7 @@ class Local:
         lo, hi = self.lo[u], self.hi[u]
         return (lo >= 0) & (hi <= n_in - 1) & (lo <= hi)
 
-    @property
+    @cached_property
     def offset(self) -> Fraction | None:
         """Mean of centre(u) - u * stride over one period of units from u = 0 (unbounded model);
         unreachable units (phase gaps) are left out of the mean."""

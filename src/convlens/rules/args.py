@@ -55,7 +55,14 @@ def is_convolution(node: OpNode) -> bool:
 
 
 def conv_args(node: OpNode, tensors: Mapping[int, TensorInfo]) -> ConvArgs:
-    """The arguments of a recorded convolution (``is_convolution(node)``)."""
+    """The arguments of a recorded convolution (``is_convolution(node)``), decoded once per node."""
+    found = node.decoded.get("conv")
+    if found is None:
+        found = node.decoded["conv"] = _conv_args(node, tensors)
+    return found
+
+
+def _conv_args(node: OpNode, tensors: Mapping[int, TensorInfo]) -> ConvArgs:
     x, w, bias = node.param("input"), node.param("weight"), node.param("bias")
     kernel = tuple(tensors[w.id].shape[2:])
     k = len(kernel)
@@ -95,7 +102,15 @@ def pool_dims(node: OpNode) -> int | None:
 
 
 def pool_args(node: OpNode) -> PoolArgs:
-    """The arguments of a recorded max or average pool (``pool_dims(node)`` is not None)."""
+    """The arguments of a recorded max or average pool (``pool_dims(node)`` is not None), decoded once
+    per node."""
+    found = node.decoded.get("pool")
+    if found is None:
+        found = node.decoded["pool"] = _pool_args(node)
+    return found
+
+
+def _pool_args(node: OpNode) -> PoolArgs:
     k = pool_dims(node)
     is_max = "max_pool" in getattr(getattr(node.op, "overloadpacket", node.op), "__name__", "")
     kernel = per_dim(node.param("kernel_size"), k)
