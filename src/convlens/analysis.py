@@ -21,6 +21,7 @@ from math import gcd, lcm, prod
 from typing import Mapping
 
 import numpy as np
+import torch
 
 from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
@@ -28,6 +29,7 @@ from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, Axi
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.registry import Channels, Pieces, retarget
 from .rules.plans import axes_of, broadcast, identity, plain
+from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only
 from .rules.registry import Digit, Dim, TokenDim, digits_of, live_extras
 
 
@@ -197,6 +199,11 @@ class GraphWalk:
         self.piece_of: dict[int, int] = {}  # such a record -> the node's output it is a piece of
         self._next_piece = max(cap.tensors, default=0) + 1
         self._quiet = False  # resolving a channel piece: its unknown axes and merges are not the graph's
+        # chains of ops that only move elements (rules.relabel): tensor -> (the chain's start, where
+        # each element comes from, the untracked reasons its steps gave, counted once the chain ends
+        # without dims of its own)
+        self.chains: dict[int, tuple[int, torch.Tensor, list[tuple[str, OpNode]]]] = {}
+        self._deferred: list[tuple[str, OpNode]] | None = None
 
     # -------------------------------------------------------------- helpers
     def _ensure(self, tid: int) -> None:
@@ -241,10 +248,75 @@ class GraphWalk:
         for node in cap.nodes:
             for t in node.inputs:
                 self._ensure(t)
+            moving = moves_only(node)
+            self._deferred = [] if moving else None
             resolved: dict[int, Structure] = {}  # (a plan shared by outputs, max pool's values and indices)
             for tid, plan in zip(node.outputs, self._plans(node)):
                 record = resolved.get(id(plan)) or resolved.setdefault(id(plan), self._resolve(node, plan))
                 self.structure[tid] = replace(record, pieces=self._carry_pieces(node, plan, record, tid))
+            deferred, self._deferred = self._deferred, None
+            step = self._chain_step(node) if moving and (deferred or any(t in self.chains for t in node.inputs)) \
+                else None
+            if step is not None:
+                self._follow(node, step, deferred)
+            else:
+                for label, where in deferred or ():
+                    self._untracked(label, where)
+                for t in node.inputs:
+                    self._end_chain(t)
+        rows = set(cap.output_ids) | {t for call in cap.calls for _, t in call.outputs}
+        for t in [t for t in self.chains if t in rows]:
+            self._end_chain(t)
+
+    # -------------------------------------------------------------- chains of moves (rules.relabel)
+    def _chain_step(self, node: OpNode) -> int | None:
+        """The input of ``node`` (an op that only moves elements) when it may be a step of a chain:
+        its one input that depends on the network input is a chain's tensor or a possible start
+        (every axis local or constant, nothing that the chain's index map could not carry: channel
+        pieces, global context, caveats, a large tensor)."""
+        live = [t for t in dict.fromkeys(node.inputs) if not self._constant(t)]
+        if len(live) != 1:
+            return None
+        t = live[0]
+        st = self.structure[t]
+        if t in self.chains:
+            return t
+        if (st.pieces is not None or st.channels_split or st.global_context or st.caveats
+                or not any(isinstance(s, Pending) for s in st.axes)
+                or not all(isinstance(s, (Pending, Constant)) for s in st.axes)
+                or prod(self.cap.tensors[t].shape) > INDEX_LIMIT):
+            return None
+        return t
+
+    def _follow(self, node: OpNode, t: int, deferred: list[tuple[str, OpNode]]) -> None:
+        """Extend the chain through ``node`` (which read ``t``): where its output has dims the
+        start's positions fit exactly, the output reads the start as it is (and the chain's
+        untracked steps are not counted); else the output is the chain's next tensor."""
+        tid = node.outputs[0]
+        start, index, labels = self.chains.get(t) or (t, None, [])
+        if index is None:
+            index = torch.arange(prod(self.cap.tensors[t].shape), dtype=torch.int64).view(self.cap.tensors[t].shape)
+        out = moved(node, t, index)
+        if out is None or tuple(out.shape) != tuple(self.cap.tensors[tid].shape):
+            for label, where in deferred:
+                self._untracked(label, where)
+            self._end_chain(t)
+            return
+        first = self.structure[start]
+        axes = [a for a, s in enumerate(first.axes) if isinstance(s, Pending)]
+        dims = layout_of(first.dims, self.cap.tensors[start].shape, axes, out.numpy())
+        if dims is None:
+            self.chains[tid] = (start, out, labels + deferred)
+            return
+        plan = Plan(dims=dims, local={a: [Source(start, identity)] for a in axes}, reads=(start,))
+        self.structure[tid] = self._resolve(node, plan)
+
+    def _end_chain(self, t: int) -> None:
+        """A chain's tensor read by an op that is no step of it (or shown as a row): the untracked
+        reasons of its steps count."""
+        if t in self.chains:
+            for label, where in self.chains.pop(t)[2]:
+                self._untracked(label, where)
 
     def _plans(self, node: OpNode) -> list[Plan]:
         outs = [self.cap.tensors[t].shape for t in node.outputs]
@@ -265,6 +337,9 @@ class GraphWalk:
 
     def _untracked(self, label: str, node: OpNode) -> Unknown:
         """Record an op (with the reason) that made an axis unknown; counted once per op call."""
+        if self._deferred is not None and not self._quiet:
+            self._deferred.append((label, node))  # (a step of a chain: counted if the chain ends unread)
+            return Unknown(frozenset({label}))
         seen = self._untracked_calls.setdefault(label, set())
         if node.index not in seen and not self._quiet:
             seen.add(node.index)

@@ -664,7 +664,7 @@ class _State:
             def swap(x: Any) -> Any:
                 return TRef(parent) if isinstance(x, TRef) and x.id == old_parent else x
 
-            args, kwargs = _map_refs(swap, view.node.args), _map_refs(swap, view.node.kwargs)
+            args, kwargs = map_refs(swap, view.node.args), map_refs(swap, view.node.kwargs)
             outputs = [self._version(o, parent in self.live) for o in view.node.outputs]
             self._append(view.node.op, view.node.name, args, kwargs,
                          [parent if i == old_parent else i for i in view.node.inputs], outputs)
@@ -672,11 +672,11 @@ class _State:
             view.synced = self.ids[id(view.root)]
 
 
-def _map_refs(fn: Any, value: Any) -> Any:
+def map_refs(fn: Any, value: Any) -> Any:
     if isinstance(value, (list, tuple)):
-        return type(value)(_map_refs(fn, v) for v in value)
+        return type(value)(map_refs(fn, v) for v in value)
     if isinstance(value, dict):
-        return {k: _map_refs(fn, v) for k, v in value.items()}
+        return {k: map_refs(fn, v) for k, v in value.items()}
     return fn(value)
 
 
