@@ -41,13 +41,16 @@ def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
     local_dims = [d for d in layer.axis_dims if d is not None]
     if local_dims != sorted(local_dims):
         return None
+    # a global axis that keeps its positions is on the dim whose layout holds it whole
+    held = {f[0]: d for d, dim in enumerate(layer.layout) for f in dim.factors if f[0] is not None}
+    axis_dims = [held.get(a) if d is None else d for a, d in enumerate(layer.axis_dims)]
     found = []
     for c in range(1, rank):
         spatial = [d for d in range(1, rank) if d != c]
         if all(d in spatial for d in local_dims) and all(
-                d is None or spatial[a] == d for a, d in enumerate(layer.axis_dims)):
+                d is None or spatial[a] == d for a, d in enumerate(axis_dims)):
             found.append((c, spatial))
-    if len(found) > 1 and any(d is None for d in layer.axis_dims):
+    if len(found) > 1 and any(d is None for d in axis_dims):
         # a global axis's dim is not known: the channel dim is ambiguous, unless every other choice
         # is a dim of size 1 (a pooled axis), where the probe is the same
         ones = [c for c, _ in found if c != 1]

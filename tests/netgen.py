@@ -586,14 +586,17 @@ def _shift_mask(full: list[int], ws: tuple[int, ...], shift: tuple[int, ...], fi
 
 
 class _Windows(nn.Module):
-    """A window stage's layers (see ``_x_windows``): attention among a window's tokens, or a
-    depthwise conv inside each window."""
+    """A window stage's layers (see ``_x_windows``): attention among a window's tokens, a depthwise
+    conv inside each window, or relative-position logits along the window's last axis (``rel``:
+    one key per relative offset, (2 w - 1, C))."""
 
-    def __init__(self, c: int, d: int, dk: int, op: str, k: int):
+    def __init__(self, c: int, d: int, dk: int, op: str, k: int, w: int = 1):
         super().__init__()
         if op == "conv":
             self.conv = getattr(nn, f"Conv{d}d")(c, c, k, padding=k // 2, groups=c)
-        else:
+        elif op == "relpos":
+            self.rel = nn.Parameter(torch.randn(2 * w - 1, c))
+        elif op != "context":
             self.q, self.k, self.v, self.o = (nn.Linear(c, dk), nn.Linear(c, dk), nn.Linear(c, dk), nn.Linear(dk, c))
 
 
@@ -618,6 +621,15 @@ def _x_windows(net, s, x):
     t = y.reshape(-1, math.prod(ws), c)
     if kw["op"] == "conv":
         o = m.conv(t.transpose(1, 2).reshape(-1, c, *ws)).reshape(-1, c, math.prod(ws)).transpose(1, 2)
+    elif kw["op"] == "relpos":
+        # BoTNet's and HaloNet's relative positions (timm's rel_logits_1d): per query along the
+        # window's last axis, logits over the relative offsets, moved to absolute key positions by a
+        # skew (pad, flatten, pad, reshape, slice: steps no dims follow), summed over the keys
+        w = ws[-1]
+        r = t.reshape(-1, w, c) @ m.rel.t()
+        r = F.pad(F.pad(r, [0, 1]).flatten(1), [0, w - 1])
+        r = r.reshape(-1, w + 1, 2 * w - 1)[:, :w, w - 1:]
+        o = t * r.sum(-1).reshape(t.shape[0], -1, 1)
     elif kw["op"] == "context":
         # MobileViT-V2's linear attention: a context per position within a window, pooled over the
         # windows and broadcast back over them
@@ -2043,10 +2055,10 @@ class _Builder:
         shift = tuple(self.int_(0, w - 1) if self.coin() else 0 for w in ws)
         # (a context over the windows along an axis with windows of 1 sees the whole axis: global
         # context the oracle cannot tell, as it pools over the batch dim)
-        op = self.pick(["matmul", "sdpa", "conv"] + (["context"] if min(ws) > 1 else []))
+        op = self.pick(["matmul", "sdpa", "conv", "relpos"] + (["context"] if min(ws) > 1 else []))
         dk, k = self.int_(1, 4), self.pick([1, 3])
         name = self.name("windows")
-        self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k)
+        self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k, ws[-1])
         kw = dict(ws=ws, shift=shift, op=op, residual=self.coin(), scale=1.0 / math.sqrt(dk))
         if any(shift) and op in ("matmul", "sdpa") and self.coin():
             # Swin's mask of the pairs the shift brought together: -100 (read by the -80 convention)
