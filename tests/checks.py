@@ -41,8 +41,10 @@ def _layout(layer: convlens.Layer, k: int) -> tuple[int, list[int]] | None:
     local_dims = [d for d in layer.axis_dims if d is not None]
     if local_dims != sorted(local_dims):
         return None
-    # a global axis that keeps its positions is on the dim whose layout holds it whole
-    held = {f[0]: d for d, dim in enumerate(layer.layout) for f in dim.factors if f[0] is not None}
+    # a global axis that keeps its positions is on the dim whose layout holds it whole (with no
+    # extra tokens, which would move its index)
+    held = {f[0]: d for d, dim in enumerate(layer.layout) for f in dim.factors
+            if f[0] is not None and not dim.before and not dim.after}
     axis_dims = [held.get(a) if d is None else d for a, d in enumerate(layer.axis_dims)]
     found = []
     for c in range(1, rank):

@@ -147,9 +147,10 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
                                  if d in kept and d not in fold and not held(dim) and in_shape[d] > 1
                                  and out_shape[kept.index(d)] == in_shape[d]
                                  and (d not in maps or _still(maps[d][0], in_shape[d], in_shape[d]))}
+    split = digit_axes(ctx.dims(x))
     moved = {d for d, (fn, _) in maps.items() if d in drop or d not in kept
-             or not _still(fn, out_shape[kept.index(d)], in_shape[d])} | (set(drop) - set(fold))
-    for a in digit_axes(ctx.dims(x)):
+             or not _still(fn, out_shape[kept.index(d)], in_shape[d])} | (set(drop) - set(fold)) if split else set()
+    for a in split:
         holders = [d for d, dim in enumerate(ctx.dims(x)) if a in held(dim)]
         inside = [d for d in holders if d in within]
         folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
