@@ -15,7 +15,6 @@ writing one record per tensor and reading only the records of tensors before it:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from fractions import Fraction
 from math import gcd, lcm, prod
 from typing import Mapping
@@ -45,6 +44,9 @@ class Pending:
     sources: tuple[Source, ...]
 
 
+_PLAIN = (Pending, Constant)  # (exact types: states that are neither global, unknown nor paired)
+
+
 @dataclass(frozen=True)
 class Structure:
     """Pass 1's record of one tensor: its dims (as factors of the input's axes), per spatial axis its
@@ -61,11 +63,11 @@ class Structure:
     pieces: Pieces | None = None
     caveats: frozenset[str] = frozenset()  # Plan.caveats of this tensor's op and of every tensor it reads
 
-    @cached_property  # (every rule context of every op that reads the tensor asks)
+    @property
     def local_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Pending))
 
-    @cached_property
+    @property
     def global_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Global))
 
@@ -359,15 +361,19 @@ class GraphWalk:
         # size-1 axis that a reshape put on the batch dim)
         doubled = {a for a in carried if labels.count(a) > 1}
         grid = [t for t in ins if t not in plan.beside]
+        records = {t: self.structure[t].axes for t in ins}
         for a in range(self.k):
-            states = {t: self.structure[t].axes[a] for t in grid}
-            paired = [s for s in states.values() if isinstance(s, Paired)]
-            unknown = frozenset().union(*(s.ops for t in ins for s in [self.structure[t].axes[a]]
-                                          if isinstance(s, Unknown) and not isinstance(s, Paired)))
+            states = {t: records[t][a] for t in grid}
+            if all(type(records[t][a]) in _PLAIN for t in ins):  # (the common case: nothing below to find)
+                paired, unknown, attends = [], frozenset(), False
+            else:
+                paired = [s for s in states.values() if isinstance(s, Paired)]
+                unknown = frozenset().union(*(s.ops for t in ins for s in [records[t][a]]
+                                              if isinstance(s, Unknown) and not isinstance(s, Paired)))
+                # attention: every position mixes the whole axis with weights of its own, so a merge
+                # with it is global too, where a pooled global (a gate) leaves the local geometry
+                attends = any(isinstance(s, Global) and s.attended for s in states.values())
             live = [t for t, s in states.items() if not isinstance(s, Constant)]
-            # attention: every position mixes the whole axis with weights of its own, so a merge
-            # with it is global too, where a pooled global (a gate) leaves the local geometry
-            attends = any(isinstance(s, Global) and s.attended for s in states.values())
             if plan.constant or not live:
                 axes.append(CONSTANT)
             elif plan.no_rule or plan.unsupported:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cached_property
 from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
@@ -230,6 +229,21 @@ def _union(parts: Sequence[Part]) -> Part:
     return Part(axes)
 
 
+class cached:
+    """``functools.cached_property`` without its lock: Python 3.11 takes an RLock on every first
+    read, which costs more than what convlens caches. The value lands in the instance's dict (a
+    frozen dataclass's too), where later reads find it first."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class Local:
     """One local axis of a tensor: size ``n``, effective ``stride`` (exact), ``period`` (the number
@@ -244,7 +258,7 @@ class Local:
     lo: np.ndarray
     hi: np.ndarray
 
-    @cached_property  # (reports and diagnostics read it many times)
+    @cached  # (reports and diagnostics read it many times)
     def rf(self) -> int | None:
         """The largest window over the tensor's units and one full period of phases."""
         u = np.arange(0, max(self.n, min(self.period, MAX_PERIOD)), dtype=np.int64) - self.ustart
@@ -259,7 +273,7 @@ class Local:
         lo, hi = self.lo[u], self.hi[u]
         return (lo >= 0) & (hi <= n_in - 1) & (lo <= hi)
 
-    @cached_property
+    @cached
     def offset(self) -> Fraction | None:
         """Mean of centre(u) - u * stride over one period of units from u = 0 (unbounded model);
         unreachable units (phase gaps) are left out of the mean."""
