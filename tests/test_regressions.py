@@ -617,3 +617,20 @@ def test_a_pinned_position_leaves_the_unbounded_geometry_unknown():
     # (the larger input is probed for rf, stride and offset of every axis whose stride is given)
     check_against_oracle(model, shape, big_shape=(1, 2, 7, 33))
     assert convlens.analyze(model, shape)[""].stride[1] is None
+
+
+class FilledWithAStep(nn.Module):
+    """A region written through a slice whose step is longer than its dim of one position (a pooled
+    axis): the region is the whole dim, so the parent's values there are gone."""
+
+    def forward(self, x):
+        g = F.adaptive_avg_pool2d(x, (1, x.shape[3]))
+        y = g.clone()
+        y[:, :, ::2, :4].fill_(0.5)
+        return torch.cat([g, y], dim=3)
+
+
+def test_a_region_whose_step_passes_a_dim_of_one_position_covers_it():
+    model, shape = FilledWithAStep(), (1, 2, 6, 5)
+    check_against_oracle(model, shape)
+    assert convlens.analyze(model, shape)[""].window(0, 5) is None  # (filled: it sees nothing)
