@@ -20,9 +20,9 @@ class RelativeLogits(nn.Module):
     (HaloNet, keys in a window of ``block + 2 * halo``), summed over the key offsets: each unit reads
     its own query only."""
 
-    def __init__(self, block: int | None = None, halo: int = 1, size: int = 8):
+    def __init__(self, block: int | None = None, halo: int = 1, size: int = 8, gated: bool = False):
         super().__init__()
-        self.block = block
+        self.block, self.gated = block, gated
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
         win = size if block is None else block + 2 * halo
         self.rel_k = nn.Parameter(torch.randn(2 * win - 1, 4))
@@ -31,6 +31,8 @@ class RelativeLogits(nn.Module):
         from timm.layers.halo_attn import rel_logits_1d
 
         q = self.conv(x)
+        if self.gated:  # (squeeze-excitation's global context, as in ECA- and SE-BoTNet)
+            q = q * torch.sigmoid(q.mean(dim=(2, 3), keepdim=True))
         b, c, h, w = q.shape
         if self.block is None:
             q = q.permute(0, 2, 3, 1)
@@ -44,13 +46,16 @@ class RelativeLogits(nn.Module):
         return logits.view(b, h // s, w // s, s, s).permute(0, 1, 3, 2, 4).reshape(b, 1, h, w)
 
 
-@pytest.mark.parametrize("block", [None, 4], ids=["whole width", "blocks"])
-def test_the_relative_position_skew_reads_each_query(block):
-    model, shape = RelativeLogits(block).eval(), (1, 1, 8, 8)
+@pytest.mark.parametrize("block, gated", [(None, False), (4, False), (4, True)],
+                         ids=["whole width", "blocks", "blocks after a gate"])
+def test_the_relative_position_skew_reads_each_query(block, gated):
+    model, shape = RelativeLogits(block, gated=gated).eval(), (1, 1, 8, 8)
     report = convlens.analyze(model, shape)
     assert all(isinstance(s, Local) for layer in report for s in layer.axes)
     assert not [n for n in report.notes if "untracked" in n]  # (the chain's steps, once it comes back)
-    checked = check_against_oracle(model, shape)
+    # (after the gate, the oracle's copy with global paths detached cuts the logits' product too:
+    # there it bounds the windows from both sides)
+    checked = check_against_oracle(model, shape, local_products=gated)
     assert checked.windows >= 2 and not checked.skipped, checked
 
 

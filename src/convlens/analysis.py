@@ -274,8 +274,8 @@ class GraphWalk:
     def _chain_step(self, node: OpNode) -> int | None:
         """The input of ``node`` (an op that only moves elements) when it may be a step of a chain:
         its one input that depends on the network input is a chain's tensor or a possible start
-        (every axis local or constant, nothing that the chain's index map could not carry: channel
-        pieces, global context, caveats, a large tensor)."""
+        (every axis local or constant, nothing that the chain's identity could not carry: channel
+        pieces, a large tensor; global context and caveats it carries as any op does)."""
         live = [t for t in dict.fromkeys(node.inputs) if not self._constant(t)]
         if len(live) != 1:
             return None
@@ -283,7 +283,7 @@ class GraphWalk:
         st = self.structure[t]
         if t in self.chains:
             return t
-        if (st.pieces is not None or st.channels_split or st.global_context or st.caveats
+        if (st.pieces is not None or st.channels_split
                 or not any(isinstance(s, Pending) for s in st.axes)
                 or not all(isinstance(s, (Pending, Constant)) for s in st.axes)
                 or prod(self.cap.tensors[t].shape) > INDEX_LIMIT):
