@@ -20,7 +20,8 @@ counted as known; ``partial``: some axes unknown, the ops named in ``unknown``; 
 ``memory``, ``died``), params, MACs, peak activation bytes (batch 1), per stage output (timm's
 ``feature_info`` where the model has one, else its top-level children) the stride, rf and offset per
 spatial axis in input pixels, the analysis time and a bare meta forward's time in seconds, measured in
-the worker (each the faster of two runs, the analysis where it is under :data:`RETIME_BELOW`), and the backend (``meta``, or ``cpu`` when the model needed a real run).
+the worker (each the faster of two runs, the analysis where it is under :data:`RETIME_BELOW`), and the
+backend (``meta``, or ``cpu`` when the model needed a real run).
 """
 
 from __future__ import annotations

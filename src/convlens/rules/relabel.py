@@ -36,6 +36,7 @@ INDEX_LIMIT = 1 << 22
 
 
 def moves_only(node: OpNode) -> bool:
+    """Whether ``node`` may be a step of a chain (one output, an op of :data:`MOVES_ONLY`)."""
     return len(node.outputs) == 1 and key_of(node.op) in MOVES_ONLY
 
 
@@ -67,7 +68,8 @@ def layout_of(start_dims: Sequence[Dim], start_shape: Sequence[int], axes: Seque
     ``start_dims``, when along every axis in ``axes`` the positions it copies factor into row-major
     digits of its dims, the same digits as the start's; None otherwise (padding or extra tokens
     among the elements, positions that no digits describe)."""
-    if index.size == 0 or (index < 0).any() or any(isinstance(f, Digit) and f.pair for dim in start_dims for f in dim):
+    if index.size == 0 or (index < 0).any() \
+            or any(isinstance(f, Digit) and f.pair for dim in start_dims for f in dim):
         return None
     tables = {}
     for a in axes:
@@ -96,6 +98,7 @@ def layout_of(start_dims: Sequence[Dim], start_shape: Sequence[int], axes: Seque
 
 
 def _axis_size(dims: Sequence[Dim], a: int) -> int:
+    """Positions of axis ``a`` (the product of its digits' sizes)."""
     size = 1
     for f in digits_of(dims, a):
         size *= f.size
