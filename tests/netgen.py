@@ -2047,9 +2047,9 @@ class _Builder:
 
     def g_windows(self, vid, depth=0, arm=False):
         """A window stage (``_x_windows``): every unit mixes the positions of its window (attention,
-        or a conv zero-padded at the window's borders) or reads a context pooled over the windows at
-        its position within them, with windows shifted or not, the axes padded to a multiple of the
-        window."""
+        or a conv zero-padded at the window's borders), reads a context pooled over the windows at
+        its position within them, or scales itself by its relative-position logits (BoTNet's skew),
+        with windows shifted or not, the axes padded to a multiple of the window."""
         v = self.vals[vid]
         ws = tuple(self.int_(1, min(4, a.size)) for a in v.axes)
         shift = tuple(self.int_(0, w - 1) if self.coin() else 0 for w in ws)
