@@ -634,3 +634,25 @@ def test_a_region_whose_step_passes_a_dim_of_one_position_covers_it():
     model, shape = FilledWithAStep(), (1, 2, 6, 5)
     check_against_oracle(model, shape)
     assert convlens.analyze(model, shape)[""].window(0, 5) is None  # (filled: it sees nothing)
+
+
+class AttendedRowBeforeTheGrid(nn.Module):
+    """A row pooled over H, attended along W (a global axis that keeps its positions), put before the
+    grid by a cat along H as an extra token: it reaches no unit of the grid."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        row = x.mean(dim=2, keepdim=True)
+        t = row.flatten(2).transpose(1, 2).unsqueeze(1)
+        row = F.scaled_dot_product_attention(t, t, t).squeeze(1).transpose(1, 2).unsqueeze(2)
+        return torch.cat([row, self.conv(x)], dim=2)
+
+
+def test_an_extra_token_with_a_global_axis_beside_the_grid():
+    model, shape = AttendedRowBeforeTheGrid(), (1, 2, 5, 6)
+    report = convlens.analyze(model, shape)
+    assert report[""].output_shape == (1, 2, 6, 6)
+    check_against_oracle(model, shape)

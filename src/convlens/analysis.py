@@ -404,7 +404,9 @@ class GraphWalk:
             elif a in plan.fold:
                 axes.append(Global(attended=self._kept(plan, carried, a)))
             elif a in plan.local:
-                sources = plan.local[a]
+                # (an input beside the grid, a cat's extra tokens, reaches no unit: the 10,000-network
+                # run found a token cat whose extra piece held a global axis with positions)
+                sources = [s for s in plan.local[a] if s.tid not in plan.beside]
                 named = {s.tid for s in sources}
                 if any(isinstance(states[t], Pending) for t in grid if t not in named):
                     axes.append(self._untracked(f"{op} (an input's spatial axis has no mapping)", node))
