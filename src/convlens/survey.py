@@ -374,7 +374,7 @@ def serve(fd: int) -> None:
 def _warm_up() -> None:
     """One analysis of a small net before the first task's clock starts. A process's first analysis
     pays once for what no model's analysis should: lazy imports inside torch's dispatch modes, op
-    schemas decoded and cached (about 40 ms here, a third of a ResNet-26's analysis, and more than
+    schemas decoded and cached (about 40 ms here: nearly half of lambda_resnet26t's analysis, more than
     twice a VGG's)."""
     nn = torch.nn
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
