@@ -26,10 +26,9 @@ from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
                        Paired, Part, Unknown, Windows, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
-from .rules.registry import Channels, Pieces, retarget
 from .rules.plans import axes_of, broadcast, identity, plain
 from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only
-from .rules.registry import Digit, Dim, TokenDim, digits_of, live_extras
+from .rules.registry import Channels, Dim, Pieces, TokenDim, axis_size, digits_of, live_extras, retarget
 
 
 
@@ -42,6 +41,9 @@ class Pending:
     stride: Fraction | None
     period: int
     sources: tuple[Source, ...]
+    # the unbounded windows rest on a position that a larger input would move (an axis of one
+    # position held on no dim, broadcast into a union): rf, stride and offset are unknown
+    pinned: bool = False
 
 
 _PLAIN = (Pending, Constant)  # (exact types: states that are neither global, unknown nor paired)
@@ -137,21 +139,6 @@ def _records_of(node: OpNode, pieces: dict[int, list[int]]) -> list[int]:
     """The records ``node`` made: its outputs, and its op applied to channel pieces (``pieces``:
     node index -> those records)."""
     return list(node.outputs) + pieces.get(node.index, [])
-
-
-def axis_size(dims: tuple[Dim, ...], a: int) -> int:
-    """Positions of axis ``a`` in a tensor of these dims: its factor's size, the product of its
-    digits' sizes where a window partition split it, 1 where no dim carries it (an axis on two dims
-    whole, as the queries and keys of global attention, counted once)."""
-    held = set()
-    for dim in dims:
-        for f in dim:
-            if isinstance(f, Digit):
-                if f.axis == a and not f.pair:
-                    held.add((f.size, f.weight))
-            elif f[0] == a:
-                held.add((f[1], 1))
-    return prod(size for size, _ in held)
 
 
 class _Field(Mapping):
@@ -430,8 +417,10 @@ class GraphWalk:
                            states[s.tid].stride * s.scale for s in moving}
                 # a broadcast input whose own axis has no stride (one position that an op held on no
                 # dim, a linear over the flattened grid, say) would move on a larger input where this
-                # one cannot tell: the union's unbounded geometry is unknown too (10,000-network run)
-                pinned = any(s.fn is broadcast and states[s.tid].stride is None for s in local)
+                # one cannot tell: united with inputs that move, its unbounded geometry is unknown,
+                # and so is all that reads it (10,000-network run)
+                pinned = any(states[s.tid].pinned for s in local) or bool(moving) and any(
+                    s.fn is broadcast and states[s.tid].stride is None for s in local)
                 stride = strides.pop() if len(strides) == 1 and not pinned else None
                 period = 1
                 for s in moving:  # the pattern repeats after b * P / gcd(a, P) outputs, scale = a/b
@@ -440,7 +429,7 @@ class GraphWalk:
                     p_in = states[s.tid].period
                     period = lcm(period, s.scale.denominator * p_in // gcd(s.scale.numerator, p_in), s.period)
                 size = axis_size(plan.dims, a)
-                axes.append(Pending(size, stride, period, tuple(local)))
+                axes.append(Pending(size, stride, period, tuple(local), pinned))
             elif any(isinstance(states[t], Pending) for t in live):
                 axes.append(self._untracked(
                     f"{op} ({plan.untracked.get(a, 'leaves a spatial axis without a mapping')})", node))
@@ -895,7 +884,7 @@ class GraphWalk:
         out = []
         for a, s in enumerate(axes):
             if isinstance(s, Pending):
-                s = Local(s.n, s.stride, s.period, *windows.profile(a, centre))
+                s = Local(s.n, s.stride, s.period, *windows.profile(a, centre), s.pinned)
             out.append(s)
         return tuple(out)
 

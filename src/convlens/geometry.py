@@ -257,10 +257,14 @@ class Local:
     ustart: int
     lo: np.ndarray
     hi: np.ndarray
+    pinned: bool = False  # the profile rests on a position a larger input would move: no rf (nor stride)
 
     @cached  # (reports and diagnostics read it many times)
     def rf(self) -> int | None:
-        """The largest window over the tensor's units and one full period of phases."""
+        """The largest window over the tensor's units and one full period of phases (None where the
+        profile is pinned)."""
+        if self.pinned:
+            return None
         u = np.arange(0, max(self.n, min(self.period, MAX_PERIOD)), dtype=np.int64) - self.ustart
         lo, hi = self.lo[u], self.hi[u]
         ok = lo <= hi

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from fractions import Fraction
+from math import prod
 from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -115,6 +116,21 @@ def digits_of(dims: Iterable[Dim], axis: int, pairs: bool = False) -> list[Digit
             elif f[0] == axis:
                 out.append(Digit(axis, f[1], 1))
     return out
+
+
+def axis_size(dims: Sequence[Dim], a: int) -> int:
+    """Positions of axis ``a`` in a tensor of these dims: its factor's size, the product of its
+    digits' sizes where a window partition split it, 1 where no dim carries it (an axis on two dims
+    whole, as the queries and keys of global attention, counted once)."""
+    held = set()
+    for dim in dims:
+        for f in dim:
+            if isinstance(f, Digit):
+                if f.axis == a and not f.pair:
+                    held.add((f.size, f.weight))
+            elif f[0] == a:
+                held.add((f[1], 1))
+    return prod(size for size, _ in held)
 
 
 def digit_axes(dims: Iterable[Dim]) -> set[int]:

@@ -22,7 +22,7 @@ import torch
 
 from ..capture import OpNode, TRef, map_refs
 from .masks import positions
-from .registry import Digit, Dim, digits_of, key_of, radix
+from .registry import Digit, Dim, axis_size, digits_of, key_of, radix
 
 aten = torch.ops.aten
 
@@ -85,7 +85,7 @@ def layout_of(start_dims: Sequence[Dim], start_shape: Sequence[int], axes: Seque
         if dim is None:
             return None
         dims.append(dim)
-    whole = {a: _axis_size(start_dims, a) for a in axes}
+    whole = {a: axis_size(start_dims, a) for a in axes}
     dims = [tuple((f.axis, f.size) if isinstance(f, Digit) and f.weight == 1 and f.size == whole[f.axis] else f
                   for f in dim) for dim in dims]
     for a, table in tables.items():
@@ -95,14 +95,6 @@ def layout_of(start_dims: Sequence[Dim], start_shape: Sequence[int], axes: Seque
         if not np.array_equal(np.broadcast_to(positions(dims, shape, a)[0], shape), table):
             return None
     return tuple(dims)
-
-
-def _axis_size(dims: Sequence[Dim], a: int) -> int:
-    """Positions of axis ``a`` (the product of its digits' sizes)."""
-    size = 1
-    for f in digits_of(dims, a):
-        size *= f.size
-    return size
 
 
 def _factored(line: dict[int, np.ndarray], size: int) -> Dim | None:
