@@ -99,6 +99,7 @@ ALL_FAMILIES: frozenset[str] = frozenset(
         "attention",
         "tokens",
         "windows",
+        "unfold",
         "shared_module",
         "unsupported",
         "branch",
@@ -646,6 +647,23 @@ def _x_windows(net, s, x):
     return y.permute(0, d + 1, *range(1, d + 1)).contiguous()
 
 
+def _x_unfold(net, s, x):
+    """im2col and back (VOLO's outlook attention, 2-D): ``F.unfold`` into (N, C * k * k, L), then
+    ``fold``: a Linear mixes each block's channels and kernel offsets, ``F.fold`` sums the blocks back
+    into the input's grid; ``blocks``: a Linear mixes each block into channels of a grid of blocks (a
+    conv written as im2col); ``same``: ``F.fold`` of the unmixed blocks (each channel holds one kernel
+    offset)."""
+    kw = s.kw
+    k, d, p, st = kw["kernel"], kw["dilation"], kw["padding"], kw["stride"]
+    cols = F.unfold(x, k, dilation=d, padding=p, stride=st)
+    if kw["op"] == "blocks":
+        grid = [_conv_out(n, *a) for n, *a in zip(x.shape[2:], k, st, p, d)]
+        return net.layers[s.mod](cols.transpose(1, 2)).transpose(1, 2).reshape(x.shape[0], -1, *grid)
+    if kw["op"] == "fold":
+        cols = net.layers[s.mod](cols.transpose(1, 2)).transpose(1, 2)
+    return F.fold(cols, x.shape[2:], k, dilation=d, padding=p, stride=st)
+
+
 class _Tokens(nn.Module):
     """A token stage: extra tokens (class, register) around the flattened grid, a per-token layer,
     perhaps global attention, the extra tokens sliced off and the grid restored (see ``_x_tokens``)."""
@@ -705,6 +723,7 @@ _EXEC = {
     "attention": _x_attention,
     "tokens": _x_tokens,
     "windows": _x_windows,
+    "unfold": _x_unfold,
     "view_write": _x_view_write,
     "pick_channels": _x_pick_channels,
 }
@@ -890,6 +909,7 @@ MAIN_KINDS = (
     "view_write",
     "tokens",
     "windows",
+    "unfold",
     "pick_channels",
 )
 _FORK_KINDS = ("cat_channels", "cat_spatial", "branch", "pick_channels")
@@ -1015,6 +1035,8 @@ class _Builder:
             return self.ok("activation")
         if kind == "pixel_shuffle":
             return self.d == 2 and bool(self._shuffle_options(v))
+        if kind == "unfold":  # (F.unfold and F.fold take 4-D tensors only)
+            return self.d == 2 and v.c * math.prod(a.size for a in v.axes) <= self.elcap
         return True
 
     def step(self, vid: int, depth: int, arm: bool) -> int:
@@ -2078,6 +2100,34 @@ class _Builder:
                      for a, w in zip(v.axes, ws))
         return self.add("windows", [vid], kw, Val(v.c, axes), {"windows"}, name)
 
+    def g_unfold(self, vid, depth=0, arm=False):
+        """im2col (``F.unfold``) of a 2-D value, then fold back after a Linear mixes each block, a conv
+        written as im2col and a Linear, or fold back unmixed (see ``_x_unfold``)."""
+        v = self.vals[vid]
+        ns = [a.size for a in v.axes]
+        stride = self.per_axis(2, [1, 1, 2, 3])
+        dil = self.per_axis(2, [1, 1, 2])
+        pads = [self.int_(0, min(2, self._pmax(n, "zeros"))) for n in ns]
+        kmax = [max(1, min(4, (n + 2 * p - 1) // dl + 1)) for n, p, dl in zip(ns, pads, dil)]
+        ks = tuple(self.int_(1, km) for km in kmax)
+        grid = tuple(_conv_out(n, k, s, p, dl) for n, k, s, p, dl in zip(ns, ks, stride, pads, dil))
+        if v.c * math.prod(ks) * math.prod(grid) > self.elcap:  # (the blocks' elements: kernel 1 always fits)
+            ks, grid = (1, 1), tuple(_conv_out(n, 1, s, p, 1) for n, s, p in zip(ns, stride, pads))
+        op = self.pick(["fold", "fold", "blocks", "same"])
+        c = v.c * math.prod(ks)
+        out_c = self._out_c(v) if op == "blocks" else v.c
+        name = self.name("unfold")
+        if op != "same":
+            self.mods[name] = nn.Linear(c, out_c * (1 if op == "blocks" else math.prod(ks)), bias=self.coin())
+        kw = dict(kernel=ks, dilation=dil, padding=tuple(pads), stride=stride, op=op)
+        if op == "blocks":
+            axes = tuple(_ax_scale(a, o, 1, s) for a, o, s in zip(v.axes, grid, stride))
+            return self.add("unfold", [vid], kw, Val(out_c, axes), {"unfold"}, name)
+        # (fold's blocks come from the input's size: the same grid as a conv with these parameters)
+        axes = tuple(Ax(a.size, a.slope, _ax_scale(a, o, 1, s).period, a.origin)
+                     for a, o, s in zip(v.axes, grid, stride))
+        return self.add("unfold", [vid], kw, Val(v.c, axes), {"unfold"}, name if op != "same" else None)
+
     def g_view_write(self, vid, depth=0, arm=False):
         """A copy of the value written through a view with a same-size conv of it (see _x_view_write)."""
         v = self.vals[vid]
@@ -2206,8 +2256,8 @@ class _Builder:
 def networks(max_px: int = 64, max_ch: int = 8, dims=(1, 2, 3), require=(), exclude=()):
     """Strategy for :class:`GeneratedNet`.
 
-    ``require``: families that must appear (the builder steers towards them; "pixel_shuffle" forces
-    2-D). ``exclude``: families that must not appear (best effort while drawing, then rejected).
+    ``require``: families that must appear (the builder steers towards them; "pixel_shuffle" and
+    "unfold" force 2-D). ``exclude``: families that must not appear (best effort while drawing, then rejected).
     """
     require = frozenset(require)
     exclude = frozenset(exclude)
@@ -2217,9 +2267,9 @@ def networks(max_px: int = 64, max_ch: int = 8, dims=(1, 2, 3), require=(), excl
     if require & exclude:
         raise ValueError(f"families both required and excluded: {sorted(require & exclude)}")
     dims = tuple(dims)
-    if "pixel_shuffle" in require:
+    if require & {"pixel_shuffle", "unfold"}:
         if 2 not in dims:
-            raise ValueError("pixel_shuffle needs 2-D networks")
+            raise ValueError("pixel_shuffle and unfold need 2-D networks")
         dims = (2,)
     if not dims or any(d not in (1, 2, 3) for d in dims):
         raise ValueError(f"dims must be a subset of (1, 2, 3), got {dims}")
