@@ -9,8 +9,10 @@ them, applies a per-token layer and perhaps global attention (SDPA or ``softmax(
 without a residual), slices the extra tokens off and reshapes the tokens back to the grid. A
 *window stage* (``windows``) pads each axis to a multiple of a window, perhaps shifts it cyclically
 (Swin; then perhaps masks the pairs the shift brought together, with -100 or -inf), partitions it
-into windows folded into the batch, mixes each window's tokens (attention, or a conv zero-padded at
-the window's borders) and puts everything back.
+into windows folded into the batch, mixes each window's tokens (attention, attention over the window
+with a halo cut by ``Tensor.unfold``, or a conv zero-padded at the window's borders) and puts
+everything back. An *unfold stage* (2-D) cuts blocks with ``F.unfold`` and folds them back after a
+Linear, or reads them as a grid of blocks.
 Every module lives in ``model.layers`` (an ``nn.ModuleDict``), so module paths are
 ``layers.conv0``, ``layers.attention0.q``, ...; a module called twice (``shared_module``) gets two
 calls under the same path.
@@ -587,9 +589,10 @@ def _shift_mask(full: list[int], ws: tuple[int, ...], shift: tuple[int, ...], fi
 
 
 class _Windows(nn.Module):
-    """A window stage's layers (see ``_x_windows``): attention among a window's tokens, a depthwise
-    conv inside each window, or relative-position logits along the window's last axis (``rel``:
-    one key per relative offset, (2 w - 1, C))."""
+    """A window stage's layers (see ``_x_windows``): attention among a window's tokens (or of its
+    tokens over the window with a halo around it), a depthwise conv inside each window, or
+    relative-position logits along the window's last axis (``rel``: one key per relative offset,
+    (2 w - 1, C))."""
 
     def __init__(self, c: int, d: int, dk: int, op: str, k: int, w: int = 1):
         super().__init__()
@@ -617,6 +620,7 @@ def _x_windows(net, s, x):
     axes = tuple(range(1, d + 1))
     if any(shift):
         y = torch.roll(y, tuple(-t for t in shift), axes)
+    whole = y
     y = y.reshape([n] + [v for f, w in zip(full, ws) for v in (f // w, w)] + [c])
     y = y.permute([0] + [1 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)] + [2 * d + 1])
     t = y.reshape(-1, math.prod(ws), c)
@@ -631,6 +635,15 @@ def _x_windows(net, s, x):
         r = F.pad(F.pad(r, [0, 1]).flatten(1), [0, w - 1])
         r = r.reshape(-1, w + 1, 2 * w - 1)[:, :w, w - 1:]
         o = t * r.sum(-1).reshape(t.shape[0], -1, 1)
+    elif kw["op"] == "halo":
+        # HaloNet's attention: each window's queries attend to the keys of the window and a halo of
+        # h positions around it along every axis, blocks cut by Tensor.unfold from the zero-padded map
+        h = kw["halo"]
+        kv = F.pad(whole, [0, 0] + [h, h] * d)
+        for i, w in enumerate(ws):
+            kv = kv.unfold(1 + i, w + 2 * h, w)
+        kv = kv.permute([0] + list(range(1, d + 1)) + list(range(d + 2, 2 * d + 2)) + [d + 1]).reshape(t.shape[0], -1, c)
+        o = m.o(torch.softmax(m.q(t) @ m.k(kv).transpose(1, 2) * kw["scale"], -1) @ m.v(kv))
     elif kw["op"] == "context":
         # MobileViT-V2's linear attention: a context per position within a window, pooled over the
         # windows and broadcast back over them
@@ -2069,19 +2082,22 @@ class _Builder:
 
     def g_windows(self, vid, depth=0, arm=False):
         """A window stage (``_x_windows``): every unit mixes the positions of its window (attention,
-        or a conv zero-padded at the window's borders), reads a context pooled over the windows at
-        its position within them, or scales itself by its relative-position logits (BoTNet's skew),
-        with windows shifted or not, the axes padded to a multiple of the window."""
+        or a conv zero-padded at the window's borders), attends to its window with a halo of 0-2
+        positions around it (HaloNet's keys cut by Tensor.unfold), reads a context pooled over the
+        windows at its position within them, or scales itself by its relative-position logits
+        (BoTNet's skew), with windows shifted or not, the axes padded to a multiple of the window."""
         v = self.vals[vid]
         ws = tuple(self.int_(1, min(4, a.size)) for a in v.axes)
         shift = tuple(self.int_(0, w - 1) if self.coin() else 0 for w in ws)
         # (a context over the windows along an axis with windows of 1 sees the whole axis: global
         # context the oracle cannot tell, as it pools over the batch dim)
-        op = self.pick(["matmul", "sdpa", "conv", "relpos"] + (["context"] if min(ws) > 1 else []))
+        op = self.pick(["matmul", "sdpa", "conv", "relpos", "halo"] + (["context"] if min(ws) > 1 else []))
         dk, k = self.int_(1, 4), self.pick([1, 3])
         name = self.name("windows")
         self.mods[name] = _Windows(v.c, len(v.axes), dk, op, k, ws[-1])
         kw = dict(ws=ws, shift=shift, op=op, residual=self.coin(), scale=1.0 / math.sqrt(dk))
+        if op == "halo":
+            kw["halo"] = self.int_(0, 2)
         if any(shift) and op in ("matmul", "sdpa") and self.coin():
             # Swin's mask of the pairs the shift brought together: -100 (read by the -80 convention)
             # or -inf (an exactly zero weight)

@@ -658,3 +658,29 @@ def test_an_extra_token_with_a_global_axis_beside_the_grid():
     report = convlens.analyze(model, shape)
     assert report[""].output_shape == (1, 2, 6, 6)
     check_against_oracle(model, shape)
+
+
+class WrittenAlongAnAttendedAxis(nn.Module):
+    """Found by window stages drawn more often (session 12; wrong since writes into a region were
+    piecewise): attention along the columns of each row (every unit sees all of W), then a 3x3 conv's
+    values written into the last column. Units there see three rows, the others their own; windows
+    per axis cannot hold both, and convlens gave every unit three rows. Named untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        rows = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+        y = F.scaled_dot_product_attention(rows, rows, rows).permute(0, 3, 1, 2)
+        out = y.clone()
+        out[..., -1:] = self.conv(y)[..., -1:]
+        return out
+
+
+def test_a_write_along_an_axis_its_units_see_whole_is_named():
+    model, shape = WrittenAlongAnAttendedAxis(), (1, 1, 4, 3)
+    report = convlens.analyze(model, shape)
+    assert isinstance(report[""].axes[0], Unknown)
+    assert any("joins pieces along an axis its units see whole" in note for note in report.notes), report.notes
+    assert check_against_oracle(model, shape).windows > 0

@@ -204,22 +204,51 @@ def test_nest_nested_blocks_match_the_oracle():
     assert checked.windows >= len(rows) and not checked.skipped, checked
 
 
-def test_halo_attention_is_named_and_what_it_reads_first_is_exact():
-    # HaloNet's attention (timm's HaloAttn: blocks with a halo cut by Tensor.unfold, relative
-    # positions by a skew of flattened logits) is not tracked yet: its rows are named unknown with
-    # the op, never a number; the rows before it agree with the oracle
+@pytest.mark.parametrize("stride, halo", [(1, 1), (1, 2), (2, 1)])
+def test_halo_attention_matches_the_oracle(stride, halo):
+    # HaloNet's attention (timm's HaloAttn): queries in blocks of 4, keys and values in blocks of
+    # 4 + 2 * halo cut by Tensor.unfold (overlapping digits), relative positions by a skew of
+    # flattened logits; with stride 2 the queries come from a strided conv, blocks of 2 (its
+    # keys' blocks stay 4 + 2 * halo). Every unit sees its block and the halo around it.
     from timm.layers.halo_attn import HaloAttn
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
-                          HaloAttn(8, 8, feat_size=(16, 16), num_heads=1, block_size=4, halo_size=1),
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                          HaloAttn(8, 8, feat_size=(16, 16), num_heads=2, dim_head=4, stride=stride, block_size=4,
+                                   halo_size=halo),
                           nn.Conv2d(8, 8, 3, padding=1)).eval()
     shape = (1, 3, 16, 16)
     report = convlens.analyze(model, shape)
-    assert all(isinstance(s, Unknown) for name in ("2", "3") for s in report[name].axes)
-    assert any("untracked" in n or "no geometry rule" in n for n in report.notes)
-    checked = check_against_oracle(model, shape, rows=["0", "1"])
-    assert checked.windows >= 2 and not checked.skipped, checked
+    assert not [layer.name for layer in report if any(isinstance(s, Unknown) for s in layer.axes)], report.notes
+    checked = check_against_oracle(model, shape, big_shape=(1, 3, 64, 64))
+    # (the relative logits' row, (batch x blocks, queries, keys), has no layout the harness probes)
+    assert checked.windows >= 5 and checked.unbounded >= 10, checked
+    assert all(s.startswith("1.pos_embed: layout") for s in checked.skipped), checked
+    assert report["1"].rf == (4 + 2 * halo + 2,) * 2  # (a block with its halo, and the 3x3 conv before)
+
+
+@pytest.mark.parametrize("se", [False, True])
+def test_halonet_matches_the_oracle(se):
+    # a slim HaloNet (timm's ByobNet with halo attention blocks, as halonet26t; with squeeze-excitation
+    # gates, as sehalonet33ts); block 4 with a halo of 1 in the stride-1 stage, of 2 after stride 2
+    import re
+
+    from timm.models.byobnet import ByobNet, ByoBlockCfg, ByoModelCfg
+
+    cfg = ByoModelCfg(blocks=(ByoBlockCfg(type="bottle", d=1, c=16, s=1, gs=0, br=0.25),
+                              ByoBlockCfg(type="self_attn", d=1, c=16, s=1, gs=0, br=0.5),
+                              ByoBlockCfg(type="self_attn", d=1, c=32, s=2, gs=0, br=0.5,
+                                          self_attn_kwargs=dict(block_size=4, halo_size=2, num_heads=2))),
+                      stem_chs=8, stem_type="tiered", stem_pool="maxpool", self_attn_layer="halo",
+                      self_attn_kwargs=dict(block_size=4, halo_size=1, num_heads=2), attn_layer="se" if se else None)
+    torch.manual_seed(0)
+    model = ByobNet(cfg, num_classes=4).eval()
+    shape = (1, 3, 64, 64)
+    report = convlens.analyze(model, shape)
+    assert not [layer.name for layer in report if any(isinstance(s, Unknown) for s in layer.axes)], report.notes
+    rows = [layer.name for layer in report if re.fullmatch(r"stem|stages\.\d|stages\.2\.0\.self_attn", layer.name)]
+    checked = check_against_oracle(model, shape, rows=rows, local_products=se)
+    assert checked.windows >= len(rows) == 5 and not checked.skipped, checked
 
 
 class Outlook(nn.Module):

@@ -637,6 +637,16 @@ class GraphWalk:
         unreached: set[int] = set()  # local inputs no real value of which reaches any unit (only their padding)
         if any(isinstance(s, Pending) for s in axes):
             per_source, windows = self._fill(tid, axes)
+            if self._pieces_along_global(st.plan, axes, per_source):
+                # (parts keep apart what reaches a unit along local axes only: which piece a unit
+                # reads along an axis it sees whole is lost)
+                for a, s in enumerate(axes):
+                    if isinstance(s, Pending):
+                        axes[a] = self._untracked(f"{node.name} (joins pieces along an axis its units see whole, "
+                                                  "which see different windows along another axis)", node)
+                        late.add(a)
+                per_source, windows = {}, Windows()
+        if any(isinstance(s, Pending) for s in axes):
             if any(self.geoms[t].context_spans or any(isinstance(x, Global) for x in self.geoms[t].axes)
                    for t in read):  # (only the context spans below need it)
                 unreached = {t for t, w in per_source.items()
@@ -664,6 +674,19 @@ class GraphWalk:
                           self._context_spans([t for t in read if (st.plan is None or t not in st.plan.beside)
                                                and t not in unreached], st.plan, axes), frozenset(late),
                           st.caveats)
+
+    @staticmethod
+    def _pieces_along_global(plan: Plan | None, axes: list, per_source: dict[int, Windows]) -> bool:
+        """Whether a piecewise merge (a cat, a write into a region) along an axis that is not local
+        reads inputs that see different windows along a local axis: a unit's window along that axis
+        then depends on its position along the other, which windows per axis cannot say."""
+        if plan is None or len(per_source) < 2 or not any(a in plan.piecewise and not isinstance(s, Pending)
+                                                         for a, s in enumerate(axes)):
+            return False
+        seen = {tuple((b, p.axes[b].ustart, p.axes[b].lo.tobytes(), p.axes[b].hi.tobytes(), p.axes[b].clo.tobytes(),
+                       p.axes[b].chi.tobytes()) for p in w.parts for b in sorted(p.axes))
+                for w in per_source.values()}
+        return len(seen) > 1
 
     def _pieces_differ(self, node: OpNode, plan: Plan | None, axes: list, a: int) -> Unknown | None:
         """A reduction over axis a that keeps another axis local, of pieces (a cat along that axis, say)

@@ -47,21 +47,37 @@ class DimLayout:
     before: int = 0
     after: int = 0
 
-    def index(self, unit: Sequence[int]) -> int | None:
+    def index(self, unit: Sequence[int], digits: Mapping[tuple[int, int, int], int] | None = None) -> int | None:
         """The index along this dim of the grid position ``unit`` (one index per input axis), or None
         when the dim holds no spatial axis. A digit of an axis split across dims (a window partition:
         windows folded into the batch dim, positions within one on the token dim) contributes
-        ``unit[axis] // weight % size``."""
+        ``unit[axis] // weight % size``, or its value in ``digits`` ((axis, size, weight) -> value,
+        :func:`digit_values`: the blocks of ``Tensor.unfold`` overlap)."""
         if not any(isinstance(f, Digit) or f[0] is not None for f in self.factors):
             return None
+        digits = digits or {}
         i = 0
         for f in self.factors:
             if isinstance(f, Digit):
-                i = i * f.size + unit[f.axis] // f.weight % f.size
+                i = i * f.size + digits.get((f.axis, f.size, f.weight), unit[f.axis] // f.weight % f.size)
             else:
                 a, size = f
                 i = i * size + (unit[a] if a is not None and size > 1 else 0)
         return self.before + i
+
+
+def digit_values(layout: Sequence[DimLayout], unit: Sequence[int]) -> dict[tuple[int, int, int], int]:
+    """The value of each position digit (axis, size, weight) of the grid position ``unit``, highest
+    weight first, each as large as it can be: the radix's digits of a window partition, and where
+    ``Tensor.unfold``'s blocks overlap (a halo) the last block that holds the position."""
+    values = {}
+    for a, u in enumerate(unit):
+        rest = u
+        for size, weight in sorted({(f.size, f.weight) for d in layout for f in d.factors
+                                    if isinstance(f, Digit) and f.axis == a and not f.pair}, key=lambda sw: -sw[1]):
+            values[(a, size, weight)] = min(rest // weight, size - 1)
+            rest -= values[(a, size, weight)] * weight
+    return values
 
 
 @dataclass
@@ -99,7 +115,9 @@ class Layer:
                                                   for u in unit):
             raise ConvlensError(f"{self.name!r}: give one integer index per spatial axis ({len(self.axes)}), "
                                 f"got {unit}")
-        return tuple(d.index(tuple(int(u) for u in unit)) for d in self.layout)
+        unit = tuple(int(u) for u in unit)
+        values = digit_values(self.layout, unit)
+        return tuple(d.index(unit, values) for d in self.layout)
 
     @property
     def flops(self) -> int:

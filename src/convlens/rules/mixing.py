@@ -99,8 +99,9 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
     plan.paired.update(paired)
     dims = [plain(s) for s in out_shape]
     carriers = {rank - 2: (a, da[-2]), rank - 1: (b, db[-1])}
-    for k in range(rank - 2):  # batch dims: from whichever operand has them at full size
-        for ref, dd in ((a, da), (b, db)):
+    for k in range(rank - 2):  # batch dims: from whichever operand has them at full size, a's first (the
+        # queries' blocks, where keys on a finer grid hold the same blocks: HaloNet's strided queries)
+        for ref, dd in ((b, db), (a, da)):
             j = k - (rank - len(dd))
             if 0 <= j < len(dd) - 2 and held(dd[j]) and ctx.shape(ref)[j] == out_shape[k]:
                 carriers[k] = (ref, dd[j])

@@ -53,7 +53,7 @@ def affine(scale: int, shift: int, width: int = 1, step: int = 1) -> IndexFn:
     return fn
 
 
-def _tracked(ctx: RuleContext, ref: TRef) -> set[int]:
+def tracked(ctx: RuleContext, ref: TRef) -> set[int]:
     """Axes whose positions ``ref`` keeps: those its dims carry (local, or global with positions)
     and its local axes carried by no dim."""
     return ({a for dim in ctx.dims(ref) for a in axes_of(dim)} | digit_axes(ctx.dims(ref))
@@ -152,6 +152,10 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
              or not _still(fn, out_shape[kept.index(d)], in_shape[d])} | (set(drop) - set(fold)) if split else set()
     for a in split:
         holders = [d for d, dim in enumerate(ctx.dims(x)) if a in held(dim)]
+        if radix(digits_of(ctx.dims(x), a)) is None and any(d in moved or d in within or d in shrunk for d in holders):
+            plan.local.pop(a, None)  # (the maps below read positions as a radix of digits)
+            plan.untracked[a] = "moves positions along a dim that holds overlapping blocks of a spatial axis"
+            continue
         inside = [d for d in holders if d in within]
         folded = [f for d in holders if d in fold for f in digits_of([ctx.dims(x)[d]], a)]
         if [d for d in holders if d in shrunk] and not folded:
@@ -301,6 +305,11 @@ def mix_digits(plan: Plan, a: int, inputs: Sequence[tuple[TRef, Sequence[Dim], S
         plan.fold.add(a)
         return
     holders = [(ref, digits_of(dims, a), mixed) for ref, dims, mixed in inputs if digits_of(dims, a)]
+    if radix(out) is None and all(set(digits) == set(out) and all(f.size == 1 for f in mixed)
+                                  for _, digits, mixed in holders):
+        # (overlapping blocks, Tensor.unfold's, carried through as they are: a pick of channels)
+        plan.local.setdefault(a, []).extend(Source(ref.id, identity) for ref, _, _ in holders)
+        return
     pooled = _pooled(out, holders) if radix(out) is None or any(radix(d) != radix(out) for _, d, _ in holders) \
         else None
     if isinstance(pooled, str) and radix(out) is None:
@@ -326,6 +335,8 @@ def mix_digits(plan: Plan, a: int, inputs: Sequence[tuple[TRef, Sequence[Dim], S
         fn = _digit_map(digits, mixed, out)
         if isinstance(fn, str) and radix(digits) is not None and radix(digits) != radix(out):
             fn = _regrid(digits, mixed, out) or fn
+        elif isinstance(fn, str) and radix(digits) is None:
+            fn = _halo(digits, mixed, out) or fn
         if isinstance(fn, str):
             plan.local.pop(a, None)
             plan.untracked[a] = fn
@@ -421,12 +432,31 @@ def _regrid(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Digit
     return regrid(low_out, low_in), Fraction(low_in, low_out), True, low_out
 
 
-def regrid(out_block: int, in_block: int) -> IndexFn:
+def _halo(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Digit]):
+    """(fn, scale, counted, period) of an input cut into overlapping blocks (``Tensor.unfold`` with a
+    halo: HaloNet's keys and values) whose offsets within a block the op mixes whole: the blocks'
+    digits match the output's top digits, size for size (each query block reads its own block of
+    keys), and output v reads the ``width`` positions of its block, which start at block x step.
+    None where the digits are not so."""
+    kept = [f for f in digits if f not in mixed and f.size > 1]
+    span, offsets = _span(kept), _span(mixed)
+    top = sorted((f for f in out if f.size > 1), key=lambda f: -f.weight)[:len(kept)]
+    if span is None or offsets is None or offsets[1] != 1 or any(f.pair for f in kept) or radix(out) is None \
+            or sorted(f.size for f in kept) != sorted(f.size for f in top) or _span(top) is None:
+        return None
+    blocks, step = span
+    low_out = _span(top)[1]
+    return regrid(low_out, step, offsets[0]), Fraction(step, low_out), True, low_out
+
+
+def regrid(out_block: int, in_block: int, width: int | None = None) -> IndexFn:
     """Output v reads the input's block of ``in_block`` positions that holds its top digits: those
-    above weight ``out_block`` in the output, above ``in_block`` in the input."""
+    above weight ``out_block`` in the output, above ``in_block`` in the input; with ``width``, the
+    ``width`` positions from that block's start (blocks that overlap by a halo)."""
+    width = in_block if width is None else width
     def fn(v: np.ndarray, finite: bool):
         lo = (v // out_block) * in_block
-        return lo, lo + in_block - 1, 1
+        return lo, lo + width - 1, 1
     return fn
 
 
@@ -511,10 +541,10 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
                                        if not held(dim) and 1 < ctx.shape(ref)[k] == out_shape[k + offset]}
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
     split = digit_axes(dims)
-    for a in sorted(set().union(*(_tracked(ctx, r) for r in refs)) - conflicted):
+    for a in sorted(set().union(*(tracked(ctx, r) for r in refs)) - conflicted):
         sources = []
         for ref in refs:
-            if a not in _tracked(ctx, ref):
+            if a not in tracked(ctx, ref):
                 continue
             offset = rank - len(ctx.shape(ref))
             where = [k for k, dim in enumerate(ctx.dims(ref)) if a in held(dim)]
@@ -526,7 +556,14 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
                 # (a context pooled over them, broadcast back: MobileViT-V2's linear attention)
                 if any(as_digits(ctx.dims(ref)[k]) != as_digits(dims[k + offset]) for k in where):
                     break
-                if {k + offset for k in where} != {d for d, dim in enumerate(dims) if a in held(dim)}:
+                holders = {d for d, dim in enumerate(dims) if a in held(dim)}
+                keys = {d for d in holders if all(f.pair for f in digits_of([dims[d]], a, pairs=True))}
+                if {k + offset for k in where} == holders - keys and keys:
+                    # (scores of attention within windows, whose units are their queries, plus a bias
+                    # from the queries alone: HaloNet's relative positions)
+                    sources.append(Source(ref.id, identity))
+                    continue
+                if {k + offset for k in where} != holders:
                     lacked = _lacked(ctx.dims(ref), dims, a, offset)
                     if lacked is None:
                         break
@@ -622,7 +659,7 @@ def view(ctx: RuleContext, x: TRef, out_shape: Sequence[int] | None = None) -> P
             else ((None, out_shape[d]),) for d, dim in enumerate(dims)]
     plan = Plan(dims=tuple(dims), untracked={a: "reshapes a spatial axis into sizes that do not divide it"
                                                        for a in broken})
-    for a in _tracked(ctx, x) - broken:
+    for a in tracked(ctx, x) - broken:
         plan.local[a] = [Source(x.id, identity)]
     plan.same_index[x.id] = _view_index(in_dims, in_shape, dims, out_shape)
     return plan
@@ -751,7 +788,7 @@ def _split(f: Factor, part: int) -> tuple[Factor, Factor]:
 def permute(ctx: RuleContext, x: TRef, order: Sequence[int]) -> Plan:
     in_dims = ctx.dims(x)
     plan = Plan(dims=tuple(in_dims[d] for d in order))
-    for a in _tracked(ctx, x):
+    for a in tracked(ctx, x):
         plan.local[a] = [Source(x.id, identity)]
     plan.same_index[x.id] = {d: (e, Fraction(1)) for e, d in enumerate(order) if not held(in_dims[d])}
     return plan
@@ -910,7 +947,7 @@ def squeeze_unsqueeze(ctx: RuleContext, x: TRef, insert: Sequence[int] = (), rem
     for d in sorted(insert):
         dims.insert(d, ())
     plan = Plan(dims=tuple(dims))
-    for a in _tracked(ctx, x):
+    for a in tracked(ctx, x):
         plan.local[a] = [Source(x.id, identity)]
     kept = [d for d in range(len(ctx.shape(x))) if d not in remove]
     position = list(range(len(dims)))

@@ -68,7 +68,9 @@ class Digit(tuple):
     """A factor that holds one digit of a spatial axis split across dims (a window partition splits
     H into H/ws windows and ws positions within one): the position along ``axis`` is the sum, over
     the axis's digits, of index x ``weight``. A tensor's digits of one axis form a complete radix
-    (weights 1, n0, n0 n1, ...; :func:`radix`).
+    (weights 1, n0, n0 n1, ...; :func:`radix`), or, after ``Tensor.unfold`` with a halo, blocks
+    (weight = the step) whose offsets (weight 1) overlap the next block: several elements then hold
+    one position. Rules that need a radix check for one and leave the axis untracked otherwise.
 
     A digit iterates as a plain factor ``(None, size)``: a rule that does not know digits sees no
     spatial axis there, and the walk then leaves the axis unknown rather than guess. ``pair`` marks
@@ -121,7 +123,9 @@ def digits_of(dims: Iterable[Dim], axis: int, pairs: bool = False) -> list[Digit
 def axis_size(dims: Sequence[Dim], a: int) -> int:
     """Positions of axis ``a`` in a tensor of these dims: its factor's size, the product of its
     digits' sizes where a window partition split it, 1 where no dim carries it (an axis on two dims
-    whole, as the queries and keys of global attention, counted once)."""
+    whole, as the queries and keys of global attention, counted once). Digits that are no complete
+    radix (``Tensor.unfold``'s overlapping blocks) hold positions up to the sum of their largest
+    values times their weights."""
     held = set()
     for dim in dims:
         for f in dim:
@@ -130,6 +134,8 @@ def axis_size(dims: Sequence[Dim], a: int) -> int:
                     held.add((f.size, f.weight))
             elif f[0] == a:
                 held.add((f[1], 1))
+    if len(held) > 1 and radix(Digit(a, size, weight) for size, weight in held) is None:
+        return sum((size - 1) * weight for size, weight in held) + 1
     return prod(size for size, _ in held)
 
 

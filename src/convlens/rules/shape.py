@@ -7,10 +7,10 @@ from fractions import Fraction
 
 import torch
 
-from .plans import (affine, axes_of, concat, constant_index, is_tokens, permute, pick_channels, plain, pointwise,
-                    squeeze_unsqueeze, stacked, token_slice, view, windowed)
+from .plans import (affine, axes_of, concat, constant_index, identity, is_tokens, normalize, permute, pick_channels,
+                    plain, pointwise, squeeze_unsqueeze, stacked, token_slice, tracked, view, windowed)
 from .spatial import pad_taps
-from .registry import Plan, RuleContext, register_geometry
+from .registry import Digit, Plan, RuleContext, Source, digit_axes, extras, register_geometry
 
 aten = torch.ops.aten
 
@@ -146,6 +146,45 @@ class _OneOutput(RuleContext):
     @property
     def out_shape(self) -> tuple[int, ...]:
         return self._shape
+
+
+@register_geometry(_ops("unfold"))
+def unfold(ctx: RuleContext) -> Plan:
+    """``Tensor.unfold(dim, size, step)``: dim d of n positions becomes (n - size) // step + 1 blocks,
+    and a new last dim holds each block's ``size`` elements. No element moves off its position:
+    along a dim that holds one spatial axis whole, element (block b, offset j) is position
+    b * step + j, two digits of the axis (:class:`~convlens.rules.registry.Digit`, weights step and
+    1). They overlap where size > step (HaloNet's blocks with a halo, read by the attention within
+    each block as :func:`~convlens.rules.plans.mix_digits` says) and partition the axis where size
+    = step. Blocks with gaps between them (size < step) would leave positions no element holds:
+    untracked. Along a dim of channels the copies keep every unit's window (channel pieces are
+    dropped: the union over the channels stays)."""
+    n = ctx.node
+    x = n.arg(0, "self")
+    rank = max(len(ctx.shape(x)), 1)
+    d, size, step = n.arg(1, "dimension") % rank, n.arg(2, "size"), n.arg(3, "step")
+    blocks = ctx.out_shape[d] if ctx.shape(x) else 1
+    dims = list(ctx.dims(x)) or [()]
+    dim = dims[d]
+    plan = Plan(dims=())
+    for a in tracked(ctx, x):
+        plan.local[a] = [Source(x.id, identity)]
+    axes = axes_of(dim)
+    dims[d] = plain(blocks)
+    dims.append(plain(size))
+    if axes or digit_axes([dim]):
+        whole = len(dim) == 1 and len(axes) == 1 and extras(dim) == (0, 0)
+        why = ("unfolds a dim that holds more than one spatial axis, or part of one" if not whole else
+               "unfolds blocks with gaps between them (positions no element holds)" if size < step else None)
+        for a in set(axes) | digit_axes([dim]):
+            if why is not None:
+                plan.local.pop(a, None)
+                plan.untracked[a] = why
+        if why is None:
+            dims[d] = (Digit(axes[0], blocks, step),) if blocks > 1 else plain(1)
+            dims[-1] = (Digit(axes[0], size, 1),)
+    plan.dims = normalize(dims)
+    return plan
 
 
 @register_geometry(_ops("as_strided", "as_strided_"))
