@@ -117,6 +117,9 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
             j = d - (rank - len(dd))
             if other is ref or not 0 <= j < len(dd) - 2 or not held(dd[j]):
                 continue
+            for ax in digit_axes([dim, dd[j]]):
+                if _blocks(dim) != _blocks(dd[j]):  # (index i pairs the same blocks only in the same order)
+                    plan.untracked[ax] = "a matrix product whose operands hold a split axis's blocks in different orders"
             for ax in set(axes_of(dim)) | set(axes_of(dd[j])):
                 if dd[j] == dim and ctx.shape(other)[j] == out_shape[d]:
                     plan.local.setdefault(ax, []).append(Source(other.id, identity))
@@ -133,9 +136,17 @@ def _product(ctx: RuleContext, a, b, bias=None) -> Plan:
             plan.local.setdefault(ax, []).append(Source(bias.id, identity))
     plan.dims = tuple(dims)
     for ax in sorted(digit_axes(da) | digit_axes(db)):
-        _product_digits(plan, ax, a, da, b, db, carriers)
+        if ax not in plan.untracked:
+            _product_digits(plan, ax, a, da, b, db, carriers)
     plan.channels = Channels.MIX
     return plan
+
+
+def _blocks(dim) -> list:
+    """A dim's factors without the weights of its digits: two operands' batch dims that hold the same
+    blocks of a split axis on grids of different resolution (HaloNet's strided queries, Hiera's
+    pooled ones) agree here."""
+    return [(f.axis, f.size, f.pair) if isinstance(f, Digit) else tuple(f) for f in dim]
 
 
 def _product_digits(plan: Plan, ax: int, a, da, b, db, carriers) -> None:

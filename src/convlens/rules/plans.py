@@ -438,14 +438,13 @@ def _halo(digits: Sequence[Digit], mixed: Sequence[Digit], out: Sequence[Digit])
     digits match the output's top digits, size for size (each query block reads its own block of
     keys), and output v reads the ``width`` positions of its block, which start at block x step.
     None where the digits are not so."""
-    kept = [f for f in digits if f not in mixed and f.size > 1]
+    kept = sorted((f for f in digits if f not in mixed and f.size > 1), key=lambda f: -f.weight)
     span, offsets = _span(kept), _span(mixed)
     top = sorted((f for f in out if f.size > 1), key=lambda f: -f.weight)[:len(kept)]
     if span is None or offsets is None or offsets[1] != 1 or any(f.pair for f in kept) or radix(out) is None \
-            or sorted(f.size for f in kept) != sorted(f.size for f in top) or _span(top) is None:
+            or [f.size for f in kept] != [f.size for f in top] or _span(top) is None:
         return None
-    blocks, step = span
-    low_out = _span(top)[1]
+    step, low_out = span[1], _span(top)[1]
     return regrid(low_out, step, offsets[0]), Fraction(step, low_out), True, low_out
 
 

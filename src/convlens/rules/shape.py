@@ -161,10 +161,11 @@ def unfold(ctx: RuleContext) -> Plan:
     dropped: the union over the channels stays)."""
     n = ctx.node
     x = n.arg(0, "self")
-    rank = max(len(ctx.shape(x)), 1)
-    d, size, step = n.arg(1, "dimension") % rank, n.arg(2, "size"), n.arg(3, "step")
-    blocks = ctx.out_shape[d] if ctx.shape(x) else 1
-    dims = list(ctx.dims(x)) or [()]
+    if not ctx.shape(x):  # (a 0-dim tensor: one block of its one element)
+        return pointwise(ctx, [x])
+    d, size, step = n.arg(1, "dimension") % len(ctx.shape(x)), n.arg(2, "size"), n.arg(3, "step")
+    blocks = ctx.out_shape[d]
+    dims = list(ctx.dims(x))
     dim = dims[d]
     plan = Plan(dims=())
     for a in tracked(ctx, x):
@@ -174,7 +175,8 @@ def unfold(ctx: RuleContext) -> Plan:
     dims.append(plain(size))
     if axes or digit_axes([dim]):
         whole = len(dim) == 1 and len(axes) == 1 and extras(dim) == (0, 0)
-        why = ("unfolds a dim that holds more than one spatial axis, or part of one" if not whole else
+        why = ("unfolds a dim that holds no single whole spatial axis (a flattened grid, part of a split axis, "
+               "extra tokens)" if not whole else
                "unfolds blocks with gaps between them (positions no element holds)" if size < step else None)
         for a in set(axes) | digit_axes([dim]):
             if why is not None:
