@@ -192,6 +192,7 @@ class GraphWalk:
         # each element comes from, the untracked reasons its steps gave, counted once the chain ends
         # without dims of its own)
         self.chains: dict[int, tuple[int, torch.Tensor, list[tuple[str, OpNode]]]] = {}
+        self._starts: dict[tuple[int, ...], torch.Tensor] = {}  # a chain start's index tensor per shape (read only)
         self._deferred: list[tuple[str, OpNode]] | None = None
 
     # -------------------------------------------------------------- helpers
@@ -283,8 +284,11 @@ class GraphWalk:
         untracked steps are not counted); else the output is the chain's next tensor."""
         tid = node.outputs[0]
         start, index, labels = self.chains.get(t) or (t, None, [])
-        if index is None:
-            index = torch.arange(prod(self.cap.tensors[t].shape), dtype=torch.int64).view(self.cap.tensors[t].shape)
+        if index is None:  # (the chain's ops make new tensors or views: none writes into it)
+            shape = tuple(self.cap.tensors[t].shape)
+            index = self._starts.get(shape)
+            if index is None:
+                index = self._starts[shape] = torch.arange(prod(shape), dtype=torch.int64).view(shape)
         out = moved(node, t, index)
         if out is None or tuple(out.shape) != tuple(self.cap.tensors[tid].shape):
             for label, where in deferred:
