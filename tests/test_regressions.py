@@ -684,3 +684,48 @@ def test_a_write_along_an_axis_its_units_see_whole_is_named():
     assert isinstance(report[""].axes[0], Unknown)
     assert any("joins pieces along an axis its units see whole" in note for note in report.notes), report.notes
     assert check_against_oracle(model, shape).windows > 0
+
+
+class StrideOnALostAxis(nn.Module):
+    """Found by the 10,000-network run (seed 17): a kernel of the axis's size leaves one position, a
+    flatten and reshape back lose its label, and a conv strides 2 along it. One position here, but a
+    stride of 2 on a larger input, where convlens said 1. Named untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Conv2d(1, 2, (4, 3)), nn.Conv2d(2, 2, 1, stride=(2, 1))
+
+    def forward(self, x):
+        y = self.first(x)
+        return self.second(y.flatten(2).reshape(y.shape))
+
+
+def test_a_stride_along_an_axis_that_lost_its_label_is_named():
+    model, shape = StrideOnALostAxis(), (1, 1, 4, 8)
+    report = convlens.analyze(model, shape)
+    assert isinstance(report["second"].axes[0], Unknown)
+    check_against_oracle(model, shape, big_shape=(1, 1, 24, 16))
+
+
+class GatedRowsPadded(nn.Module):
+    """Found by the 10,000-network run (seed 17, in 3-D): a gate pooled along W (it sees the whole of W
+    and rows of H) scales a conv, the result is padded along W and put beside real values by a cat
+    along channels. The padding's units read nothing of the gate, but its part, which holds no W,
+    gave them the conv's rows. Named untracked."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y * torch.sigmoid(y.mean(3, keepdim=True))
+        return torch.cat([F.pad(y, (0, 3)), F.pad(x, (3, 0))], 1)
+
+
+def test_padding_beside_a_piece_that_sees_a_whole_axis_is_named():
+    model, shape = GatedRowsPadded(), (1, 1, 4, 6)
+    report = convlens.analyze(model, shape)
+    assert all(isinstance(s, Unknown) for s in report[""].axes)
+    assert any("units that read only padding along an axis a piece sees whole" in note for note in report.notes)
+    check_against_oracle(model, shape)

@@ -84,7 +84,7 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     carried = {a for dim in ctx.dims(x) for a in axes_of(dim)} | digit_axes(ctx.dims(x))
     kept = [d for d in range(len(in_shape)) if d not in drop]
     unlabeled = (ctx.global_axes(x) | ctx.local_axes(x)) - carried
-    if unlabeled and any(d in maps and not axes_of(dim) and _moves(maps[d][0], out_shape[kept.index(d)], in_shape[d])
+    if unlabeled and any(d in maps and not axes_of(dim) and _moves(*maps[d], out_shape[kept.index(d)], in_shape[d])
                          for d, dim in enumerate(ctx.dims(x)) if d in kept):
         # a spatial axis lost its dim (a size-1 axis through a flatten and back), and this op pads,
         # shifts or resamples an unlabeled dim: it may be that axis, whose windows it would change
@@ -485,15 +485,16 @@ def _still(fn: IndexFn, n_out: int | None, n_in: int) -> bool:
     return True
 
 
-def _moves(fn: IndexFn, n_out: int, n_in: int) -> bool:
+def _moves(fn: IndexFn, scale: Fraction | None, n_out: int, n_in: int) -> bool:
     """The map may change a lost spatial axis's windows. A label is lost only at size 1 (a size-1
     factor through a flatten and back), so only a dim of size 1 can be that axis (a conv across
-    ECA's channels, a split of a GLU's features cannot), and the map changes it when it resizes it
-    or reads anything but position 0 (in either model: a kernel-1 conv with padding 1 and stride 3
-    keeps size 1 but reads only padding)."""
+    ECA's channels, a split of a GLU's features cannot), and the map changes it when it resizes it,
+    reads anything but position 0 (in either model: a kernel-1 conv with padding 1 and stride 3
+    keeps size 1 but reads only padding) or strides (one position here, a stride on a larger input:
+    the 10,000-network run)."""
     if n_in != 1:
         return False
-    if n_out != n_in:
+    if n_out != n_in or scale != 1:
         return True
     v = np.arange(n_out, dtype=np.int64)
     for finite in (False, True):
