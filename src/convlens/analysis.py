@@ -193,7 +193,6 @@ class GraphWalk:
         # without dims of its own)
         self.chains: dict[int, tuple[int, torch.Tensor, list[tuple[str, OpNode]]]] = {}
         self._starts: dict[tuple[int, ...], torch.Tensor] = {}  # a chain start's index tensor per shape (read only)
-        self._padded_context = False  # (set by _fill for the tensor it fills)
         self._deferred: list[tuple[str, OpNode]] | None = None
 
     # -------------------------------------------------------------- helpers
@@ -641,11 +640,11 @@ class GraphWalk:
         windows = Windows()
         unreached: set[int] = set()  # local inputs no real value of which reaches any unit (only their padding)
         if any(isinstance(s, Pending) for s in axes):
-            per_source, windows = self._fill(tid, axes)
+            per_source, windows, padded_context = self._fill(tid, axes)
             why = ("joins pieces along an axis its units see whole, which see different windows along another "
                    "axis" if self._pieces_along_global(st.plan, axes, per_source) else
                    "units that read only padding along an axis a piece sees whole would get its windows along "
-                   "the others" if self._padded_context
+                   "the others" if padded_context
                    else None)
             if why is not None:
                 # (parts keep apart what reaches a unit along local axes only: which piece a unit
@@ -868,13 +867,14 @@ class GraphWalk:
         spans = [x for x in spans if x is not None]
         return (min(x[0] for x in spans), max(x[1] for x in spans)) if spans else None
 
-    def _fill(self, tid: int, axes: list) -> tuple[dict[int, Windows], Windows]:
+    def _fill(self, tid: int, axes: list) -> tuple[dict[int, Windows], Windows, bool]:
         """The output's parts: every part of every contributing input, mapped along each local axis
-        (per contributing input, and all of them normalized)."""
+        (per contributing input, and all of them normalized); and whether some unit reads only
+        padding along an axis that a part holding other axes lacks (it sees that axis whole)."""
         pending = {a: s for a, s in enumerate(axes) if isinstance(s, Pending)}
         contributors = list(dict.fromkeys(src.tid for p in pending.values() for src in p.sources))
         per_source: dict[int, list[Part]] = {}
-        self._padded_context = False
+        padded_context = False
         for t in contributors:
             for part in self.geoms[t].windows.parts if t in self.geoms else ():
                 arrays = {}
@@ -882,11 +882,11 @@ class GraphWalk:
                     srcs = [s for s in p.sources if s.tid == t]
                     if srcs and a in part.axes:
                         arrays[a] = self._map(tid, a, p.n, srcs, part.axes[a])
-                    elif srcs and part.axes and not self._padded_context:
+                    elif srcs and part.axes and not padded_context:
                         # a piece that sees the whole of axis a (global context) reaches every unit along
                         # it, but a unit that reads only padding along a reads nothing of it: its window
                         # along the axes it has would go to units it does not reach
-                        self._padded_context = self._reads_padding(srcs, p.n, axis_size(self.structure[t].dims, a))
+                        padded_context = self._reads_padding(srcs, p.n, axis_size(self.structure[t].dims, a))
                 if any(b not in pending and not (arr.clo <= arr.chi).any() for b, arr in part.axes.items()):
                     # the piece reaches no real position of an axis the op folds (a piece that is all
                     # padding along it): no real pixel of it reaches any unit (the 10,000-network run)
@@ -894,7 +894,7 @@ class GraphWalk:
                                             np.full(len(arr.chi), EMPTY_HI)) for a, arr in arrays.items()}
                 per_source.setdefault(t, []).append(Part(arrays))
         return ({t: Windows(tuple(ps)) for t, ps in per_source.items()},
-                Windows.of([part for ps in per_source.values() for part in ps]))
+                Windows.of([part for ps in per_source.values() for part in ps]), padded_context)
 
     @staticmethod
     def _reads_padding(sources: list[Source], n_out: int, n_in: int) -> bool:
