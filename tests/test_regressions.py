@@ -729,3 +729,27 @@ def test_padding_beside_a_piece_that_sees_a_whole_axis_is_named():
     assert all(isinstance(s, Unknown) for s in report[""].axes)
     assert any("units that read only padding along an axis a piece sees whole" in note for note in report.notes)
     check_against_oracle(model, shape)
+
+
+class WindowsInTransposedOrder(nn.Module):
+    """Found in review (session 12; wrong since attention within windows): queries in windows ordered
+    (row, column), keys and values in windows ordered (column, row). The product pairs window (i, j)'s
+    queries with window (j, i)'s keys, where matching the digits axis by axis read each query's own
+    window (unit (0, 3) saw rows 0-1 and columns 2-3; the oracle says all four of each). Named
+    untracked."""
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        blocks = x.reshape(n, c, h // 2, 2, w // 2, 2)
+        q = blocks.permute(0, 2, 4, 3, 5, 1).reshape(-1, 4, c)
+        k = blocks.permute(0, 4, 2, 3, 5, 1).reshape(-1, 4, c)
+        o = torch.softmax(q @ k.transpose(1, 2), -1) @ k
+        return o.reshape(n, h // 2, w // 2, 2, 2, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
+
+
+def test_blocks_paired_in_another_order_are_named():
+    model, shape = WindowsInTransposedOrder(), (1, 2, 4, 6)
+    report = convlens.analyze(model, shape)
+    assert all(isinstance(s, Unknown) for s in report[""].axes), report.notes
+    assert any("blocks in different orders" in note for note in report.notes), report.notes
+    check_against_oracle(model, shape)
