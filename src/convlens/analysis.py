@@ -27,7 +27,7 @@ from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, Axi
                        Paired, Part, Unknown, Windows, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.plans import axes_of, broadcast, identity, plain
-from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only
+from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only, step_key
 from .rules.registry import Channels, Dim, Pieces, TokenDim, axis_size, digits_of, live_extras, retarget
 
 
@@ -190,9 +190,11 @@ class GraphWalk:
         self._quiet = False  # resolving a channel piece: its unknown axes and merges are not the graph's
         # chains of ops that only move elements (rules.relabel): tensor -> (the chain's start, where
         # each element comes from, the untracked reasons its steps gave, counted once the chain ends
-        # without dims of its own)
-        self.chains: dict[int, tuple[int, torch.Tensor, list[tuple[str, OpNode]]]] = {}
+        # without dims of its own, and the key of its steps so far)
+        self.chains: dict[int, tuple[int, torch.Tensor, list[tuple[str, OpNode]], tuple | None]] = {}
         self._starts: dict[tuple[int, ...], torch.Tensor] = {}  # a chain start's index tensor per shape (read only)
+        # a chain's step, keyed by its start and ops (rules.relabel.step_key): its index tensor and dims
+        self._steps: dict[tuple, tuple[torch.Tensor | None, tuple | None]] = {}
         self._deferred: list[tuple[str, OpNode]] | None = None
 
     # -------------------------------------------------------------- helpers
@@ -283,23 +285,34 @@ class GraphWalk:
         start's positions fit exactly, the output reads the start as it is (and the chain's
         untracked steps are not counted); else the output is the chain's next tensor."""
         tid = node.outputs[0]
-        start, index, labels = self.chains.get(t) or (t, None, [])
-        if index is None:  # (the chain's ops make new tensors or views: none writes into it)
-            shape = tuple(self.cap.tensors[t].shape)
-            index = self._starts.get(shape)
-            if index is None:
-                index = self._starts[shape] = torch.arange(prod(shape), dtype=torch.int64).view(shape)
-        out = moved(node, t, index)
-        if out is None or tuple(out.shape) != tuple(self.cap.tensors[tid].shape):
+        start, index, labels, key = self.chains.get(t) or (t, None, [], None)
+        first = self.structure[start]
+        axes = [a for a, s in enumerate(first.axes) if isinstance(s, Pending)]
+        if key is None:
+            key = (tuple(self.cap.tensors[start].shape), first.dims, tuple(axes))
+        step = step_key(node, t)
+        key = None if step is None or key is None else (key, step)
+        # (the same chain in every block of a model, on the same shapes: each step computed once)
+        out, dims = self._steps.get(key, (None, None)) if key is not None else (None, None)
+        if key is None or key not in self._steps:
+            if index is None:  # (the chain's ops make new tensors or views: none writes into it)
+                shape = tuple(self.cap.tensors[t].shape)
+                index = self._starts.get(shape)
+                if index is None:
+                    index = self._starts[shape] = torch.arange(prod(shape), dtype=torch.int64).view(shape)
+            out = moved(node, t, index)
+            if out is not None and tuple(out.shape) != tuple(self.cap.tensors[tid].shape):
+                out = None
+            dims = None if out is None else layout_of(first.dims, self.cap.tensors[start].shape, axes, out.numpy())
+            if key is not None:
+                self._steps[key] = (out, dims)
+        if out is None:
             for label, where in deferred:
                 self._untracked(label, where)
             self._end_chain(t)
             return
-        first = self.structure[start]
-        axes = [a for a, s in enumerate(first.axes) if isinstance(s, Pending)]
-        dims = layout_of(first.dims, self.cap.tensors[start].shape, axes, out.numpy())
         if dims is None:
-            self.chains[tid] = (start, out, labels + deferred)
+            self.chains[tid] = (start, out, labels + deferred, key)
             return
         plan = Plan(dims=dims, local={a: [Source(start, identity)] for a in axes}, reads=(start,))
         self.structure[tid] = self._resolve(node, plan)

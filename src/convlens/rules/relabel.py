@@ -62,6 +62,26 @@ def moved(node: OpNode, source: int, index: torch.Tensor) -> torch.Tensor | None
     return out if isinstance(out, torch.Tensor) and out.dtype == torch.int64 else None
 
 
+def step_key(node: OpNode, source: int) -> tuple | None:
+    """What a chain's step does, as a hashable key (the op and its arguments, ``source`` as a
+    placeholder): two chains whose starts agree and whose steps have equal keys make equal index
+    tensors. None where an argument cannot be hashed."""
+    def frozen(value):
+        if isinstance(value, TRef):
+            return ("chain",) if value.id == source else ("ref", value.id)
+        if isinstance(value, (list, tuple)):
+            return tuple(frozen(v) for v in value)
+        if isinstance(value, dict):
+            return tuple(sorted((k, frozen(v)) for k, v in value.items()))
+        return value
+    key = (node.op, frozen(node.args), frozen(node.kwargs))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def layout_of(start_dims: Sequence[Dim], start_shape: Sequence[int], axes: Sequence[int],
               index: np.ndarray) -> tuple[Dim, ...] | None:
     """The dims of a tensor each element of which copies element ``index`` (flat) of a start with
