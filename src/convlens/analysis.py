@@ -291,10 +291,10 @@ class GraphWalk:
         if key is None:
             key = (tuple(self.cap.tensors[start].shape), first.dims, tuple(axes))
         step = step_key(node, t)
-        key = None if step is None or key is None else (key, step)
+        key = None if step is None else (key, step)
         # (the same chain in every block of a model, on the same shapes: each step computed once)
-        out, dims = self._steps.get(key, (None, None)) if key is not None else (None, None)
-        if key is None or key not in self._steps:
+        hit = self._steps.get(key) if key is not None else None
+        if hit is None:
             if index is None:  # (the chain's ops make new tensors or views: none writes into it)
                 shape = tuple(self.cap.tensors[t].shape)
                 index = self._starts.get(shape)
@@ -303,9 +303,10 @@ class GraphWalk:
             out = moved(node, t, index)
             if out is not None and tuple(out.shape) != tuple(self.cap.tensors[tid].shape):
                 out = None
-            dims = None if out is None else layout_of(first.dims, self.cap.tensors[start].shape, axes, out.numpy())
+            hit = (out, None if out is None else layout_of(first.dims, self.cap.tensors[start].shape, axes, out.numpy()))
             if key is not None:
-                self._steps[key] = (out, dims)
+                self._steps[key] = hit
+        out, dims = hit
         if out is None:
             for label, where in deferred:
                 self._untracked(label, where)
