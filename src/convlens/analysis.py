@@ -245,7 +245,8 @@ class GraphWalk:
             resolved: dict[int, Structure] = {}  # (a plan shared by outputs, max pool's values and indices)
             for tid, plan in zip(node.outputs, self._plans(node)):
                 record = resolved.get(id(plan)) or resolved.setdefault(id(plan), self._resolve(node, plan))
-                self.structure[tid] = replace(record, pieces=self._carry_pieces(node, plan, record, tid))
+                pieces = self._carry_pieces(node, plan, record, tid)
+                self.structure[tid] = record if pieces is record.pieces else replace(record, pieces=pieces)
             deferred, self._deferred = self._deferred, None
             step = self._chain_step(node) if moving and (deferred or any(t in self.chains for t in node.inputs)) \
                 else None
@@ -590,14 +591,21 @@ class GraphWalk:
                     if not isinstance(s, Pending):
                         continue
                     lo, hi = self.demand[(tid, a)]
-                    v = np.arange(lo, hi, dtype=np.int64)
+                    v = None
                     for src in s.sources:
+                        key = (src.tid, a)
+                        old = self.demand[key]
+                        if src.fn is identity or src.fn is broadcast:  # (the common maps, without arrays)
+                            first, last = (lo, hi - 1) if src.fn is identity else (0, 0)
+                            if lo < hi:
+                                self.demand[key] = (min(old[0], first), max(old[1], last + 1))
+                            continue
+                        if v is None:
+                            v = np.arange(lo, hi, dtype=np.int64)
                         ta, tb, _ = src.fn(v, False)
                         ok = ta <= tb
                         if not ok.any():
                             continue
-                        key = (src.tid, a)
-                        old = self.demand[key]
                         self.demand[key] = (min(old[0], int(ta[ok].min())), max(old[1], int(tb[ok].max()) + 1))
 
     # -------------------------------------------------------------- pass 3
@@ -930,16 +938,21 @@ class GraphWalk:
             return AxisArrays(lo_d, arr.lo[start:stop], arr.hi[start:stop], arr.clo, arr.chi)
         v = np.arange(lo_d, hi_d, dtype=np.int64)
         real = np.arange(n, dtype=np.int64)
-        lo, hi = np.full(len(v), EMPTY_LO), np.full(len(v), EMPTY_HI)
-        clo, chi = np.full(n, EMPTY_LO), np.full(n, EMPTY_HI)
+        lo = hi = clo = chi = None
         for src in sources:
             ta, tb, step = src.fn(v, False)
-            slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step)
-            lo, hi = np.minimum(lo, slo), np.maximum(hi, shi)
+            slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step, arr.monotone)
             fa, fb, fstep = src.fn(real, True)
             fa, fb = clip_taps(fa, fb, fstep, len(arr.clo))
-            flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep)
-            clo, chi = np.minimum(clo, flo), np.maximum(chi, fhi)
+            flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep, arr.clipped_monotone)
+            if lo is None:
+                lo, hi, clo, chi = slo, shi, flo, fhi
+            else:
+                lo, hi = np.minimum(lo, slo), np.maximum(hi, shi)
+                clo, chi = np.minimum(clo, flo), np.maximum(chi, fhi)
+        if lo is None:  # (no source: no position reads anything)
+            lo, hi = np.full(len(v), EMPTY_LO), np.full(len(v), EMPTY_HI)
+            clo, chi = np.full(n, EMPTY_LO), np.full(n, EMPTY_HI)
         return AxisArrays(lo_d, lo, hi, clo, chi)
 
     def _summarize(self, tid: int, axes, windows: Windows) -> tuple[AxisState, ...]:

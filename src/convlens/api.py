@@ -107,13 +107,14 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             op = _short(producer.name) if call.is_leaf and inside else call.type_name
             merges = graph.merges[bisect_left(merge_at, call.first_op):bisect_left(merge_at, call.end_op)]
             aligned = None if not merges else all(m.aligned for m in merges)
-            notes = _notes(_shown(geom), geom.global_context, [m for m in merges if not m.aligned], names, input_size)
-            notes += sorted(_caveats(geom))
+            shown = _shown(geom)
+            notes = _notes(shown, geom.global_context, [m for m in merges if not m.aligned], names, input_size)
+            notes += sorted(_caveats(geom, shown))
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
-                global_context=geom.global_context, notes=notes, axes=_shown(geom), input_size=input_size,
+                global_context=geom.global_context, notes=notes, axes=shown, input_size=input_size,
                 windows=geom.windows, axis_dims=_axis_dims(geom), tensor=tid,
                 layout=tuple(DimLayout(tuple(dim), *extras(dim)) for dim in geom.dims)))
     return rows
@@ -129,10 +130,12 @@ def _shown(geom) -> tuple:
                  if a in pairs and isinstance(s, Local) else s for a, s in enumerate(geom.axes))
 
 
-def _caveats(geom) -> frozenset[str]:
+def _caveats(geom, shown: tuple | None = None) -> frozenset[str]:
     """The row's caveats (``Plan.caveats``), where it shows a window or a global axis they qualify
-    (attention scores, shown as pairs, state no window)."""
-    return geom.caveats if any(isinstance(s, (Local, Global)) for s in _shown(geom)) else frozenset()
+    (attention scores, shown as pairs, state no window); ``shown``: ``_shown(geom)``, if known."""
+    if not geom.caveats:
+        return frozenset()
+    return geom.caveats if any(isinstance(s, (Local, Global)) for s in shown or _shown(geom)) else frozenset()
 
 
 def _axis_dims(geom) -> tuple[int | None, ...]:

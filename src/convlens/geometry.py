@@ -44,6 +44,21 @@ finite mode the caller clips the taps to the input's real positions.
 """
 
 
+class cached:
+    """``functools.cached_property`` without its lock: Python 3.11 takes an RLock on every first
+    read, which costs more than what convlens caches. The value lands in the instance's dict (a
+    frozen dataclass's too), where later reads find it first."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class AxisArrays:
     """Windows along one axis for the positions of one axis of a tensor.
@@ -68,6 +83,17 @@ class AxisArrays:
     def clipped(self, u: int) -> tuple[int, int] | None:
         lo, hi = int(self.clo[u]), int(self.chi[u])
         return None if lo > hi else (lo, hi)
+
+    @cached
+    def monotone(self) -> bool:
+        """Both ends of the unbounded windows are nondecreasing in the position (no gaps, no mirrored
+        padding): :func:`range_reduce`'s fast case."""
+        return _nondecreasing(self.lo) and _nondecreasing(self.hi)
+
+    @cached
+    def clipped_monotone(self) -> bool:
+        """:attr:`monotone` of the clipped windows."""
+        return _nondecreasing(self.clo) and _nondecreasing(self.chi)
 
     def full(self) -> bool:
         """Every position has a non-empty window, in both models."""
@@ -133,6 +159,11 @@ class Windows:
 
     def reachable_centre(self, a: int, n: int) -> int:
         """The reachable position along axis a nearest to n // 2 (units in phase gaps are skipped)."""
+        for part in self.parts:  # (the common case: n // 2 itself is reached)
+            arr = part.axes.get(a)
+            if arr is not None and 0 <= n // 2 - arr.ustart < len(arr.lo) \
+                    and arr.lo[n // 2 - arr.ustart] <= arr.hi[n // 2 - arr.ustart]:
+                return n // 2
         reach = np.zeros(n, dtype=bool)
         for part in self.parts:
             if a in part.axes:
@@ -229,21 +260,6 @@ def _union(parts: Sequence[Part]) -> Part:
     return Part(axes)
 
 
-class cached:
-    """``functools.cached_property`` without its lock: Python 3.11 takes an RLock on every first
-    read, which costs more than what convlens caches. The value lands in the instance's dict (a
-    frozen dataclass's too), where later reads find it first."""
-
-    def __init__(self, fn: Callable):
-        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
-
-    def __get__(self, obj, owner=None):
-        if obj is None:
-            return self
-        value = obj.__dict__[self.name] = self.fn(obj)
-        return value
-
-
 @dataclass(frozen=True)
 class Local:
     """One local axis of a tensor: size ``n``, effective ``stride`` (exact), ``period`` (the number
@@ -288,7 +304,8 @@ class Local:
         ok = lo <= hi
         if not ok.any():
             return None
-        total = sum(Fraction(int(a + b), 2) - int(x) * self.stride for a, b, x in zip(lo[ok], hi[ok], u[ok]))
+        # sum over the reachable units of (lo + hi) / 2 - u * stride, in exact integers and one Fraction
+        total = Fraction(int((lo[ok] + hi[ok]).sum()), 2) - int(u[ok].sum()) * self.stride
         return total / int(ok.sum())
 
 
@@ -361,12 +378,13 @@ def _nondecreasing(x: np.ndarray) -> bool:
 
 
 def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: np.ndarray,
-                 step: np.ndarray | int = 1) -> tuple[np.ndarray, np.ndarray]:
+                 step: np.ndarray | int = 1, monotone: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Union of windows ``[lo[j], hi[j]]`` over the taps j = a, a + step, ..., <= b.
 
     Positions are offset by ``start`` (``lo[0]`` belongs to position ``start``). Empty tap sets
     (a > b) give the empty sentinels. Every tap must lie inside the arrays: a position the arrays do
-    not cover would be a silently wrong union, so it raises instead.
+    not cover would be a silently wrong union, so it raises instead. ``monotone``: whether lo and
+    hi are both nondecreasing, where the caller knows it (:attr:`AxisArrays.monotone`).
     """
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
@@ -383,14 +401,16 @@ def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: n
     if outside:
         raise RuntimeError("internal error: an op reads positions outside the computed range")
     a0, b0 = a, b
-    if type(step) is int and step == 1 and _nondecreasing(lo) and _nondecreasing(hi):
+    if monotone is None:
+        monotone = _nondecreasing(lo) and _nondecreasing(hi)
+    if type(step) is int and step == 1 and monotone:
         out_lo, out_hi = lo[a0], hi[b0]  # (the common case, unit steps: below)
         if any_empty:
             out_lo[empty] = EMPTY_LO
             out_hi[empty] = EMPTY_HI
         return out_lo, out_hi
     step = np.broadcast_to(np.asarray(step, dtype=np.int64), a.shape)
-    if _nondecreasing(lo) and _nondecreasing(hi):
+    if monotone:
         # the common case (no gaps, no mirrored padding): the first tap has the lowest lo and
         # the last tap the highest hi
         last = a0 + (b0 - a0) // np.maximum(step, 1) * np.maximum(step, 1)
@@ -417,6 +437,8 @@ def range_reduce(lo: np.ndarray, hi: np.ndarray, start: int, a: np.ndarray, b: n
 def clip_taps(a: np.ndarray, b: np.ndarray, step: np.ndarray | int, n: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """Restrict taps a, a+step, ..., <= b to real positions [0, n) (zero padding reads nothing)."""
+    if type(step) is int and step <= 1:  # (unit steps, the common case: a clamp)
+        return np.maximum(a, 0), np.minimum(b, n - 1)
     step = np.maximum(np.asarray(step, dtype=np.int64), 1)
     a2 = np.where(a < 0, a + (-a + step - 1) // step * step, a)
     b2 = np.where(b > n - 1, b - (b - (n - 1) + step - 1) // step * step, b)

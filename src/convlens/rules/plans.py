@@ -514,15 +514,17 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
     ``Plan.same_index``."""
     out_shape = tuple(ctx.out_shape if out_shape is None else out_shape)
     rank = len(out_shape)
+    # (each input's facts once, not once per dim and axis: a cat of many pieces is one merge of them all)
+    facts = [(ref, ctx.shape(ref), ctx.dims(ref), rank - len(ctx.shape(ref))) for ref in refs]
     dims: list[Dim] = []
     conflicted: set[int] = set()
     for d, size in enumerate(out_shape):
         chosen: Dim | None = None
-        for ref in refs:
-            k = d - (rank - len(ctx.shape(ref)))
-            if k < 0 or ctx.shape(ref)[k] != size:
+        for _, ref_shape, ref_dims, offset in facts:
+            k = d - offset
+            if k < 0 or ref_shape[k] != size:
                 continue
-            dim = ctx.dims(ref)[k]
+            dim = ref_dims[k]
             if dim == chosen:  # (the common case: nothing to choose)
                 continue
             if chosen is None or (not held(chosen) and held(dim)):
@@ -535,26 +537,25 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
     plan = Plan(dims=tuple(dims), untracked={a: "merges inputs whose spatial axes lie on different dims"
                                              for a in conflicted})
     if per_channel:
-        for ref in refs:
-            offset = rank - len(ctx.shape(ref))
-            plan.same_index[ref.id] = {k: (k + offset, Fraction(1)) for k, dim in enumerate(ctx.dims(ref))
-                                       if not held(dim) and 1 < ctx.shape(ref)[k] == out_shape[k + offset]}
+        for ref, ref_shape, ref_dims, offset in facts:
+            plan.same_index[ref.id] = {k: (k + offset, Fraction(1)) for k, dim in enumerate(ref_dims)
+                                       if not held(dim) and 1 < ref_shape[k] == out_shape[k + offset]}
     carried = {a: d for d, dim in enumerate(dims) for a in axes_of(dim)}
     split = digit_axes(dims)
-    for a in sorted(set().union(*(tracked(ctx, r) for r in refs)) - conflicted):
+    keeps = {ref.id: tracked(ctx, ref) for ref in refs}
+    for a in sorted(set().union(*keeps.values()) - conflicted):
         sources = []
-        for ref in refs:
-            if a not in tracked(ctx, ref):
+        for ref, ref_shape, ref_dims, offset in facts:
+            if a not in keeps[ref.id]:
                 continue
-            offset = rank - len(ctx.shape(ref))
-            where = [k for k, dim in enumerate(ctx.dims(ref)) if a in held(dim)]
+            where = [k for k, dim in enumerate(ref_dims) if a in held(dim)]
             if not where:  # carried by no dim: one position, seen by every output unit
                 sources.append(Source(ref.id, broadcast))
                 continue
-            if a in split or a in digit_axes(ctx.dims(ref)):
+            if a in split or a in digit_axes(ref_dims):
                 # digits of a split axis: the input must hold them where the output does, or lack some
                 # (a context pooled over them, broadcast back: MobileViT-V2's linear attention)
-                if any(as_digits(ctx.dims(ref)[k]) != as_digits(dims[k + offset]) for k in where):
+                if any(as_digits(ref_dims[k]) != as_digits(dims[k + offset]) for k in where):
                     break
                 holders = {d for d, dim in enumerate(dims) if a in held(dim)}
                 keys = {d for d in holders if all(f.pair for f in digits_of([dims[d]], a, pairs=True))}
@@ -564,7 +565,7 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
                     sources.append(Source(ref.id, identity))
                     continue
                 if {k + offset for k in where} != holders:
-                    lacked = _lacked(ctx.dims(ref), dims, a, offset)
+                    lacked = _lacked(ref_dims, dims, a, offset)
                     if lacked is None:
                         break
                     n, w = lacked
@@ -576,7 +577,7 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
             d = k + offset
             if carried.get(a) != d:
                 break  # the axis sits on another dimension in this input: leave it Unknown
-            same = ctx.shape(ref)[k] == out_shape[d]
+            same = ref_shape[k] == out_shape[d]
             sources.append(Source(ref.id, identity if same else broadcast))
         else:
             plan.local[a] = sources

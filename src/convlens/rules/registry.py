@@ -10,6 +10,8 @@ names recorded by capture (strings). Registering a key twice is refused.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from fractions import Fraction
@@ -141,7 +143,13 @@ def axis_size(dims: Sequence[Dim], a: int) -> int:
 
 def digit_axes(dims: Iterable[Dim]) -> set[int]:
     """The axes that some dim holds as digits (split across dims)."""
-    return {f.axis for dim in dims for f in dim if isinstance(f, Digit)}
+    return set().union(*map(_digit_axes, dims))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _digit_axes(dim: Dim) -> frozenset[int]:
+    """:func:`digit_axes` of one dim (cached: dims are immutable and few)."""
+    return frozenset(f.axis for f in dim if isinstance(f, Digit))
 
 
 def radix(digits: Iterable[Digit]) -> tuple[tuple[int, int], ...] | None:
