@@ -96,10 +96,15 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
              if node.outputs}
     names[cap.input_id] = "the input"
     names.update({t: call.name for call in reversed(cap.calls) for _, t in call.outputs[:1] if call.name})
+    # (running totals over the ops in execution order: a call's ops are one run of them)
+    macs_before, bias_before = [0], [0]
+    for i in range(len(cap.nodes)):
+        macs_before.append(macs_before[-1] + graph.costs[i].macs)
+        bias_before.append(bias_before[-1] + graph.costs[i].bias_flops)
     rows = []
     for call in cap.calls:
-        macs = sum(graph.costs[i].macs for i in range(call.first_op, call.end_op))
-        bias = sum(graph.costs[i].bias_flops for i in range(call.first_op, call.end_op))
+        macs = macs_before[call.end_op] - macs_before[call.first_op]
+        bias = bias_before[call.end_op] - bias_before[call.first_op]
         for suffix, tid in call.outputs:
             geom = graph.geoms[tid]
             producer = producers.get(tid)

@@ -494,7 +494,8 @@ class _State:
             for name in info.written:  # never write into the model's own tensors
                 run_args, run_kwargs = self._redirect(func, name, run_args, run_kwargs)
         try:
-            out = self._run(func, info, run_args, run_kwargs, live)
+            same = run_args is args and run_kwargs is kwargs
+            out = self._run(func, info, run_args, run_kwargs, live, tensors if same else None)
         except Exception as e:
             if getattr(e, "_convlens_op", None) is None:  # the innermost op that raised
                 with contextlib.suppress(AttributeError):
@@ -508,7 +509,7 @@ class _State:
                     run_to_logical[id(self.meta_cache[id(r)])] = a
             out = _map(lambda t: run_to_logical.get(id(t), t), out)
         if recording:
-            self.record(func, args, kwargs, out, live)
+            self.record(func, args, kwargs, out, live, tensors)
         return out
 
     def _redirect(self, func: Any, name: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -520,13 +521,15 @@ class _State:
             args = args[:i] + (_map(self._protect, args[i]),) + args[i + 1:]
         return args, kwargs
 
-    def _run(self, func: Any, info: _Schema, args: tuple, kwargs: dict, live: bool) -> Any:
+    def _run(self, func: Any, info: _Schema, args: tuple, kwargs: dict, live: bool,
+             tensors: list[torch.Tensor] | None = None) -> Any:
+        """The op on the objects it runs on (``tensors``: theirs, where the caller has them)."""
         if not self.meta:
             return func(*args, **kwargs)
         if _shape_only(func):  # zeros_like(x), x.new_full(...): only x's shape is read, and it is known
             device = kwargs.get("device") or next((t.device for t in _tensors(args)), _META)
             args, kwargs = _map(self.to_meta, args), {**kwargs, "device": device}
-        elif live or any(t.device.type == "meta" for t in _tensors((args, kwargs))):
+        elif live or any(t.device.type == "meta" for t in (_tensors((args, kwargs)) if tensors is None else tensors)):
             if info.device and kwargs.get("device") is not None:
                 kwargs = {**kwargs, "device": _META}  # x.to("cpu") of what depends on the input: stays meta
             return _meta_call(func, info, _map(self.to_meta, args), _map(self.to_meta, kwargs))
@@ -586,7 +589,9 @@ class _State:
         self.nodes.append(node)
         return node
 
-    def record(self, func: Any, args: tuple, kwargs: dict, out: Any, live: bool) -> None:
+    def record(self, func: Any, args: tuple, kwargs: dict, out: Any, live: bool,
+               tensors: list[torch.Tensor] | None = None) -> None:
+        """Append the op's node (``tensors``: those in its arguments, where the caller has them)."""
         inputs: list[int] = []
 
         def to_ref(x: Any) -> Any:
@@ -598,21 +603,24 @@ class _State:
 
         rargs, rkwargs = _map(to_ref, args), _map(to_ref, kwargs)
         name = func if isinstance(func, str) else str(func)
+        if tensors is None:
+            tensors = _tensors((args, kwargs))
+        out_tensors = _tensors(out)
         if live and keeps_values(name):
-            self._keep_values(_tensors((args, kwargs)))
-        arg_objs = {id(x): x for x in _tensors((args, kwargs))}
-        written = [t for t in _tensors(out) if id(t) in arg_objs]
+            self._keep_values(tensors)
+        arg_objs = {id(x): x for x in tensors}
+        written = [t for t in out_tensors if id(t) in arg_objs]
         outputs = []
-        for t in _tensors(out):
+        for t in out_tensors:
             outputs.append(self.new_id(t, "activation"))
             if live:
                 self.live.add(outputs[-1])
         node = self._append(func, name, rargs, rkwargs, inputs, outputs)
         if not written and not isinstance(func, str) and _schema(func).view and inputs:
-            parent = next(x for x in _tensors((args, kwargs)))
+            parent = tensors[0]
             parent_view = self.views.get(id(parent))
             root = parent_view.root if parent_view is not None else parent
-            for index, t in enumerate(_tensors(out)):
+            for index, t in enumerate(out_tensors):
                 self.views[id(t)] = _View(parent, node, index, root, self.ids[id(root)])
         for t in written:
             self._write_back(t)

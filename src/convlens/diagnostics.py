@@ -11,6 +11,8 @@ op's spatial dims in order (axis 0 = the first spatial dim).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable
@@ -82,17 +84,12 @@ def _window_checks(node: OpNode, cap: Capture, kernel: list[int], stride: list[i
     k = len(kernel)
     sizes, out_sizes = x[-k:], out[-k:]
     found = []
-    unread = [0 if ceil_mode else unread_border(i, kk, s, p, d) for i, kk, s, p, d in
-              zip(sizes, kernel, stride, padding, dilation)]
+    unread, dead = (list(x) for x in _border_and_taps(tuple(sizes), tuple(out_sizes), tuple(kernel), tuple(stride),
+                                                      tuple(padding), tuple(dilation), ceil_mode))
     if any(unread):
         axes = ", ".join(f"{u} of {i} along axis {a}" for a, (u, i) in enumerate(zip(unread, sizes)) if u)
         found.append(("unread-border", f"{what} stride never reads the last real pixels: {axes}",
                       {"pixels": unread, "input": list(sizes)}))
-    dead = []
-    for i, kk, s, p, d, o in zip(sizes, kernel, stride, padding, dilation, out_sizes):
-        # tap t reads a real pixel for some output v in [0, o) iff p - t d <= v s <= i - 1 + p - t d
-        live = sum(1 for t in range(kk) if max(0, -(-(p - t * d) // s)) <= min(o - 1, (i - 1 + p - t * d) // s))
-        dead.append(kk - live)
     if any(dead):
         axes = ", ".join(f"{n} of {kk} taps along axis {a} (dilation {d}, map {i})" for a, (n, kk, d, i) in
                          enumerate(zip(dead, kernel, dilation, sizes)) if n)
@@ -108,6 +105,22 @@ def _window_checks(node: OpNode, cap: Capture, kernel: list[int], stride: list[i
         found.append(("half-pixel-shift", f"{what} with an even kernel: its outputs are centred between input "
                       f"pixels along {axes} (half-pixel shift)", {"shift": shift}))
     return found
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _border_and_taps(sizes: tuple[int, ...], out_sizes: tuple[int, ...], kernel: tuple[int, ...],
+                     stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...],
+                     ceil_mode: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per axis, the real pixels at the end that no window reads, and the taps that read no real
+    pixel for any output (cached: a network repeats its layers' sizes and arguments)."""
+    unread = tuple(0 if ceil_mode else unread_border(i, kk, s, p, d) for i, kk, s, p, d in
+                   zip(sizes, kernel, stride, padding, dilation))
+    dead = []
+    for i, kk, s, p, d, o in zip(sizes, kernel, stride, padding, dilation, out_sizes):
+        # tap t reads a real pixel for some output v in [0, o) iff p - t d <= v s <= i - 1 + p - t d
+        live = sum(1 for t in range(kk) if max(0, -(-(p - t * d) // s)) <= min(o - 1, (i - 1 + p - t * d) // s))
+        dead.append(kk - live)
+    return unread, tuple(dead)
 
 
 @register_check(*CONVOLUTIONS)

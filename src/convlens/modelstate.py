@@ -15,6 +15,7 @@ caches, are not restored.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 from typing import Any, Iterator
 
@@ -42,7 +43,7 @@ def check_model(model: Any, entry: str, real: bool = False) -> nn.Module:
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating parameter or buffer (float32 when it has none): the
     input dtype it expects (a ``.half()`` model takes float16 inputs), in which convlens runs it."""
-    for t in (*model.parameters(), *model.buffers()):
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.dtype.is_floating_point:
             return t.dtype
     return torch.float32
@@ -59,10 +60,12 @@ _ATOMS = (bool, int, float, str, bytes, type(None), torch.Tensor, nn.Module, tor
 _SCALARS = frozenset({bool, int, float, str, bytes, type(None)})
 """The commonest atoms, skipped by exact type before any isinstance check (this runs per attribute)."""
 _SKIPPED = _HOOK_DICTS | {"_modules", "_non_persistent_buffers_set"}
+_TORCH_DICTS = _HOOK_DICTS | frozenset(_MODULE_DICTS)
 
 
 def _reachable(value: Any, depth: int = 0) -> Iterator[Any]:
-    """``value`` and everything inside it through lists, tuples and dicts (8 levels deep at most)."""
+    """``value`` and everything inside it through lists, tuples and dicts (8 levels deep at most),
+    but the scalars inside (no caller looks for them: a conv's kernel size is a tuple of ints)."""
     yield value
     if depth >= 8 or isinstance(value, _ATOMS):
         return
@@ -75,7 +78,8 @@ def _reachable(value: Any, depth: int = 0) -> Iterator[Any]:
     else:
         return
     for item in items:
-        yield from _reachable(item, depth + 1)
+        if type(item) not in _SCALARS:
+            yield from _reachable(item, depth + 1)
 
 
 def tensors_of(model: nn.Module) -> list[torch.Tensor]:
@@ -83,8 +87,10 @@ def tensors_of(model: nn.Module) -> list[torch.Tensor]:
     lists, tuples and dicts of attributes (any depth)."""
     found: dict[int, torch.Tensor] = {}
     for module in model.modules():
-        for key, value in vars(module).items():
-            if key in _SKIPPED or type(value) in _SCALARS:
+        attrs = vars(module)
+        for key in attrs.keys() - _SKIPPED:  # (torch's own dicts left out in C: this runs per module)
+            value = attrs[key]
+            if type(value) in _SCALARS:
                 continue
             if isinstance(value, torch.Tensor):
                 found[id(value)] = value
@@ -111,16 +117,15 @@ class _Snapshot:
         self.containers: list = []
         self.empty: list = []  # containers that were empty: only emptied again
         for attrs in self.attrs:
-            for key, value in attrs.items():
-                if key in _MODULE_DICTS or type(value) in _SCALARS:
-                    continue
-                if key in _HOOK_DICTS:  # (callables inside: the dict itself is the container)
-                    if value:
-                        self.containers.append((value, dict(value)))
-                    else:
-                        self.empty.append(value)
-                    continue
-                if isinstance(value, _ATOMS):
+            for key in attrs.keys() & _HOOK_DICTS:  # (callables inside: the dict itself is the container)
+                value = attrs[key]
+                if value:
+                    self.containers.append((value, dict(value)))
+                elif isinstance(value, dict):
+                    self.empty.append(value)
+            for key in attrs.keys() - _TORCH_DICTS:  # (set operations in C: this runs per module)
+                value = attrs[key]
+                if type(value) in _SCALARS or isinstance(value, _ATOMS):
                     continue
                 for c in _reachable(value):
                     if isinstance(c, (list, dict)):
