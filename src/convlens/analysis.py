@@ -650,6 +650,9 @@ class GraphWalk:
     def _finish(self, node: OpNode, tid: int) -> TensorGeom:
         """The final record of one output of ``node``, from its structure and its inputs' records."""
         st = self.structure[tid]
+        same = self._same_record(node, st)
+        if same is not None:
+            return same
         read = self._read(node, st.plan)
         axes: list[AxisState | Pending] = list(st.axes)
         late = set()
@@ -703,6 +706,30 @@ class GraphWalk:
         return TensorGeom(st.dims, tuple(axes), st.global_context, windows,
                           self._context_spans([t for t in read if (st.plan is None or t not in st.plan.beside)
                                                and t not in unreached], st.plan, axes), frozenset(late),
+                          st.caveats)
+
+    def _same_record(self, node: OpNode, st: Structure) -> TensorGeom | None:
+        """The input's final record, where the op passes one input's geometry through unchanged (an
+        activation, an inference batch norm: :meth:`_passes_through`) and that input has only local
+        and constant axes: the same windows, summaries and context spans, under the output's own
+        dims, global context and caveats. Its windows cover at least this output's demand (an
+        identity map passes the demand on unchanged), which every reader indexes by position."""
+        plan = st.plan
+        first = next(iter(plan.local.values()), None) if plan is not None else None
+        if not first:
+            return None
+        t = first[0].tid
+        record = self.geoms.get(t)
+        if record is None or record.late or not self._passes_through(node, plan, t):
+            return None
+        for s, r in zip(st.axes, record.axes):
+            if isinstance(s, Pending):
+                if not (isinstance(r, Local) and (s.n, s.stride, s.period, s.pinned) == (r.n, r.stride, r.period,
+                                                                                         r.pinned)):
+                    return None
+            elif not (isinstance(s, Constant) and isinstance(r, Constant)):
+                return None
+        return TensorGeom(st.dims, record.axes, st.global_context, record.windows, record.context_spans, frozenset(),
                           st.caveats)
 
     @staticmethod
