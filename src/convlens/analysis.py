@@ -24,7 +24,7 @@ import torch
 
 from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
-                       Paired, Part, Unknown, Windows, clip_taps, range_reduce)
+                       Paired, Part, Unknown, Windows, cached, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.plans import axes_of, broadcast, identity, plain
 from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only, step_key
@@ -65,11 +65,11 @@ class Structure:
     pieces: Pieces | None = None
     caveats: frozenset[str] = frozenset()  # Plan.caveats of this tensor's op and of every tensor it reads
 
-    @property
+    @cached  # (every rule context of an op that reads the tensor asks)
     def local_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Pending))
 
-    @property
+    @cached
     def global_axes(self) -> frozenset[int]:
         return frozenset(a for a, s in enumerate(self.axes) if isinstance(s, Global))
 

@@ -87,19 +87,22 @@ class Digit(tuple):
     def __new__(cls, axis: int, size: int, weight: int, pair: bool = False):
         self = super().__new__(cls, (None, size))
         self.axis, self.size, self.weight, self.pair = axis, size, weight, pair
+        # (immutable: the key and hash once, since dims holding digits are cache keys of the rules)
+        self._key = (axis, size, weight, pair)
+        self._hash = hash(("digit",) + self._key)
         return self
 
     def key(self) -> tuple[int, int, int, bool]:
-        return self.axis, self.size, self.weight, self.pair
+        return self._key
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Digit) and self.key() == other.key()
+        return isinstance(other, Digit) and self._key == other._key
 
     def __ne__(self, other: object) -> bool:
         return not self == other
 
     def __hash__(self) -> int:
-        return hash(("digit",) + self.key())
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Digit({self.axis}, {self.size}, {self.weight}{', pair=True' if self.pair else ''})"

@@ -134,9 +134,12 @@ def _factored(line: dict[int, np.ndarray], size: int) -> Dim | None:
         weight = int(seq[axis][1]) if axis is not None else 0
         if weight < 0:
             return None
-        run = 1
-        while run < left and all(v[run] == (run * weight if b == axis else 0) for b, v in seq.items()):
-            run += 1
+        # the run: how far every axis holds what the factor says (axis: k * weight; the others: 0)
+        ramp = np.arange(left, dtype=np.int64) * weight
+        bad = np.zeros(left, dtype=bool)
+        for b, v in seq.items():
+            bad |= v != (ramp if b == axis else 0)
+        run = int(np.argmax(bad)) if bad.any() else left
         s = max(k for k in range(1, run + 1) if left % k == 0)
         if s == 1:
             return None
