@@ -82,6 +82,12 @@ def _reachable(value: Any, depth: int = 0) -> Iterator[Any]:
             yield from _reachable(item, depth + 1)
 
 
+def _flat_tuple(value: Any) -> bool:
+    """A tuple of scalars (a conv's kernel size, stride, padding): nothing inside to search or keep
+    (checked in C: this runs per attribute of every module)."""
+    return type(value) is tuple and _SCALARS.issuperset(map(type, value))
+
+
 def tensors_of(model: nn.Module) -> list[torch.Tensor]:
     """Every tensor the model's modules hold: parameters, buffers, tensor attributes and tensors in
     lists, tuples and dicts of attributes (any depth)."""
@@ -90,7 +96,7 @@ def tensors_of(model: nn.Module) -> list[torch.Tensor]:
         attrs = vars(module)
         for key in attrs.keys() - _SKIPPED:  # (torch's own dicts left out in C: this runs per module)
             value = attrs[key]
-            if type(value) in _SCALARS:
+            if type(value) in _SCALARS or _flat_tuple(value):
                 continue
             if isinstance(value, torch.Tensor):
                 found[id(value)] = value
@@ -111,8 +117,8 @@ class _Snapshot:
     def __init__(self, model: nn.Module):
         self.modules = list(model.modules())
         self.attrs = [dict(vars(m)) for m in self.modules]
-        self.dicts = [{k: (getattr(m, k).copy() if hasattr(getattr(m, k, None), "copy") else None)
-                       for k in _MODULE_DICTS if k in vars(m)} for m in self.modules]
+        self.dicts = [{k: (attrs[k].copy() if hasattr(attrs[k], "copy") else None) for k in _MODULE_DICTS if k in attrs}
+                      for attrs in self.attrs]
         self.training = [m.training for m in self.modules]
         self.containers: list = []
         self.empty: list = []  # containers that were empty: only emptied again
@@ -125,7 +131,7 @@ class _Snapshot:
                     self.empty.append(value)
             for key in attrs.keys() - _TORCH_DICTS:  # (set operations in C: this runs per module)
                 value = attrs[key]
-                if type(value) in _SCALARS or isinstance(value, _ATOMS):
+                if type(value) in _SCALARS or isinstance(value, _ATOMS) or _flat_tuple(value):
                     continue
                 for c in _reachable(value):
                     if isinstance(c, (list, dict)):
@@ -153,7 +159,8 @@ class _Snapshot:
                     continue
                 live.clear()
                 live.update(saved)
-            module.training = training
+            if module.training is not training:  # (nn.Module.__setattr__ is slow: only where it changed)
+                module.training = training
         for container in self.empty:
             if container:
                 container.clear()
