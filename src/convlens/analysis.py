@@ -26,7 +26,7 @@ from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
                        Paired, Part, Unknown, Windows, cached, clip_taps, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
-from .rules.plans import axes_of, broadcast, identity, plain
+from .rules.plans import Affine, axes_of, broadcast, identity, plain
 from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only, step_key
 from .rules.registry import Channels, Dim, Pieces, TokenDim, axis_size, digits_of, live_extras, retarget
 
@@ -359,6 +359,9 @@ class GraphWalk:
         """Per axis, the output's state from the plan and the inputs' states."""
         op = node.name
         ins = [t for t in dict.fromkeys(self._inputs(node, plan)) if t not in plan.unread]
+        passed = self._passed_on(node, plan, ins)
+        if passed is not None:
+            return passed
         axes: list[AxisState | Pending] = []
         gctx = False
         labels = [a for dim in plan.dims for a in axes_of(dim)]
@@ -463,6 +466,31 @@ class GraphWalk:
                       if isinstance(s, Global) else s for a, s in enumerate(axes))
         caveats = frozenset(plan.caveats).union(*(self.structure[t].caveats for t in ins))
         return Structure(self._extras_reached(plan, ins), final, gctx and has_local, plan, split, caveats=caveats)
+
+    def _passed_on(self, node: OpNode, plan: Plan, ins: list[int]) -> Structure | None:
+        """:meth:`_resolve`'s answer without its search over the axes, where the op passes one input's
+        geometry through (:meth:`_passes_through`: an activation, an inference batch norm) and that
+        input's axes are all local or constant, none on two dims: each local axis the same pending
+        state read through the identity, the input's global context (no other input has any)."""
+        if plan.constant or plan.no_rule or plan.unsupported:
+            return None
+        first = next(iter(plan.local.values()), None)
+        if not first or first[0].tid not in ins or not self._passes_through(node, plan, first[0].tid):
+            return None
+        record = self.structure[first[0].tid]
+        if not all(type(s) is Pending or type(s) is Constant for s in record.axes):
+            return None
+        labels = [a for dim in plan.dims for a in axes_of(dim)]
+        if len(labels) != len(set(labels)):
+            return None
+        axes = tuple(Pending(s.n, None if s.pinned else s.stride, s.period, (first[0],), s.pinned)
+                     if type(s) is Pending else CONSTANT for s in record.axes)
+        has_local = any(type(s) is Pending for s in axes)
+        split = plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP
+                                                    and any(self.structure[t].channels_split for t in ins))
+        caveats = frozenset(plan.caveats).union(*(self.structure[t].caveats for t in ins))
+        return Structure(self._extras_reached(plan, ins), axes, record.global_context and has_local, plan, split,
+                         caveats=caveats)
 
     # -------------------------------------------------------------- channel pieces
     def _carry_pieces(self, node: OpNode, plan: Plan, out: Structure, tid: int) -> Pieces | None:
@@ -595,8 +623,15 @@ class GraphWalk:
                     for src in s.sources:
                         key = (src.tid, a)
                         old = self.demand[key]
-                        if src.fn is identity or src.fn is broadcast:  # (the common maps, without arrays)
-                            first, last = (lo, hi - 1) if src.fn is identity else (0, 0)
+                        if src.fn is identity or src.fn is broadcast or type(src.fn) is Affine and src.fn.forward():
+                            # (the common maps, without arrays: their first and last taps)
+                            if src.fn is identity:
+                                first, last = lo, hi - 1
+                            elif src.fn is broadcast:
+                                first, last = 0, 0
+                            else:
+                                f = src.fn
+                                first, last = lo * f.scale + f.shift, (hi - 1) * f.scale + f.shift + f.step * (f.width - 1)
                             if lo < hi:
                                 self.demand[key] = (min(old[0], first), max(old[1], last + 1))
                             continue
@@ -967,8 +1002,12 @@ class GraphWalk:
         real = np.arange(n, dtype=np.int64)
         lo = hi = clo = chi = None
         for src in sources:
-            ta, tb, step = src.fn(v, False)
-            slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step, arr.monotone)
+            slo = _affine_windows(src.fn, arr, lo_d, hi_d)
+            if slo is not None:
+                slo, shi = slo
+            else:
+                ta, tb, step = src.fn(v, False)
+                slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step, arr.monotone)
             fa, fb, fstep = src.fn(real, True)
             fa, fb = clip_taps(fa, fb, fstep, len(arr.clo))
             flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep, arr.clipped_monotone)
@@ -1037,6 +1076,24 @@ class GraphWalk:
         reads = {t: st.plan.reads for t, st in self.structure.items() if st.plan is not None and st.plan.reads is not None}
         return GraphGeometry(self.geoms, costs, self.merges, self.no_rule, self.untracked, sources, reads, self.pieces,
                              self.piece_of)
+
+
+def _affine_windows(fn, arr: AxisArrays, lo_d: int, hi_d: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The unbounded windows of outputs ``[lo_d, hi_d)`` that read ``arr`` through an affine map
+    whose taps move forward (:meth:`~convlens.rules.plans.Affine.forward`), when arr's windows are
+    monotone: the first tap's lo and the last tap's hi, every ``scale``-th entry of the arrays from
+    the first output's taps on (:func:`~convlens.geometry.range_reduce`'s answer, without tap
+    arrays). None where that does not apply, or where a tap falls outside the arrays (the general
+    path then says so)."""
+    if type(fn) is not Affine or not fn.forward() or not arr.monotone or hi_d <= lo_d:
+        return None
+    scale, count = int(fn.scale), hi_d - lo_d
+    first = lo_d * scale + int(fn.shift) - arr.ustart
+    reach = int(fn.step) * (int(fn.width) - 1)  # (from a window's first tap to its last)
+    if first < 0 or first + scale * (count - 1) + reach >= len(arr.lo):
+        return None
+    return (arr.lo[first:first + scale * count:scale],
+            arr.hi[first + reach:first + reach + scale * count:scale])
 
 
 def _joined(parts: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:

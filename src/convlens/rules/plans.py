@@ -45,12 +45,29 @@ def constant_index(i: int) -> IndexFn:
     return fn
 
 
+class Affine:
+    """Output v reads taps ``scale*v + shift + step*t`` for t in [0, width): convs, pools, slices.
+    An :data:`IndexFn` whose parameters the walk may read (its demand and its unbounded windows
+    follow from them without tap arrays)."""
+
+    __slots__ = ("scale", "shift", "width", "step")
+
+    def __init__(self, scale: int, shift: int, width: int = 1, step: int = 1):
+        self.scale, self.shift, self.width, self.step = scale, shift, width, step
+
+    def __call__(self, v: np.ndarray, finite: bool):
+        a = v * self.scale + self.shift
+        return a, a + self.step * (self.width - 1), self.step
+
+    def forward(self) -> bool:
+        """Whether taps move forward with the output, in order, and never run empty (scale, step
+        and width at least 1): the first tap of v is the lowest, the last the highest."""
+        return self.scale >= 1 and self.step >= 1 and self.width >= 1
+
+
 def affine(scale: int, shift: int, width: int = 1, step: int = 1) -> IndexFn:
-    """Output v reads taps ``scale*v + shift + step*t`` for t in [0, width): convs, pools, slices."""
-    def fn(v: np.ndarray, finite: bool):
-        a = v * scale + shift
-        return a, a + step * (width - 1), step
-    return fn
+    """Output v reads taps ``scale*v + shift + step*t`` for t in [0, width) (:class:`Affine`)."""
+    return Affine(scale, shift, width, step)
 
 
 def tracked(ctx: RuleContext, ref: TRef) -> set[int]:
