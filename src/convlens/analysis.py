@@ -475,7 +475,8 @@ class GraphWalk:
         if plan.constant or plan.no_rule or plan.unsupported:
             return None
         first = next(iter(plan.local.values()), None)
-        if not first or first[0].tid not in ins or not self._passes_through(node, plan, first[0].tid):
+        if not first or first[0].fn is not identity or first[0].tid not in ins \
+                or not self._passes_through(node, plan, first[0].tid):
             return None
         record = self.structure[first[0].tid]
         if not all(type(s) is Pending or type(s) is Constant for s in record.axes):
@@ -751,7 +752,7 @@ class GraphWalk:
         identity map passes the demand on unchanged), which every reader indexes by position."""
         plan = st.plan
         first = next(iter(plan.local.values()), None) if plan is not None else None
-        if not first:
+        if not first or first[0].fn is not identity:
             return None
         t = first[0].tid
         record = self.geoms.get(t)

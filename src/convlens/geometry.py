@@ -133,6 +133,8 @@ class Windows:
         """Unite the pieces that are present at every position (their union is exact per axis); keep
         pieces with gaps apart, each once (merges of branches that carry the same gapped piece would
         otherwise multiply it: NASNet's cells made 83,208 copies of 8 pieces)."""
+        if len(parts) == 1:  # (one part: nothing to unite or to keep apart)
+            return cls(tuple(parts))
         full: dict[frozenset[int], list[Part]] = {}
         partial: dict[tuple, Part] = {}
         for part in parts:

@@ -523,6 +523,13 @@ def _moves(fn: IndexFn, scale: Fraction | None, n_out: int, n_in: int) -> bool:
     return False
 
 
+_UNARY: dict[tuple, tuple] = {}
+"""One input's pointwise plans, by what they depend on (its shape, dims and local axes, the output
+shape, per channel): the plan's fields with the input's id left out. Activations and norms repeat
+them through a whole network."""
+MAX_UNARY = 1 << 14
+
+
 def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] | None = None,
               per_channel: bool = False) -> Plan:
     """Elementwise op with broadcasting: every local axis is the union of its inputs' windows.
@@ -530,6 +537,29 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
     activation; not a softmax or a norm over channels, which the same union describes):
     ``Plan.same_index``."""
     out_shape = tuple(ctx.out_shape if out_shape is None else out_shape)
+    if len(refs) != 1:
+        return _pointwise(ctx, refs, out_shape, per_channel)
+    (ref,) = refs
+    key = (tuple(ctx.shape(ref)), tuple(ctx.dims(ref)), ctx.local_axes(ref), out_shape, per_channel)
+    known = _UNARY.get(key)
+    if known is None:
+        plan = _pointwise(ctx, refs, out_shape, per_channel)
+        if len(_UNARY) >= MAX_UNARY:
+            _UNARY.clear()
+        same = plan.same_index.get(ref.id)  # (copies: the caller may add to the plan it gets)
+        _UNARY[key] = (plan.dims, dict(plan.untracked), None if same is None else dict(same),
+                       {a: [(s.fn, s.scale, s.counted, s.period) for s in srcs] for a, srcs in plan.local.items()})
+        return plan
+    dims, untracked, same, local = known
+    plan = Plan(dims=dims, untracked=dict(untracked),
+                local={a: [Source(ref.id, *fields) for fields in srcs] for a, srcs in local.items()})
+    if same is not None:
+        plan.same_index[ref.id] = dict(same)
+    return plan
+
+
+def _pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: tuple[int, ...], per_channel: bool) -> Plan:
+    """:func:`pointwise` for any number of inputs."""
     rank = len(out_shape)
     # (each input's facts once, not once per dim and axis: a cat of many pieces is one merge of them all)
     facts = [(ref, ctx.shape(ref), ctx.dims(ref), rank - len(ctx.shape(ref))) for ref in refs]
