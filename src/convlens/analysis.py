@@ -1009,9 +1009,13 @@ class GraphWalk:
             else:
                 ta, tb, step = src.fn(v, False)
                 slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step, arr.monotone)
-            fa, fb, fstep = src.fn(real, True)
-            fa, fb = clip_taps(fa, fb, fstep, len(arr.clo))
-            flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep, arr.clipped_monotone)
+            flo = _affine_clipped(src.fn, arr, real)
+            if flo is not None:
+                flo, fhi = flo
+            else:
+                fa, fb, fstep = src.fn(real, True)
+                fa, fb = clip_taps(fa, fb, fstep, len(arr.clo))
+                flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep, arr.clipped_monotone)
             if lo is None:
                 lo, hi, clo, chi = slo, shi, flo, fhi
             else:
@@ -1095,6 +1099,28 @@ def _affine_windows(fn, arr: AxisArrays, lo_d: int, hi_d: int) -> tuple[np.ndarr
         return None
     return (arr.lo[first:first + scale * count:scale],
             arr.hi[first + reach:first + reach + scale * count:scale])
+
+
+def _affine_clipped(fn, arr: AxisArrays, real: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The clipped windows of the real outputs ``real`` that read ``arr`` through an affine map of
+    unit tap step whose taps move forward, when arr's clipped windows are monotone: the taps clamped
+    to the input's real positions, the first tap's lo and the last tap's hi, empty where every tap
+    reads padding (:func:`~convlens.geometry.range_reduce` after
+    :func:`~convlens.geometry.clip_taps`, in fewer steps). None where that does not apply."""
+    if type(fn) is not Affine or not fn.forward() or fn.step != 1 or not arr.clipped_monotone:
+        return None
+    n_in = len(arr.clo)
+    if n_in == 0:
+        return None
+    first = real * int(fn.scale) + int(fn.shift)
+    a = np.maximum(first, 0)
+    b = np.minimum(first + (int(fn.width) - 1), n_in - 1)
+    empty = a > b
+    if not empty.any():
+        return arr.clo[a], arr.chi[b]
+    lo, hi = arr.clo[np.minimum(a, n_in - 1)], arr.chi[np.maximum(b, 0)]
+    lo[empty], hi[empty] = EMPTY_LO, EMPTY_HI
+    return lo, hi
 
 
 def _joined(parts: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:

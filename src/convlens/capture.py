@@ -308,6 +308,9 @@ def _signature(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return ("t", tuple(x.shape), x.stride(), x.dtype, x.device.type, x.storage_offset())
     if isinstance(x, (tuple, list)):
+        kinds = tuple(map(type, x))
+        if _LEAVES.issuperset(kinds):  # (sizes, strides, paddings: described in C)
+            return (type(x), kinds, tuple(x))
         inner = tuple(_signature(v) for v in x)
         return None if any(v is None and u is not None for v, u in zip(inner, x)) else (type(x), inner)
     if isinstance(x, _SCALARS):
