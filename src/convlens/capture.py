@@ -29,7 +29,7 @@ import contextlib
 import functools
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
-from .modelstate import preserved, tensors_of
+from .modelstate import preserved
 
 CIRCULAR_PAD = "convlens.circular_pad"
 """Synthetic op: F.pad(mode='circular') recorded whole (aten decomposes it into writes into views)."""
@@ -404,10 +404,13 @@ class _State:
     current version's tensor id; ``live`` holds the ids that depend on the network input.
     """
 
-    def __init__(self, meta: bool, named: dict[int, tuple[str, str]], protected: set[int]):
+    def __init__(self, meta: bool, named: dict[int, tuple[str, str]], protected: Callable[[], set[int]]):
         self.meta = meta
         self.named = named  # id(tensor) -> (kind, name) for params and buffers
-        self.protected = protected  # storage pointers of the model's own tensors
+        # storage pointers of the model's own tensors: asked for only when an op writes into a real
+        # tensor (most forwards on meta never do)
+        self._protected_of = protected
+        self._protected: set[int] | None = None
         self.ids: dict[int, int] = {}  # id(logical tensor) -> current tensor id
         self.keep: list[torch.Tensor] = []  # keeps python ids unique while recording
         self.meta_cache: dict[int, torch.Tensor] = {}
@@ -459,7 +462,11 @@ class _State:
 
     def _protect(self, t: torch.Tensor) -> torch.Tensor:
         """A model tensor (or a view of one) about to be written for real: give it a private copy."""
-        if t.device.type == "meta" or t.numel() == 0 or t.untyped_storage().data_ptr() not in self.protected:
+        if t.device.type == "meta" or t.numel() == 0:
+            return t
+        if self._protected is None:
+            self._protected = self._protected_of()
+        if t.untyped_storage().data_ptr() not in self._protected:
             return t
         root = t._base if t._base is not None else t
         copy = torch.empty(0, dtype=root.dtype, device=root.device)
@@ -770,9 +777,6 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
         named.setdefault(id(p), ("param", name))
     for name, b in model.named_buffers(remove_duplicate=False):
         named.setdefault(id(b), ("buffer", name))
-    protected = {t.untyped_storage().data_ptr() for t in tensors_of(model)
-                 if t.device.type != "meta" and t.numel() > 0}
-    st = _State(meta, named, protected)
     names = _module_names(model)
     calls: list[ModuleCall] = []
     open_calls: list[tuple[ModuleCall, Any]] = []  # with their arguments, for error messages
@@ -799,7 +803,10 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
         call.end_op = len(st.nodes)
 
     device = "meta" if meta else "cpu"
-    with preserved(model), _recursion_room(max((p.count(".") + 1 for p in names.values() if p), default=0)):
+    depth = max((p.count(".") + 1 for p in names.values() if p), default=0)
+    with preserved(model) as snapshot, _recursion_room(depth):
+        st = _State(meta, named, lambda: {t.untyped_storage().data_ptr() for t in snapshot.tensors()
+                                          if t.device.type != "meta" and t.numel() > 0})
         x = torch.zeros(input_shape, dtype=dtype, device=device) if meta else torch.randn(input_shape, dtype=dtype)
         input_id = st.new_id(x, "input")
         st.live.add(input_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import operator
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -91,9 +91,13 @@ def _flat_tuple(value: Any) -> bool:
 def tensors_of(model: nn.Module) -> list[torch.Tensor]:
     """Every tensor the model's modules hold: parameters, buffers, tensor attributes and tensors in
     lists, tuples and dicts of attributes (any depth)."""
+    return _tensors_in(vars(module) for module in model.modules())
+
+
+def _tensors_in(modules_attrs: Iterable[dict[str, Any]]) -> list[torch.Tensor]:
+    """:func:`tensors_of` over the attribute dicts of the modules."""
     found: dict[int, torch.Tensor] = {}
-    for module in model.modules():
-        attrs = vars(module)
+    for attrs in modules_attrs:
         for key in attrs.keys() - _SKIPPED:  # (torch's own dicts left out in C: this runs per module)
             value = attrs[key]
             if type(value) in _SCALARS or _flat_tuple(value):
@@ -140,6 +144,12 @@ class _Snapshot:
                         else:
                             self.containers.append((c, list(c) if isinstance(c, list) else dict(c)))
 
+    def tensors(self) -> list[torch.Tensor]:
+        """:func:`tensors_of` the model as it was when the snapshot was taken (its parameter and
+        buffer dicts as they were then)."""
+        return _tensors_in({**attrs, **{k: v for k, v in dicts.items() if v is not None}}
+                           for attrs, dicts in zip(self.attrs, self.dicts))
+
     def restore(self) -> None:
         for module, attrs, dicts, training in zip(self.modules, self.attrs, self.dicts, self.training):
             current = vars(module)
@@ -177,14 +187,15 @@ _MISSING = object()
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
+def preserved(model: nn.Module) -> Iterator[_Snapshot]:
     """Run a block that may write into ``model``'s state; afterwards every module's attributes,
     parameter/buffer/submodule dicts, containers and training flags are as they were. Also keeps the
-    global (CPU) random state, which a forward that draws noise would advance."""
+    global (CPU) random state, which a forward that draws noise would advance. Gives the snapshot
+    (its :meth:`~_Snapshot.tensors`: the model's tensors before the block)."""
     snapshot = _Snapshot(model)
     try:
         with torch.random.fork_rng(devices=[]):
-            yield
+            yield snapshot
     finally:
         snapshot.restore()
 
