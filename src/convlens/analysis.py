@@ -24,7 +24,7 @@ import torch
 
 from .capture import Capture, OpNode
 from .geometry import (CONSTANT, EMPTY_HI, EMPTY_LO, MAX_PERIOD, AxisArrays, AxisState, Constant, Global, Local,
-                       Paired, Part, Unknown, Windows, cached, clip_taps, range_reduce)
+                       Paired, Part, Unknown, Windows, cached, clip_taps, known_monotone, range_reduce)
 from .rules import COST, GEOMETRY, Cost, Plan, RuleContext, Source, key_of
 from .rules.plans import Affine, axes_of, broadcast, identity, plain
 from .rules.relabel import INDEX_LIMIT, layout_of, moved, moves_only, step_key
@@ -998,10 +998,15 @@ class GraphWalk:
         start, stop = lo_d - arr.ustart, hi_d - arr.ustart
         if len(sources) == 1 and sources[0].fn is identity and start >= 0 and stop <= len(arr.lo) \
                 and n == len(arr.clo):  # elementwise ops: the input's arrays, as they are
-            return AxisArrays(lo_d, arr.lo[start:stop], arr.hi[start:stop], arr.clo, arr.chi)
+            return known_monotone(AxisArrays(lo_d, arr.lo[start:stop], arr.hi[start:stop], arr.clo, arr.chi),
+                                  arr.__dict__.get("monotone"), arr.__dict__.get("clipped_monotone"))
         v = np.arange(lo_d, hi_d, dtype=np.int64)
         real = np.arange(n, dtype=np.int64)
         lo = hi = clo = chi = None
+        # whether the windows are monotone by construction (forward affine maps of monotone windows,
+        # and minima and maxima of monotone arrays, are): None where not known
+        mono: bool | None = True
+        cmono: bool | None = True
         for src in sources:
             slo = _affine_windows(src.fn, arr, lo_d, hi_d)
             if slo is not None:
@@ -1009,13 +1014,16 @@ class GraphWalk:
             else:
                 ta, tb, step = src.fn(v, False)
                 slo, shi = range_reduce(arr.lo, arr.hi, arr.ustart, ta, tb, step, arr.monotone)
+                mono = None
             flo = _affine_clipped(src.fn, arr, real)
             if flo is not None:
-                flo, fhi = flo
+                flo, fhi, full = flo
+                cmono = cmono if full else None
             else:
                 fa, fb, fstep = src.fn(real, True)
                 fa, fb = clip_taps(fa, fb, fstep, len(arr.clo))
                 flo, fhi = range_reduce(arr.clo, arr.chi, 0, fa, fb, fstep, arr.clipped_monotone)
+                cmono = None
             if lo is None:
                 lo, hi, clo, chi = slo, shi, flo, fhi
             else:
@@ -1024,7 +1032,8 @@ class GraphWalk:
         if lo is None:  # (no source: no position reads anything)
             lo, hi = np.full(len(v), EMPTY_LO), np.full(len(v), EMPTY_HI)
             clo, chi = np.full(n, EMPTY_LO), np.full(n, EMPTY_HI)
-        return AxisArrays(lo_d, lo, hi, clo, chi)
+            mono = cmono = None
+        return known_monotone(AxisArrays(lo_d, lo, hi, clo, chi), mono, cmono)
 
     def _summarize(self, tid: int, axes, windows: Windows) -> tuple[AxisState, ...]:
         """Each pending axis as its :class:`Local` summary (profile at the centre of the others)."""
@@ -1101,12 +1110,13 @@ def _affine_windows(fn, arr: AxisArrays, lo_d: int, hi_d: int) -> tuple[np.ndarr
             arr.hi[first + reach:first + reach + scale * count:scale])
 
 
-def _affine_clipped(fn, arr: AxisArrays, real: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _affine_clipped(fn, arr: AxisArrays, real: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """The clipped windows of the real outputs ``real`` that read ``arr`` through an affine map of
     unit tap step whose taps move forward, when arr's clipped windows are monotone: the taps clamped
     to the input's real positions, the first tap's lo and the last tap's hi, empty where every tap
     reads padding (:func:`~convlens.geometry.range_reduce` after
-    :func:`~convlens.geometry.clip_taps`, in fewer steps). None where that does not apply."""
+    :func:`~convlens.geometry.clip_taps`, in fewer steps), and whether none is empty (the windows
+    are then monotone too). None where that does not apply."""
     if type(fn) is not Affine or not fn.forward() or fn.step != 1 or not arr.clipped_monotone:
         return None
     n_in = len(arr.clo)
@@ -1117,10 +1127,10 @@ def _affine_clipped(fn, arr: AxisArrays, real: np.ndarray) -> tuple[np.ndarray, 
     b = np.minimum(first + (int(fn.width) - 1), n_in - 1)
     empty = a > b
     if not empty.any():
-        return arr.clo[a], arr.chi[b]
+        return arr.clo[a], arr.chi[b], True
     lo, hi = arr.clo[np.minimum(a, n_in - 1)], arr.chi[np.maximum(b, 0)]
     lo[empty], hi[empty] = EMPTY_LO, EMPTY_HI
-    return lo, hi
+    return lo, hi, False
 
 
 def _joined(parts: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:

@@ -100,6 +100,16 @@ class AxisArrays:
         return bool((self.lo <= self.hi).all() and (self.clo <= self.chi).all())
 
 
+def known_monotone(arr: AxisArrays, monotone: bool | None, clipped_monotone: bool | None) -> AxisArrays:
+    """``arr``, with :attr:`AxisArrays.monotone` and :attr:`AxisArrays.clipped_monotone` already
+    answered where its maker knows them (None: not known, looked up when asked)."""
+    if monotone is not None:
+        arr.__dict__["monotone"] = monotone
+    if clipped_monotone is not None:
+        arr.__dict__["clipped_monotone"] = clipped_monotone
+    return arr
+
+
 @dataclass(frozen=True)
 class Part:
     """A separable piece of a tensor's geometry: the window of unit u is the product over axes of
@@ -283,16 +293,24 @@ class Local:
         profile is pinned)."""
         if self.pinned:
             return None
-        u = np.arange(0, max(self.n, min(self.period, MAX_PERIOD)), dtype=np.int64) - self.ustart
-        lo, hi = self.lo[u], self.hi[u]
+        lo, hi = self._units(max(self.n, min(self.period, MAX_PERIOD)))
         ok = lo <= hi
+        if ok.all():
+            return int((hi - lo).max()) + 1 if len(lo) else None
         return int((hi[ok] - lo[ok]).max()) + 1 if ok.any() else None
+
+    def _units(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The profile's windows of units 0..m-1 (views where the profile covers them)."""
+        i = -self.ustart
+        if 0 <= i and i + m <= len(self.lo):
+            return self.lo[i:i + m], self.hi[i:i + m]
+        u = np.arange(m, dtype=np.int64) - self.ustart
+        return self.lo[u], self.hi[u]
 
     def inside(self, n_in: int) -> np.ndarray:
         """Per unit 0..n-1: its unbounded window (on the profile) lies inside the real input
         ``[0, n_in)`` and is not empty."""
-        u = np.arange(self.n, dtype=np.int64) - self.ustart
-        lo, hi = self.lo[u], self.hi[u]
+        lo, hi = self._units(self.n)
         return (lo >= 0) & (hi <= n_in - 1) & (lo <= hi)
 
     @cached
@@ -301,11 +319,14 @@ class Local:
         unreachable units (phase gaps) are left out of the mean."""
         if self.stride is None or self.period > MAX_PERIOD:
             return None
-        u = np.arange(self.period, dtype=np.int64)
-        lo, hi = self.lo[u - self.ustart], self.hi[u - self.ustart]
+        lo, hi = self._units(self.period)
         ok = lo <= hi
+        if ok.all():  # (every unit reached: sums without masks)
+            total = Fraction(int((lo + hi).sum()), 2) - self.period * (self.period - 1) // 2 * self.stride
+            return total / self.period
         if not ok.any():
             return None
+        u = np.arange(self.period, dtype=np.int64)
         # sum over the reachable units of (lo + hi) / 2 - u * stride, in exact integers and one Fraction
         total = Fraction(int((lo[ok] + hi[ok]).sum()), 2) - int(u[ok].sum()) * self.stride
         return total / int(ok.sum())

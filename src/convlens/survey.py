@@ -123,7 +123,7 @@ class SurveyRow:
                 "macs": num(self.macs), "peak_activation_bytes": num(self.peak_activation_bytes),
                 "stages": " ".join(s.text() for s in self.stages),
                 "unknown": " ; ".join(f"{op} x{n}" for op, n in self.unknown.items()),
-                "analysis_s": "" if self.analysis_s is None else f"{self.analysis_s:.3f}",
+                "analysis_s": "" if self.analysis_s is None else f"{self.analysis_s:.4f}",
                 "forward_s": "" if self.forward_s is None else f"{self.forward_s:.4f}",
                 "backend": self.backend, "error": self.error}
 
@@ -331,7 +331,7 @@ def measure(task: Task) -> SurveyRow:
             model = build_model(factory, on_meta=False)
             forward_s = _forward_time(model, full_shape)
             report, seconds = _analysis_time(model, full_shape, task.model)
-        analysis_s = round(seconds, 3)  # what every format keeps
+        analysis_s = round(seconds, 4)  # what every format keeps (0.1 ms, as the forward)
     except ConvlensError as e:
         return SurveyRow(task.model, task.input, "failed", error=first_line(e))
     except Exception as e:  # noqa: BLE001 - a bug in convlens on someone's model: the row says so
