@@ -63,7 +63,8 @@ methods, operators, in-place forms)          ``a - b`` -> ``a + b``; ``-a`` -> `
 
 layer_norm, group_norm and instance_norm (batch statistics) become ``x + mean(x)`` over the normalised
 group (affine weights kept): the paths of their statistics stay, and no centring cancels a pixel
-that the whole group reads alike.
+that the whole group reads alike. ``F.normalize`` becomes ``x + mean(x)`` along its dim likewise (run
+as is, a position whose other entries are exactly zero normalises to a constant).
 
 softmax, and scaled dot-product attention written out as ``softmax(q kᵀ * scale + mask) v``, run on
 logits divided by a detached positive constant (their largest finite magnitude along the dim, plus 1),
@@ -311,6 +312,20 @@ def _norm_as_sum(kind: str):
     return rule
 
 
+def _normalize(mode, func, name, args, kwargs):
+    """``F.normalize`` (x over its p-norm along ``dim``) as ``x + mean(x)`` along ``dim``, as the
+    norms above: the paths of every entry along ``dim`` kept, with positive weight. Run as is, a
+    position whose other entries along ``dim`` are exactly zero (channels of zero padding beside one
+    that is not) normalises to a constant, and the path its own value has (DESIGN: windows are
+    paths) gets an exact-zero gradient (the 10,000-network generator's l2norm gate after a cat of a
+    padded map, seed 34). ``"ones"`` mode runs it as is."""
+    a = _bind(args, kwargs, ("input", "p", "dim", "eps", "out"), {"p": 2.0, "dim": 1, "eps": 1e-12, "out": None})
+    x = a["input"]
+    if mode.ones or not isinstance(x, torch.Tensor) or not x.is_floating_point() or a["out"] is not None:
+        return NotImplemented
+    return x + x.mean(a["dim"], keepdim=True)
+
+
 def _tempered(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Logits over a detached positive scale: the same pairs get nonzero weight, none rounds to 0."""
     finite = torch.isfinite(x.detach())
@@ -550,6 +565,7 @@ for _n in _SIGNED:
 _RULES["batch_norm"] = _batch_norm
 for _n in ("layer_norm", "group_norm", "instance_norm"):
     _RULES[_n] = _norm_as_sum(_n)
+_RULES["normalize"] = _normalize
 _RULES["softmax"] = _RULES["log_softmax"] = _softmax
 for _n in ("add", "__add__", "__radd__", "add_", "__iadd__"):
     _RULES[_n] = _add

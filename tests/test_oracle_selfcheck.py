@@ -193,6 +193,22 @@ def test_norms_keep_a_path_their_whole_group_reads_alike():
     assert grad[3] > 1e-6 * grad.max()  # not a rounding residue: the linearized norm keeps the path
 
 
+class _NormalizedBesidePadding(nn.Module):
+    """x beside a channel of zero padding, normalized over the channels: every position holds
+    (x / |x|, 0) = (sign x, 0), a constant, so the real gradient is zero although each output reads
+    its own pixel (a path, DESIGN)."""
+
+    def forward(self, x):
+        return F.normalize(torch.cat([x, torch.zeros_like(x)], 1), dim=1)
+
+
+def test_normalize_keeps_the_path_of_a_constant_result():
+    # output position 3 reads input position 3 alone, with a gradient of order 1 (a constant's real
+    # gradient is zero up to rounding, about 1e-16)
+    found = probe(_NormalizedBesidePadding(), (1, 1, 8), unit=(3,))
+    assert found.bbox == [(3, 3)] and found.grad[3] > 1e-3
+
+
 class _AttentionOverOneToken(nn.Module):
     """A 3-tap conv, pooled to one position, then attention over that one token."""
 
