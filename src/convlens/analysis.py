@@ -434,16 +434,16 @@ class GraphWalk:
                     continue
                 gctx |= sees_global or a in plan.context
                 moving = [s for s in local if s.fn is not broadcast]
-                strides = {None if states[s.tid].stride is None or s.scale is None else
+                strides = [None if states[s.tid].stride is None or s.scale is None else
                            states[s.tid].stride if s.scale.numerator == s.scale.denominator else
-                           states[s.tid].stride * s.scale for s in moving}
+                           states[s.tid].stride * s.scale for s in moving]  # (a list: Fractions hash slowly)
                 # a broadcast input whose own axis has no stride (one position that an op held on no
                 # dim, a linear over the flattened grid, say) would move on a larger input where this
                 # one cannot tell: united with inputs that move, its unbounded geometry is unknown,
                 # and so is all that reads it (10,000-network run)
                 pinned = any(states[s.tid].pinned for s in local) or bool(moving) and any(
                     s.fn is broadcast and states[s.tid].stride is None for s in local)
-                stride = strides.pop() if len(strides) == 1 and not pinned else None
+                stride = strides[0] if strides and not pinned and all(x == strides[0] for x in strides) else None
                 period = 1
                 for s in moving:  # the pattern repeats after b * P / gcd(a, P) outputs, scale = a/b
                     if s.scale is None:
