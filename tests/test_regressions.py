@@ -753,3 +753,26 @@ def test_blocks_paired_in_another_order_are_named():
     assert all(isinstance(s, Unknown) for s in report[""].axes), report.notes
     assert any("blocks in different orders" in note for note in report.notes), report.notes
     check_against_oracle(model, shape)
+
+
+class LiveTokensFirst(nn.Module):
+    """The same activation on two token maps of one shape: first one whose class token has seen the
+    patches (statistics over the tokens), then one whose class token is still the constant it was.
+    The second stays constant (one input's pointwise plans are reused: their key must tell live
+    extra tokens from constant ones, which the dims' equality does not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.zeros(1, 1, 8))
+        self.proj = nn.Conv2d(3, 8, 4, 4)
+
+    def forward(self, x):
+        t = self.proj(x).flatten(2).transpose(1, 2)
+        a = torch.cat([self.cls.expand(1, -1, -1), t], 1)
+        seen = torch.relu(a + a.mean(1, keepdim=True))
+        still = torch.relu(a)
+        return still[:, 0], seen[:, 0]
+
+
+def test_constant_extra_tokens_after_live_ones_of_the_same_shape_stay_constant():
+    check_against_oracle(LiveTokensFirst(), (1, 3, 16, 16))

@@ -524,9 +524,9 @@ def _moves(fn: IndexFn, scale: Fraction | None, n_out: int, n_in: int) -> bool:
 
 
 _UNARY: dict[tuple, tuple] = {}
-"""One input's pointwise plans, by what they depend on (its shape, dims and local axes, the output
-shape, per channel): the plan's fields with the input's id left out. Activations and norms repeat
-them through a whole network."""
+"""One input's pointwise plans, by what they depend on (its shape, dims with their extra tokens'
+liveness, and local axes, the output shape, per channel): the plan's fields with the input's id left
+out. Activations and norms repeat them through a whole network."""
 MAX_UNARY = 1 << 14
 
 
@@ -540,7 +540,8 @@ def pointwise(ctx: RuleContext, refs: Sequence[TRef], out_shape: Sequence[int] |
     if len(refs) != 1:
         return _pointwise(ctx, refs, out_shape, per_channel)
     (ref,) = refs
-    key = (tuple(ctx.shape(ref)), tuple(ctx.dims(ref)), ctx.local_axes(ref), out_shape, per_channel)
+    dims = tuple(ctx.dims(ref))  # (and whether their extra tokens are live, which dims' equality ignores)
+    key = (tuple(ctx.shape(ref)), dims, tuple(map(live_extras, dims)), ctx.local_axes(ref), out_shape, per_channel)
     known = _UNARY.get(key)
     if known is None:
         plan = _pointwise(ctx, refs, out_shape, per_channel)
