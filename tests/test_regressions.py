@@ -776,3 +776,25 @@ class LiveTokensFirst(nn.Module):
 
 def test_constant_extra_tokens_after_live_ones_of_the_same_shape_stay_constant():
     check_against_oracle(LiveTokensFirst(), (1, 3, 16, 16))
+
+
+class GlobalRowWritten(nn.Module):
+    """A global map whose rows 1 and 3 only padding reaches (a transposed conv's phase gaps over a
+    pooled value), one reached row multiplied in place by a row of another global map (a select),
+    then the gap rows cropped: nothing real reaches what is left. The written value, global and
+    held on no dim, reaches the written row alone, not every row."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 2, (5, 3), stride=2, padding=(2, 1), output_padding=(0, 1), dilation=(2, 1))
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        g = self.up(F.adaptive_avg_pool2d(x, 1))
+        y = g.clone()
+        y.select(2, 2).mul_(self.conv(g).select(2, 3))
+        return y[:, :, 1::2]
+
+
+def test_a_global_value_written_into_one_row_reaches_that_row_alone():
+    check_against_oracle(GlobalRowWritten(), (1, 2, 15, 23))

@@ -168,7 +168,7 @@ def region_write(ctx: RuleContext, base: TRef, src: TRef, d: int, start: int, st
         plan.unread.add(base.id)
     elif not axes_of(dims[d]):
         plan.channels = Channels.SPLIT  # channels (or samples) in the region see other windows than the rest
-    base_local, src_local = set(ctx.local_axes(base)), set(ctx.local_axes(src))
+    base_local, src_local, src_global = set(ctx.local_axes(base)), set(ctx.local_axes(src)), ctx.global_axes(src)
     tracked = {a for dim in (*dims, *src_dims) for a in axes_of(dim)} | base_local | src_local
     for a in sorted(tracked):
         e, eb, es = _where(dims, a), _where(base_dims, a), _where(src_dims, a)
@@ -185,7 +185,9 @@ def region_write(ctx: RuleContext, base: TRef, src: TRef, d: int, start: int, st
             elif eb is not None:
                 sources.append(Source(base.id, identity))
         if es is None:  # the view's value: one position (a select), or an axis it does not carry
-            if a in src_local:
+            if a in src_local or a in src_global:
+                # (a global value too: it reaches the region's positions only, which the reach of a
+                # global output must say; unmapped, it would reach every one, the 10,000-network run)
                 sources.append(Source(src.id, from_one if in_region else broadcast))
         elif in_region and not selected and es == d and len(src_dims[es]) == 1 and len(dims[d]) == 1:
             sources.append(Source(src.id, from_view, Fraction(1, step)))
