@@ -474,17 +474,17 @@ class GraphWalk:
         state read through the identity, the input's global context (no other input has any)."""
         if plan.constant or plan.no_rule or plan.unsupported:
             return None
-        first = next(iter(plan.local.values()), None)
-        if not first or first[0].fn is not identity or first[0].tid not in ins \
-                or not self._passes_through(node, plan, first[0].tid):
+        t = self._passed_input(node, plan)
+        if t is None or t not in ins:
             return None
-        record = self.structure[first[0].tid]
+        source = next(iter(plan.local.values()))[0]  # (Source(t, identity), as every local axis reads t)
+        record = self.structure[t]
         if not all(type(s) is Pending or type(s) is Constant for s in record.axes):
             return None
         labels = [a for dim in plan.dims for a in axes_of(dim)]
         if len(labels) != len(set(labels)):
             return None
-        axes = tuple(Pending(s.n, None if s.pinned else s.stride, s.period, (first[0],), s.pinned)
+        axes = tuple(Pending(s.n, None if s.pinned else s.stride, s.period, (source,), s.pinned)
                      if type(s) is Pending else CONSTANT for s in record.axes)
         has_local = any(type(s) is Pending for s in axes)
         split = plan.channels is Channels.SPLIT or (plan.channels is Channels.KEEP
@@ -559,6 +559,14 @@ class GraphWalk:
         self.pieces.setdefault(node.index, []).append(vt)
         self.piece_of[vt] = tid
         return vt
+
+    def _passed_input(self, node: OpNode, plan: Plan | None) -> int | None:
+        """The input whose geometry the op passes through unchanged (:meth:`_passes_through`), if any:
+        the one every local axis reads through the identity."""
+        first = next(iter(plan.local.values()), None) if plan is not None else None
+        if not first or first[0].fn is not identity or not self._passes_through(node, plan, first[0].tid):
+            return None
+        return first[0].tid
 
     def _passes_through(self, node: OpNode, plan: Plan, t: int) -> bool:
         """Whether the op leaves input t's geometry as it is: the same dims, every local axis read
@@ -750,13 +758,9 @@ class GraphWalk:
         and constant axes: the same windows, summaries and context spans, under the output's own
         dims, global context and caveats. Its windows cover at least this output's demand (an
         identity map passes the demand on unchanged), which every reader indexes by position."""
-        plan = st.plan
-        first = next(iter(plan.local.values()), None) if plan is not None else None
-        if not first or first[0].fn is not identity:
-            return None
-        t = first[0].tid
-        record = self.geoms.get(t)
-        if record is None or record.late or not self._passes_through(node, plan, t):
+        t = self._passed_input(node, st.plan)
+        record = self.geoms.get(t) if t is not None else None
+        if record is None or record.late:
             return None
         for s, r in zip(st.axes, record.axes):
             if isinstance(s, Pending):
