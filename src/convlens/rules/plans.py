@@ -83,6 +83,15 @@ def virtual_axes(ctx: RuleContext, ref: TRef) -> set[int]:
     return set(ctx.local_axes(ref)) - carried
 
 
+_WINDOWED: dict[tuple, Plan] = {}
+"""Plans of :func:`windowed` by what they depend on, where every map is :class:`Affine` (compared by
+its parameters), no input rides along (``extra``) and no dim holds digits of a split axis: the input's
+shape, dims with their extra tokens' liveness, local and global axes, the maps, fold, drop, output
+shape and per channel. The stored plan reads input id -1 (:func:`_as_read_by`). Convs and pools
+repeat them through a whole network."""
+MAX_WINDOWED = 1 << 14
+
+
 def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]] | None = None,
              fold: Sequence[int] = (), drop: Sequence[int] = (), out_shape: Sequence[int] | None = None,
              extra: Sequence[TRef] = (), per_channel: bool = False) -> Plan:
@@ -96,7 +105,37 @@ def windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]
     attention, whose features mix): ``Plan.same_index``.
     """
     maps = maps or {}
-    out_shape = list(ctx.out_shape if out_shape is None else out_shape)
+    out_shape = tuple(ctx.out_shape if out_shape is None else out_shape)
+    dims = ctx.dims(x)
+    if extra or not all(type(fn) is Affine for fn, _ in maps.values()) or digit_axes(dims):
+        return _windowed(ctx, x, maps, fold, drop, out_shape, extra, per_channel)
+    key = (tuple(ctx.shape(x)), tuple(dims), tuple(map(live_extras, dims)), ctx.local_axes(x), ctx.global_axes(x),
+           tuple((d, fn.scale, fn.shift, fn.width, fn.step, scale) for d, (fn, scale) in sorted(maps.items())),
+           tuple(fold), tuple(drop), out_shape, per_channel)
+    known = _WINDOWED.get(key)
+    if known is None:
+        plan = _windowed(ctx, x, maps, fold, drop, out_shape, extra, per_channel)
+        if len(_WINDOWED) >= MAX_WINDOWED:
+            _WINDOWED.clear()
+        _WINDOWED[key] = _as_read_by(plan, x.id, -1)
+        return plan
+    return _as_read_by(known, -1, x.id)
+
+
+def _as_read_by(plan: Plan, old: int, new: int) -> Plan:
+    """A copy of a :func:`windowed` plan (of the fields it sets) that reads input ``new`` where
+    ``plan`` reads ``old``; its own containers (the caller may add to the plan it gets)."""
+    return Plan(dims=plan.dims, local={a: [Source(new if s.tid == old else s.tid, s.fn, s.scale, s.counted, s.period)
+                                           for s in srcs] for a, srcs in plan.local.items()},
+                fold=set(plan.fold), unsupported=plan.unsupported, untracked=dict(plan.untracked),
+                same_index={new if t == old else t: dict(same) for t, same in plan.same_index.items()})
+
+
+def _windowed(ctx: RuleContext, x: TRef, maps: dict[int, tuple[IndexFn, Fraction]],
+              fold: Sequence[int], drop: Sequence[int], out_shape: Sequence[int], extra: Sequence[TRef],
+              per_channel: bool) -> Plan:
+    """:func:`windowed`, computed."""
+    out_shape = list(out_shape)
     in_shape = ctx.shape(x)
     carried = {a for dim in ctx.dims(x) for a in axes_of(dim)} | digit_axes(ctx.dims(x))
     kept = [d for d in range(len(in_shape)) if d not in drop]
