@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import convlens
+from convlens.cli import main
 from convlens.zoo import dilated_vgg16_voc
 
 
@@ -70,6 +72,48 @@ def test_file_and_module_callables(tmp_path):
     assert json.loads(done.stdout)["layers"][0]["rf"] == [13]
     done = run("analyze", "mynet:net", "--input", "8x100", "--format", "json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def test_package_module_from_the_current_directory(tmp_path):
+    # the installed script, as a user runs it: Python puts the script's folder on the import path,
+    # not the current directory (python -m does, which hid this)
+    package = tmp_path / "mypackage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        from .parts import block
+        def UNet():
+            return nn.Sequential(block(1, 4), block(4, 2))
+    """))
+    (package / "parts.py").write_text("import torch.nn as nn\ndef block(i, o):\n    return nn.Conv2d(i, o, 3)\n")
+    script = Path(sys.executable).with_name("convlens")
+    done = subprocess.run([str(script), "analyze", "mypackage.models:UNet", "--input", "1x16x16", "--format", "json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layers"][0]["rf"] == [5, 5]
+
+
+def test_model_file_with_a_dataclass_and_postponed_annotations(tmp_path):
+    # dataclasses look the module up in sys.modules while its body runs
+    src = tmp_path / "config_net.py"
+    src.write_text(textwrap.dedent("""
+        from __future__ import annotations
+        from dataclasses import dataclass
+        import torch.nn as nn
+
+        @dataclass
+        class Config:
+            width: int = 4
+            kernel: int = 3
+
+        def build(config: Config | None = None) -> nn.Module:
+            config = config or Config()
+            return nn.Conv2d(3, config.width, config.kernel, dilation=2)
+    """))
+    assert main(["analyze", f"{src}:build", "--input", "3x32x32", "--format", "json", "-o",
+                 str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["layers"][0]["rf"] == [5, 5]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -95,14 +96,19 @@ def _callable(where: str, attr: str) -> Callable[[], nn.Module]:
         module_name = f"_convlens_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
+        # registered before it runs, as an import would: dataclasses, pickling and typing look the
+        # module up by name while its body runs
+        sys.modules[module_name] = module
         try:
             sys.path.insert(0, str(path.parent.resolve()))
             spec.loader.exec_module(module)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - any import failure is the user's file
+            sys.modules.pop(module_name, None)
             raise ModelError(f"{where} does not import: {_user(e)}") from None
         finally:
             sys.path.pop(0)
     else:
+        _current_directory_importable()
         try:
             module = importlib.import_module(where)
         except (Exception, SystemExit) as e:  # noqa: BLE001
@@ -124,6 +130,16 @@ def _callable(where: str, attr: str) -> Callable[[], nn.Module]:
             raise ConvlensError(f"{where}:{attr}() returned {type(model).__name__}, not an nn.Module")
         return model
     return build
+
+
+def _current_directory_importable() -> None:
+    """Put the current directory first on the import path, as ``python -m`` does, so that
+    ``package.module:CALLABLE`` finds a package in the folder the user runs convlens from (the
+    ``convlens`` script's own folder is what Python puts there). It stays for the process: the
+    model's code may import its siblings later, while it is built or run."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:  # ("": the current directory, whatever it is)
+        sys.path.insert(0, here)
 
 
 def build_model(factory: Callable[[], nn.Module], on_meta: bool = True) -> nn.Module:
