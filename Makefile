@@ -23,3 +23,4 @@ bench: $(STAMP)  ## timings against the peers installed side by side (not part o
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_analyze.py
 	$(PY) benchmarks/bench_units.py
+	$(PY) benchmarks/bench_cli_start.py

@@ -464,7 +464,7 @@ def test_ctrl_c_during_erf_exits_130_in_one_line_and_keeps_the_old_output(models
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
 def test_a_failed_render_leaves_the_earlier_file_as_it_was(fmt, models, tmp_path, monkeypatch):
-    import convlens.cli as cli_module
+    import convlens.cli.commands as cli_module
     out = tmp_path / "r.out"
     out.write_text("the earlier result")
 

@@ -59,6 +59,35 @@ def test_depth_limits_table_rows():
     assert "layer1.0.conv1" not in shallow and "layer1.0.conv1" in deep
 
 
+def test_depth_all_shows_every_row():
+    every = run("analyze", "torchvision:resnet18", "--input", "3x64x64", "--depth", "all").stdout
+    assert "layer1.0.conv1" in every and "layer4.1.bn2" in every
+    assert f"rows: {len(convlens.analyze(torchvision_resnet18(), (1, 3, 64, 64)))}" in every
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"convlens {version('convlens')}"
+    assert convlens.__version__ == version("convlens")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["arith", "conv", "-i", "224", "-k", "7", "-s", "2", "-p", "3"],
+                                  ["arith", "--help"], ["analyze", "--help"], ["survey", "--help"]])
+def test_small_commands_start_without_torch(args):
+    # a fresh interpreter: what the command imported, after it ran (help and version exit)
+    code = ("import sys\nfrom convlens.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'rich', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def torchvision_resnet18():
+    import torchvision
+    return torchvision.models.resnet18(weights=None)
+
+
 def test_file_and_module_callables(tmp_path):
     src = tmp_path / "mynet.py"
     src.write_text(textwrap.dedent("""
@@ -118,7 +147,10 @@ def test_model_file_with_a_dataclass_and_postponed_annotations(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("analyze", "nosuchmodel"), "unknown model"),
-    (("analyze", "torchvision:resnet5"), "torchvision has no model"),
+    (("analyze", "torchvision:resnet5"), "torchvision has no model 'resnet5'; did you mean torchvision:resnet50"),
+    (("analyze", "resnet50"), "did you mean torchvision:resnet50"),
+    (("analyze", "zoo:unett"), "the zoo has no model 'unett'; did you mean unet?"),
+    (("analyze", "--depth", "al"), "must be 'all' or an integer"),
     (("analyze", "--input", "3x2a4"), "bad --input"),
     (("analyze", "--input", "224x224", "torchvision:resnet18"), "fails on input shape"),
     (("analyze", "missing.py:build"), "no file"),

@@ -6,6 +6,9 @@ convolutions of all-ones inputs and one-hot kernels, real gradients), never by c
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -102,10 +105,47 @@ def test_misaligned_merge_is_listed():
         def forward(self, x):
             return self.body(x) + x  # body's unit u is centred on u + 1, the shortcut's on u
 
-    found = _kinds(convlens.analyze(Shifted(), (1, 1, 9, 9)), "misaligned-merge")
-    assert sorted(d.data["axis"] for d in found) == [0, 1] and all(d.row == "" for d in found)
+    report = convlens.analyze(Shifted(), (1, 1, 9, 9))
+    (found,) = _kinds(report, "misaligned-merge")  # one message for both axes, which differ alike
+    assert found.data["axes"] == [0, 1] and found.row == ""
+    assert "along axes 0 and 1" in found.message
+    assert "the centres of the input lie 1 px before those of body at every unit" in found.message
+    assert report[""].notes.count(found.message) == 1  # once, on its own row
+    assert not any(found.message in layer.notes for layer in report if layer.name)
     aligned = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1))
     assert not _kinds(convlens.analyze(aligned, (1, 1, 9, 9)), "misaligned-merge")
+
+
+class SkipAndUp(nn.Module):
+    """A U-Net's skip beside an upsampled path: ``up`` pools 2 and a transposed conv (kernel 2,
+    stride 2) brings it back, so units 2i and 2i + 1 of ``up`` both see pixels 2i and 2i + 1."""
+
+    def __init__(self, kernel: int = 2):
+        super().__init__()
+        self.skip = nn.Conv1d(1, 1, 1)
+        self.up = nn.Sequential(nn.MaxPool1d(2), nn.ConvTranspose1d(1, 1, kernel, stride=2))
+
+    def forward(self, x):
+        return torch.cat([self.skip(x), self.up(x)], dim=1)
+
+
+def test_a_misaligned_merge_says_where_and_by_how_much_the_centres_differ():
+    import re
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from oracle import probe
+    model, shape = SkipAndUp(), (1, 1, 16)
+    (found,) = _kinds(convlens.analyze(model, shape), "misaligned-merge")
+    # the centre of each unit of each branch from the oracle's gradient support, and their difference
+    def centre(layer, u):
+        lo, hi = probe(model, shape, layer, (u,)).bbox[0]
+        return Fraction(lo + hi, 2)
+    diff = {u: centre("up", u) - centre("skip", u) for u in range(2, 14)}
+    stated = re.findall(r"(\d+(?:/\d+)?) px (after|before) those of skip at units u ≡ (\d) \(mod 2\)", found.message)
+    assert len(stated) == 2, found.message
+    for amount, side, phase in stated:
+        expected = {Fraction(amount) * (1 if side == "after" else -1)}
+        assert {d for u, d in diff.items() if u % 2 == int(phase)} == expected
 
 
 def test_diagnostics_in_json_and_table(capsys):
@@ -115,3 +155,38 @@ def test_diagnostics_in_json_and_table(capsys):
     from convlens.render import render_table
     render_table(report)
     assert "diagnostics (" in capsys.readouterr().out
+
+
+@given(st.lists(st.integers(-6, 6), min_size=1, max_size=5), st.integers(12, 40), st.integers(0, 3))
+@settings(max_examples=60, deadline=None)
+def test_centre_differences_state_the_numbers(pattern, n, edge):
+    # centres as lo + hi (half pixels): a periodic pattern of differences, with `edge` units at the
+    # start that differ by one more half pixel (a border effect breaks the period)
+    import re
+    from convlens.analysis import centre_differences
+    ref = np.arange(n, dtype=np.float64) * 2
+    d = np.array([pattern[u % len(pattern)] for u in range(n)], dtype=np.float64)
+    d[:edge] += 1
+    text = centre_differences(ref, ref + d, 1)
+    if not d.any():
+        assert text is None
+        return
+    numbers = [Fraction(a) * (1 if side == "after" else -1)
+               for a, side in re.findall(r"(\d+(?:/\d+)?) px (after|before)", text)]
+    halves = {Fraction(int(x), 2) for x in d}
+    if "every unit" in text:
+        assert len(halves) == 1 and numbers == [halves.pop()]
+    elif "differ from those of {0} at" in text:
+        count, total = map(int, re.search(r"at (\d+) of (\d+) units", text).groups())
+        first = int(re.search(r"the first, unit (\d+)", text).group(1))
+        assert (count, total) == (int((d != 0).sum()), n) and first == int(np.flatnonzero(d)[0])
+        assert numbers == [Fraction(int(d[first]), 2)]
+    else:
+        p = int(re.search(r"mod (\d+)", text).group(1))
+        assert all(d[u] == d[u % p] for u in range(n))  # the stated period holds
+        moved = {r: Fraction(int(d[r]), 2) for r in range(p) if d[r]}
+        if "repeats" in text:
+            assert (min(numbers), max(numbers)) == (min(moved.values()), max(moved.values()))
+        else:
+            phases = re.findall(r"(\d+(?:/\d+)?) px (after|before) those of \{0\} at units u ≡ (\d+)", text)
+            assert {int(r): Fraction(a) * (1 if side == "after" else -1) for a, side, r in phases} == moved

@@ -4,13 +4,40 @@
 >>> report = convlens.analyze(nn.Conv2d(3, 8, 3, stride=2, padding=1), (1, 3, 32, 32))
 >>> report[""].rf, report[""].stride
 ((3, 3), (Fraction(2, 1), Fraction(2, 1)))
+
+The names below are imported on first use (PEP 562), so that ``import convlens.arith`` and the
+command line's ``--help`` start without importing torch.
 """
 
-from .api import analyze
-from .erf import ERFResult, erf
-from .errors import ConvlensError
-from .report import Layer, Report, Totals
-from .shift import ShiftResult, shift_check
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_HOMES = {"analyze": "api", "erf": "erf", "ERFResult": "erf", "ConvlensError": "errors", "Layer": "report",
+          "Report": "report", "Totals": "report", "shift_check": "shift", "ShiftResult": "shift"}
+"""Each public name's module."""
 
 __all__ = ["analyze", "erf", "shift_check", "ConvlensError", "ERFResult", "Layer", "Report", "ShiftResult", "Totals"]
-__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .api import analyze
+    from .erf import ERFResult, erf
+    from .errors import ConvlensError
+    from .report import Layer, Report, Totals
+    from .shift import ShiftResult, shift_check
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'convlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # (found directly from now on)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

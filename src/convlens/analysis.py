@@ -100,6 +100,48 @@ class Merge:
     axis: int
     inputs: tuple[tuple[int, Fraction | None, Fraction | None], ...]  # (tensor id, stride, offset)
     aligned: bool
+    differences: tuple[str, ...] = ()
+    """What differs, one sentence per input that differs from the first, with ``{0}`` for the first
+    input's name and ``{k}`` for input k's (``str.format``): strides, or where and by how much the
+    centres differ (:func:`centre_differences`)."""
+
+
+MAX_PHASES = 16
+"""Periods up to which a centre difference is described phase by phase."""
+
+
+def centre_differences(ref: np.ndarray, other: np.ndarray, k: int) -> str | None:
+    """How input ``k``'s centres differ from the first input's, both given as lo + hi (twice the
+    centre, so halves are integers) per unit, NaN where either does not reach the unit: by one
+    amount at every unit, by amounts that repeat with a period (per phase u mod p), or at some
+    units only (the first named); None where they agree."""
+    reached = ~(np.isnan(ref) | np.isnan(other))
+    d = np.where(reached, other - ref, 0.0)
+    if not d.any():
+        return None
+    units = np.flatnonzero(reached)
+
+    def px(x: float) -> str:
+        return f"{Fraction(int(round(abs(x))), 2)} px {'after' if x > 0 else 'before'}"
+    centres = f"the centres of {{{k}}} lie"
+    if len(set(d[units].tolist())) == 1:
+        return f"{centres} {px(d[units[0]])} those of {{0}} at every unit"
+    for p in range(2, min(MAX_PHASES, len(d) // 2) + 1):
+        phases = [set(d[units[units % p == r]].tolist()) for r in range(p)]
+        if not all(len(s) <= 1 for s in phases):
+            continue
+        moved = [(r, s.pop()) for r, s in enumerate(phases) if s and s != {0.0}]
+        if len(moved) <= 2:
+            where = "; ".join(f"{px(x)} those of {{0}} at units u ≡ {r} (mod {p})" for r, x in moved)
+            return f"{centres} {where}" + ("" if len(moved) == p else ", the same at the others")
+        (r_lo, lo), (r_hi, hi) = min(moved, key=lambda m: m[1]), max(moved, key=lambda m: m[1])
+        return (f"{centres} from {px(lo)} to {px(hi)} those of {{0}} in a pattern that repeats every {p} units "
+                f"({px(hi)} at u ≡ {r_hi}, {px(lo)} at u ≡ {r_lo} (mod {p})"
+                + (f"; the same at {p - len(moved)} of the {p})" if len(moved) < p else ")"))
+    differ = d[units] != 0
+    first = int(units[differ][0])
+    return (f"the centres of {{{k}}} differ from those of {{0}} at {int(differ.sum())} of {len(units)} units (the "
+            f"first, unit {first}: {px(d[first])})")
 
 
 @dataclass
@@ -1078,7 +1120,26 @@ class GraphWalk:
                        for lo, hi, stride in pieces.values())
             info = tuple((t, stride, Local(state.n, stride, state.period, state.ustart, lo, hi).offset)
                          for t, (lo, hi, stride) in pieces.items())
-            self.merges.append(Merge(node, a, info, same))
+            differences = () if same else self._differences(list(pieces.values()), u)
+            self.merges.append(Merge(node, a, info, same, differences))
+
+    @staticmethod
+    def _differences(pieces: list[tuple[np.ndarray, np.ndarray, Fraction | None]], u: slice) -> tuple[str, ...]:
+        """:attr:`Merge.differences` of a merge's inputs (unbounded lo, hi and the stride of each,
+        the output's units at ``u``)."""
+        def centres(lo, hi):
+            return np.where(lo <= hi, (lo + hi).astype(np.float64), np.nan)[u]
+        ref_lo, ref_hi, ref_stride = pieces[0]
+        ref = centres(ref_lo, ref_hi)
+        found = []
+        for k, (lo, hi, stride) in enumerate(pieces[1:], start=1):
+            if stride != ref_stride:
+                found.append(f"{{{k}}} moves {_rate(stride)}, {{0}} {_rate(ref_stride)}")
+            else:
+                text = centre_differences(ref, centres(lo, hi), k)
+                if text is not None:
+                    found.append(text)
+        return tuple(found)
 
     # -------------------------------------------------------------- driver
     def run(self) -> GraphGeometry:
@@ -1135,6 +1196,10 @@ def _affine_clipped(fn, arr: AxisArrays, real: np.ndarray) -> tuple[np.ndarray, 
     lo, hi = arr.clo[np.minimum(a, n_in - 1)], arr.chi[np.maximum(b, 0)]
     lo[empty], hi[empty] = EMPTY_LO, EMPTY_HI
     return lo, hi, False
+
+
+def _rate(stride: Fraction | None) -> str:
+    return "at no single rate" if stride is None else f"{stride} px per unit"
 
 
 def _joined(parts: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:

@@ -10,14 +10,15 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .analysis import GraphGeometry, Merge, walk
+from .analysis import GraphGeometry, walk
 from .capture import Capture, capture
-from .diagnostics import collect_diagnostics
+from .diagnostics import collect_diagnostics, short_op_name
 from .errors import ConvlensError, check_input_shape
 from .geometry import Constant, Global, Local, Paired, Unknown
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
-from .report import Analysis, DimLayout, Layer, Report, Totals
+from .report import Analysis, DimLayout, Layer, LayerArgs, Report, Totals
+from .rules.args import conv_args, is_convolution, pad_args, pool_args, pool_dims
 from .rules.registry import Digit, extras
 
 
@@ -92,10 +93,6 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
     params = _module_params(model)
     merge_at = [m.node.index for m in graph.merges]  # (in execution order)
     producers = cap.producers
-    names = {node.outputs[0]: f"{_short(node.name)} in {node.scope or 'the model'}" for node in cap.nodes
-             if node.outputs}
-    names[cap.input_id] = "the input"
-    names.update({t: call.name for call in reversed(cap.calls) for _, t in call.outputs[:1] if call.name})
     # (running totals over the ops in execution order: a call's ops are one run of them)
     macs_before, bias_before = [0], [0]
     for i in range(len(cap.nodes)):
@@ -109,20 +106,53 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             geom = graph.geoms[tid]
             producer = producers.get(tid)
             inside = producer is not None and call.first_op <= producer.index < call.end_op
-            op = _short(producer.name) if call.is_leaf and inside else call.type_name
+            op = short_op_name(producer.name) if call.is_leaf and inside else call.type_name
             merges = graph.merges[bisect_left(merge_at, call.first_op):bisect_left(merge_at, call.end_op)]
             aligned = None if not merges else all(m.aligned for m in merges)
             shown = _shown(geom)
-            notes = _notes(shown, geom.global_context, [m for m in merges if not m.aligned], names, input_size)
+            notes = _notes(shown, geom.global_context, input_size)
             notes += sorted(_caveats(geom, shown))
+            args = _layer_args(cap, call) if call.is_leaf else None
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
                 bias_flops=bias, activation_bytes=cap.tensors[tid].nbytes, aligned=aligned,
                 global_context=geom.global_context, notes=notes, axes=shown, input_size=input_size,
                 windows=geom.windows, axis_dims=_axis_dims(geom), tensor=tid,
-                layout=tuple(DimLayout(tuple(dim), *extras(dim)) for dim in geom.dims)))
+                layout=tuple(DimLayout(tuple(dim), *extras(dim)) for dim in geom.dims), args=args))
     return rows
+
+
+def _layer_args(cap: Capture, call) -> LayerArgs | None:
+    """A leaf call's one convolution or pool as it ran (:class:`LayerArgs`), with the padding ops
+    before it in the same call added to its padding; None where the call ran none or several."""
+    nodes = cap.nodes[call.first_op:call.end_op]
+    convs = [n for n in nodes if is_convolution(n)]
+    pools = [n for n in nodes if pool_dims(n) is not None]
+    if len(convs) + len(pools) != 1:
+        return None
+    node = (convs or pools)[0]
+    if convs:
+        c = conv_args(node, cap.tensors)
+        x, kernel, stride, padding, dilation, groups = c.input, c.kernel, c.stride, c.padding, c.dilation, c.groups
+    else:
+        p = pool_args(node)
+        x, kernel, stride, padding, dilation, groups = p.input, p.kernel, p.stride, p.padding, p.dilation, None
+    rank, k = len(cap.tensors[x.id].shape), len(kernel)
+    sides = [[q, q] for q in padding]
+    mode = "zeros"
+    for n in nodes[:nodes.index(node)]:
+        pad = pad_args(n)
+        if pad is None:
+            continue
+        for d, (before, after) in pad.per_dim(len(cap.tensors[pad.input.id].shape)).items():
+            if 0 <= d - (rank - k) < k:
+                sides[d - (rank - k)][0] += before
+                sides[d - (rank - k)][1] += after
+        if pad.mode != "zeros":
+            mode = pad.mode
+    return LayerArgs(kernel, stride, tuple((a, b) for a, b in sides), dilation, groups, mode,
+                     bool(convs) and conv_args(node, cap.tensors).transposed)
 
 
 def _shown(geom) -> tuple:
@@ -149,14 +179,7 @@ def _axis_dims(geom) -> tuple[int | None, ...]:
     return tuple(where.get(a) if isinstance(s, Local) else None for a, s in enumerate(geom.axes))
 
 
-def _short(op_name: str) -> str:
-    """'aten.convolution.default' -> 'convolution'."""
-    parts = op_name.split(".")
-    return parts[1] if len(parts) >= 2 and parts[0] == "aten" else op_name
-
-
-def _notes(axes, global_context: bool, misaligned: list[Merge], names: dict[int, str],
-           input_size: tuple[int, ...]) -> list[str]:
+def _notes(axes, global_context: bool, input_size: tuple[int, ...]) -> list[str]:
     notes = []
     for a, state in enumerate(axes):
         if isinstance(state, Paired):
@@ -174,12 +197,4 @@ def _notes(axes, global_context: bool, misaligned: list[Merge], names: dict[int,
                          "windows that only grow: a recurrent layer in one direction)")
     if global_context:
         notes.append("global context: units also see the whole input through a global branch")
-    for m in misaligned:
-        parts = ", ".join(f"{names.get(t, f'tensor {t}')} (stride {_fmt(s)}, offset {_fmt(o)})"
-                          for t, s, o in m.inputs)
-        notes.append(f"misaligned merge along axis {m.axis} at {m.node.name}: {parts}")
     return notes
-
-
-def _fmt(x) -> str:
-    return "?" if x is None else str(x)

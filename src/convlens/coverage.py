@@ -164,9 +164,6 @@ def _taps(start: int, count: int, fn, n_in: int) -> tuple[np.ndarray, np.ndarray
     return ta[which] + step[which] * (np.arange(len(which)) - first), which
 
 
-MAX_PIXELS = 2**24
-"""Input pixels a coverage map may span unless told otherwise (``max_pixels``, ``--max-pixels``):
-4096 x 4096, 128 MiB of int64 counts."""
 
 
 def check_pixels(pixels: int, what: str, max_pixels: int, smaller: str = "a smaller input") -> None:

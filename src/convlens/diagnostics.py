@@ -203,12 +203,19 @@ def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int
     (misaligned merges are there already). ``graph`` is the :class:`convlens.analysis.GraphGeometry`."""
     row_of = cap.row_of_node
     found = op_diagnostics(cap, row_of)
+    names = tensor_names(cap)
+    # (one message per merge op: its axes together where they differ alike, as both axes of a 2-D net do)
+    alike: dict[tuple, list] = {}
     for m in graph.merges:
         if not m.aligned:
-            found.append(Diagnostic("misaligned-merge", row_of.get(m.node.index, ""),
-                                    f"misaligned merge along axis {m.axis} at {m.node.name}",
-                                    {"axis": m.axis, "strides": [s for _, s, _ in m.inputs],
-                                     "offsets": [o for _, _, o in m.inputs]}))
+            alike.setdefault((m.node.index, m.inputs, m.differences), []).append(m)
+    for group in alike.values():
+        m = group[0]
+        found.append(Diagnostic("misaligned-merge", row_of.get(m.node.index, ""),
+                                merge_message(m, names, [x.axis for x in group]),
+                                {"axes": [x.axis for x in group],
+                                 "inputs": [names.get(t, f"tensor {t}") for t, _, _ in m.inputs],
+                                 "strides": [s for _, s, _ in m.inputs], "offsets": [o for _, _, o in m.inputs]}))
     padded = [layer for layer in layers if all(isinstance(s, Local) for s in layer.axes)
               and any(isinstance(rf, int) and rf > n for rf, n in zip(layer.rf, input_size))]
     # where the rf first outgrows the input: the smallest such rf, the deepest row with it
@@ -235,9 +242,39 @@ def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int
     by_name = {layer.name: layer for layer in layers}
     for d in found:
         layer = by_name.get(d.row) or by_name.get(d.row + "[0]")
-        if layer is not None and d.kind != "misaligned-merge":
+        if layer is not None:
             layer.notes.append(d.message)
     return found
+
+
+def tensor_names(cap: Capture) -> dict[int, str]:
+    """A name for each tensor a message may mention: the row of the module call that returned it,
+    else its op and the row that ran the op ('slice in up.1', 'cat in the model')."""
+    names = {node.outputs[0]: f"{short_op_name(node.name)} in {node.scope or 'the model'}" for node in cap.nodes
+             if node.outputs}
+    names[cap.input_id] = "the input"
+    names.update({t: call.name for call in reversed(cap.calls) for _, t in call.outputs[:1] if call.name})
+    return names
+
+
+def short_op_name(op_name: str) -> str:
+    """'aten.convolution.default' -> 'convolution'."""
+    parts = op_name.split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] == "aten" else op_name
+
+
+def merge_message(m, names: dict[int, str], axes: list[int]) -> str:
+    """A misaligned merge (:class:`convlens.analysis.Merge`, alike along ``axes``) in a sentence: the
+    op, the axes, each input's stride and offset, and what differs, with numbers."""
+    inputs = [names.get(t, f"tensor {t}") for t, _, _ in m.inputs]
+    parts = ", ".join(f"{name} (stride {_fmt(s)}, offset {_fmt(o)})" for name, (_, s, o) in zip(inputs, m.inputs))
+    why = "; ".join(d.format(*inputs) for d in m.differences)
+    where = f"axis {axes[0]}" if len(axes) == 1 else f"axes {', '.join(map(str, axes[:-1]))} and {axes[-1]}"
+    return f"misaligned merge along {where} at {short_op_name(m.node.name)} of {parts}" + (f": {why}" if why else "")
+
+
+def _fmt(x) -> str:
+    return "?" if x is None else str(x)
 
 
 def _fmt_rf(rf) -> str:

@@ -9,6 +9,7 @@ models are built with ``weights=None`` / ``pretrained=False``.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import os
@@ -21,11 +22,11 @@ import torch
 import torch.nn as nn
 
 from .api import analyze
+from .defaults import FORMS
 from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
 from .report import Report
 from .zoo import BUILTIN, DEFAULT_INPUT
 
-FORMS = "a built-in name, torchvision:NAME, timm:NAME, path/to/file.py:CALLABLE or package.module:CALLABLE"
 FALLBACK_INPUT = (3, 224, 224)
 
 
@@ -52,8 +53,11 @@ def model_factory(spec: str) -> Callable[[], nn.Module]:
     prefix, sep, rest = spec.partition(":")
     if prefix == "zoo" and rest in BUILTIN:
         return BUILTIN[rest]
+    if prefix == "zoo":
+        raise ConvlensError(f"the zoo has no model {rest!r}{_did_you_mean(rest)}; `convlens zoo` lists them")
     if not sep or not rest:
-        raise ConvlensError(f"unknown model {spec!r}: use {FORMS}; built-ins: {', '.join(sorted(BUILTIN))}")
+        raise ConvlensError(f"unknown model {spec!r}{_did_you_mean(spec)}; MODEL is {FORMS}; built-ins: "
+                            f"{', '.join(sorted(BUILTIN))}")
     if prefix == "torchvision":
         return _torchvision(rest)
     if prefix == "timm":
@@ -68,9 +72,8 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
         raise ConvlensError("torchvision:NAME needs torchvision: pip install 'convlens[vision]'") from None
     names = set(tvm.list_models())
     if name not in names:
-        close = sorted(n for n in names if name.lower()[:4] in n)[:6]
-        raise ConvlensError(f"torchvision has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close
-                                                                     else "; see torchvision.models.list_models()"))
+        raise ConvlensError(f"torchvision has no model {name!r}"
+                            + (_did_you_mean(name) or "; see torchvision.models.list_models()"))
     backbone = set(tvm.list_models(module=tvm.segmentation)) | set(tvm.list_models(module=tvm.detection))
     kwargs = {"weights": None, **({"weights_backbone": None} if name in backbone else {})}
     if name in ("inception_v3", "googlenet"):
@@ -84,8 +87,37 @@ def _timm(name: str) -> Callable[[], nn.Module]:
     except ImportError:
         raise ConvlensError("timm:NAME needs timm: pip install timm") from None
     if name not in timm.list_models():
-        raise ConvlensError(f"timm has no model {name!r}; see timm.list_models()")
+        raise ConvlensError(f"timm has no model {name!r}" + (_did_you_mean(name) or "; see timm.list_models()"))
     return lambda: timm.create_model(name, pretrained=False)
+
+
+SUGGESTIONS = 5
+"""Names a did-you-mean offers at most."""
+
+
+def _did_you_mean(name: str) -> str:
+    """'; did you mean torchvision:resnet50, timm:resnet50?' over every source of names (the zoo,
+    torchvision's and timm's models, where installed), the closest first; '' where none is close.
+    A name that a source holds exactly comes first, written in the form that finds it."""
+    scored: list[tuple[float, str]] = []
+    for prefix, names in _model_names().items():
+        for close in difflib.get_close_matches(name.lower(), names, n=SUGGESTIONS, cutoff=0.75):
+            score = 2.0 if close == name.lower() else difflib.SequenceMatcher(None, name.lower(), close).ratio()
+            scored.append((score, f"{prefix}:{close}" if prefix else close))
+    best = [spec for _, spec in sorted(scored, key=lambda x: -x[0])[:SUGGESTIONS]]
+    return f"; did you mean {', '.join(best)}?" if best else ""
+
+
+def _model_names() -> dict[str, list[str]]:
+    """Model names by MODEL prefix ('' for the zoo's, which need none), of the sources installed."""
+    names = {"": sorted(BUILTIN)}
+    with contextlib.suppress(ImportError):
+        import torchvision.models as tvm
+        names["torchvision"] = tvm.list_models()
+    with contextlib.suppress(ImportError):
+        import timm
+        names["timm"] = timm.list_models()
+    return names
 
 
 def _callable(where: str, attr: str) -> Callable[[], nn.Module]:

@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 
 from .api import analyze
-from .coverage import MAX_PIXELS, check_pixels
+from .coverage import check_pixels
+from .defaults import MAX_PIXELS
 from .errors import ConvlensError, check_int
 
 MAX_TOP = 100

@@ -27,7 +27,8 @@ import numpy as np
 from .analysis import GraphGeometry
 from .capture import Capture
 from .checkerboard import Checkerboard, checkerboard
-from .coverage import MAX_PIXELS, CoverageResult, check_pixels, coverage, forward_profiles
+from .coverage import CoverageResult, check_pixels, coverage, forward_profiles
+from .defaults import MAX_PIXELS
 from .diagnostics import Diagnostic
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Paired, Unknown, Window, Windows
@@ -80,9 +81,36 @@ def digit_values(layout: Sequence[DimLayout], unit: Sequence[int]) -> dict[tuple
     return values
 
 
+@dataclass(frozen=True)
+class LayerArgs:
+    """A leaf module's convolution or pooling as it ran, per spatial dim of the op (read from the
+    recorded aten ops, not from the module's attributes, so a functional call inside a leaf counts
+    too): kernel, stride, dilation, groups (None for a pool), ``transposed``, and ``padding`` as
+    (before, after) per dim, the padding op's amounts before the convolution (``padding_mode``
+    other than ``zeros``, ``padding="same"`` with an even kernel) added to the op's own."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int | None
+    padding_mode: str = "zeros"
+    transposed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON: ``padding`` as one int per dim where both sides are equal, else [before, after]."""
+        return {"kernel_size": list(self.kernel), "stride": list(self.stride),
+                "padding": [a if a == b else [a, b] for a, b in self.padding], "padding_mode": self.padding_mode,
+                "dilation": list(self.dilation), "groups": self.groups, "transposed": self.transposed}
+
+
 @dataclass
 class Layer:
-    """One row: the output of one module call (or one tensor of a tuple/dict output)."""
+    """One row: the output of one module call (or one tensor of a tuple/dict output).
+
+    ``op``: the aten op that made the output of a leaf module (``convolution``, ``addmm``), else the
+    module's class; ``type``: the module's class, as the user wrote it (``Conv2d``, ``Linear``);
+    ``args``: a leaf conv's or pool's own kernel, stride, padding, dilation and groups (:class:`LayerArgs`)."""
 
     name: str
     op: str
@@ -106,6 +134,7 @@ class Layer:
     """The captured tensor id of the row's output (what :meth:`Report.coverage` walks back from)."""
     layout: tuple[DimLayout, ...] = field(repr=False, default=())
     """Per dim of the output tensor, the spatial axes it holds (flattened token grids, extra tokens)."""
+    args: LayerArgs | None = None
 
     def tensor_index(self, *unit: int) -> tuple[int | None, ...]:
         """Per dim of the output tensor, the index of the unit at grid position ``unit`` (one index per
@@ -189,7 +218,9 @@ class Layer:
                 return "global"
             return None if x is None else (str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}")
         return {
-            "name": self.name, "op": self.op, "depth": self.depth, "output_shape": list(self.output_shape),
+            "name": self.name, "op": self.op, "type": self.type,
+            "args": None if self.args is None else self.args.to_dict(),
+            "depth": self.depth, "output_shape": list(self.output_shape),
             "rf": list(self.rf), "stride": [frac(x, s) for x, s in zip(self.stride, self.axes)],
             "offset": [frac(x, s) for x, s in zip(self.offset, self.axes)],
             "params": self.params, "macs": self.macs, "flops": self.flops, "bias_flops": self.bias_flops,
@@ -297,7 +328,7 @@ class Report:
         ``unit``: one index per spatial axis of the input (default: the centre, n // 2 per axis).
         The row must be local along every axis (not global, unknown or constant). ``axes``: count
         paths along these axes only (:func:`convlens.coverage.coverage`). A window of more than
-        ``max_pixels`` input pixels is refused before any work (:data:`convlens.coverage.MAX_PIXELS`)."""
+        ``max_pixels`` input pixels is refused before any work (:data:`convlens.defaults.MAX_PIXELS`)."""
         layer = self[name]
         for a, state in enumerate(layer.axes):
             if not isinstance(state, Local):
@@ -378,17 +409,24 @@ class Report:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
-    CSV_COLUMNS = ("name", "op", "depth", "output_shape", "rf", "stride", "offset", "params", "macs", "flops",
-                   "bias_flops", "activation_bytes", "aligned", "global_context", "notes")
+    CSV_COLUMNS = ("name", "op", "type", "depth", "output_shape", "rf", "stride", "offset", "params", "macs", "flops",
+                   "bias_flops", "activation_bytes", "aligned", "global_context", "args.kernel_size", "args.stride",
+                   "args.padding", "args.padding_mode", "args.dilation", "args.groups", "args.transposed", "notes")
 
     def to_csv(self) -> str:
-        """One row per layer; per-axis values joined with 'x' (rf 5x5), notes with '; '."""
+        """One row per layer; per-axis values joined with 'x' (rf 5x5), notes with '; '; the layer's
+        own arguments as ``args.*`` columns (empty for rows without), padding 'before/after' where the
+        sides differ."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(self.CSV_COLUMNS)
         for layer in self.layers:
             row = layer.to_dict()
-            writer.writerow([_spreadsheet_safe(_csv_cell(row[c])) for c in self.CSV_COLUMNS])
+            args = row.pop("args") or {}
+            if args:
+                args["padding"] = [p if isinstance(p, int) else f"{p[0]}/{p[1]}" for p in args["padding"]]
+            row.update({f"args.{k}": v for k, v in args.items()})
+            writer.writerow([_spreadsheet_safe(_csv_cell(row.get(c))) for c in self.CSV_COLUMNS])
         return buf.getvalue()
 
     def to_dataframe(self):

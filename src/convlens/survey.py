@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .api import analyze
+from .defaults import TIMEOUT_S
 from .errors import ConvlensError, NeedsRealWeights, first_line
 from .geometry import Global, Paired, Unknown
 from .loading import build_model, default_input, model_factory, parse_shape
@@ -59,7 +60,6 @@ from .report import Report
 from .zoo import BUILTIN, ZOO
 
 STATUSES = ("full", "partial", "failed", "timeout", "memory", "died")
-TIMEOUT_S = 600.0
 RECYCLE_TASKS = 50  # a worker is replaced after this many models (fragmented memory, caches)
 COLUMNS = ("model", "input", "status", "params", "macs", "peak_activation_bytes", "stages", "unknown",
            "analysis_s", "forward_s", "backend", "error")

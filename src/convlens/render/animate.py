@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..defaults import MAX_CELLS, MAX_FRAMES
 from ..errors import ConvlensError, check_int
 from .figures import pyplot, save_figure_file
 from .files import atomic_output
@@ -98,12 +99,6 @@ class Frame:
     taps: tuple[tuple[int, ...], ...]
 
 
-MAX_FRAMES = 400
-"""Frames an animation may have unless told otherwise (``max_frames``, ``--max-frames``): 400 frames
-at 600 ms are four minutes of GIF."""
-MAX_CELLS = 4096
-"""Grid cells (padded input plus output) one picture may draw unless told otherwise (``max_cells``,
-``--max-cells``): a 64x64 input with its output is already too small to read."""
 
 
 def frame_count(spec: ConvSpec) -> int:

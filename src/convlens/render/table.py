@@ -1,24 +1,96 @@
-"""Terminal table (rich): name, op, output shape, rf, stride, params, MACs, then totals and notes."""
+"""Terminal table (rich): name and the chosen columns (layer, output shape, rf, stride, params, MACs by
+default), then totals, the output's geometry, notes and diagnostics."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..report import Report
+from ..defaults import DEFAULT_COLUMNS, DEFAULT_DEPTH
+from ..errors import ConvlensError
+from ..report import Layer, Report
 from .format import axes_text, bytes_text, count_text, stride_text
 
 if TYPE_CHECKING:
     from ..plan import PlanResult
 
 MAX_DIAGNOSTICS = 20
-DEFAULT_DEPTH = 2
-"""Rows shown by default: the model, its children and grandchildren (ResNet blocks, VGG stages'
-layers). JSON and CSV always hold every row."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column the module table can show: its header, its cell for a row, right-aligned or not."""
+
+    header: str
+    cell: Callable[[Layer], str]
+    numeric: bool = True
+
+
+def _args_text(layer: Layer, field: str) -> str:
+    """A leaf conv's or pool's own argument per dim ('3×3'); padding 'before/after' where the sides
+    differ, with the mode where it is not zeros ('1×1 reflect'); '' for other rows."""
+    args = layer.args
+    if args is None or (field == "groups" and args.groups is None):
+        return ""
+    if field == "padding":
+        text = "×".join(str(a) if a == b else f"{a}/{b}" for a, b in args.padding)
+        return text if args.padding_mode == "zeros" else f"{text} {args.padding_mode}"
+    if field == "groups":
+        return str(args.groups)
+    return axes_text(getattr(args, field))
+
+
+def _global_once(text: str) -> str:
+    """'global' for 'global×global' (a row global along every axis)."""
+    return "global" if set(text.split("×")) == {"global"} else text
+
+
+COLUMNS: dict[str, Column] = {
+    "layer": Column("layer", lambda x: x.type, numeric=False),
+    "op": Column("op", lambda x: x.op, numeric=False),
+    "output_shape": Column("output shape", lambda x: "×".join(map(str, x.output_shape)), numeric=False),
+    "rf": Column("rf", lambda x: _global_once(axes_text(x.rf))),
+    "stride": Column("stride", lambda x: _global_once(stride_text(x))),
+    "offset": Column("offset", lambda x: _global_once(axes_text(["global" if rf == "global" else o
+                                                                 for rf, o in zip(x.rf, x.offset)]))),
+    "params": Column("params", lambda x: count_text(x.params)),
+    "macs": Column("MACs", lambda x: count_text(x.macs)),
+    "activation": Column("activation", lambda x: bytes_text(x.activation_bytes)),
+    "kernel": Column("kernel", lambda x: _args_text(x, "kernel")),
+    "layer_stride": Column("layer stride", lambda x: _args_text(x, "stride")),
+    "padding": Column("padding", lambda x: _args_text(x, "padding")),
+    "dilation": Column("dilation", lambda x: _args_text(x, "dilation")),
+    "groups": Column("groups", lambda x: _args_text(x, "groups")),
+}
+"""The table's columns by the name ``--columns`` takes (``name`` is always shown, first), in the order
+of :data:`convlens.defaults.COLUMN_NAMES` (which the CLI offers without importing this module).
+``stride`` is the effective stride in input pixels; ``layer_stride`` a conv's or pool's own."""
+
+DROP_ORDER = ("op", "activation", "groups", "dilation", "padding", "layer_stride", "kernel", "offset", "params",
+              "output_shape", "layer", "macs", "stride", "rf")
+"""Where the terminal is too narrow for the chosen columns, they are dropped in this order (the
+least asked-for first) until the table fits; the name column is never dropped and folds long names
+onto more lines; no number is ever cut."""
+
+NAME_WIDTH = 16
+"""The name column folds names longer than this where the terminal is narrow (and no narrower)."""
+
+FLAG = "⚠"
+LEGEND = f"{FLAG}: the row holds a misaligned merge or an axis convlens cannot follow (its notes say which)"
+
+
+def check_columns(columns: Sequence[str]) -> tuple[str, ...]:
+    """Column names as given, each known (a :class:`ConvlensError` names the unknown and the choices)."""
+    unknown = [c for c in columns if c not in COLUMNS and c != "name"]
+    if unknown:
+        raise ConvlensError(f"unknown column {', '.join(map(repr, unknown))}: choose from "
+                            f"{', '.join(COLUMNS)} (name is always shown)")
+    return tuple(dict.fromkeys(c for c in columns if c != "name"))
 
 
 def _console() -> Console:
@@ -27,29 +99,38 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
-def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Console | None = None) -> None:
-    """Print the report; ``depth`` limits rows to modules at most that deep (None: all)."""
+def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Console | None = None,
+                 columns: Sequence[str] = DEFAULT_COLUMNS) -> None:
+    """Print the report; ``depth`` limits rows to modules at most that deep (None: all); ``columns``
+    chooses the columns after the name (:data:`COLUMNS`), dropped in :data:`DROP_ORDER` where the
+    console is too narrow (a line then names them)."""
     console = console or _console()
-    title = Text(f"{report.model} on {'x'.join(map(str, report.input_shape))}")  # names are text, not markup
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for column, justify in (("name", "left"), ("op", "left"), ("output shape", "left"), ("rf", "right"),
-                            ("stride", "right"), ("params", "right"), ("MACs", "right")):
-        table.add_column(column, justify=justify, no_wrap=column != "name")
+    columns = check_columns(columns)
     shown = [layer for layer in report if depth is None or layer.depth <= depth]
-    for layer in shown:
-        name = Text("  " * layer.depth + (layer.name or "(model)"))
-        flag = " ⚠" if layer.aligned is False or any(rf is None for rf in layer.rf) else ""
-        table.add_row(name, Text(layer.op + flag), "×".join(map(str, layer.output_shape)), axes_text(layer.rf),
-                      stride_text(layer), count_text(layer.params), count_text(layer.macs))
+    names = [("  " * layer.depth + (layer.name or "(model)"),
+              layer.aligned is False or any(rf is None for rf in layer.rf)) for layer in shown]
+    cells = {c: [COLUMNS[c].cell(layer) for layer in shown] for c in columns}
+    dropped: list[str] = []
+    table = _table(report, names, cells, columns)
+    for c in DROP_ORDER:
+        if _natural_width(console, table) <= console.width:
+            break
+        if c in columns and len(columns) > 1:
+            columns = tuple(x for x in columns if x != c)
+            dropped.append(c)
+            table = _table(report, names, cells, columns)
     console.print(table)
+    if any(flag for _, flag in names):
+        console.print(LEGEND)
+    if dropped:
+        console.print(f"left out to fit {console.width} columns: {', '.join(dropped)} (a wider terminal shows them)")
     t = report.totals
     console.print(f"rows shown: {len(shown)} of {len(report)} (depth <= {depth})" if depth is not None
                   else f"rows: {len(report)}")
     console.print(f"total: params {count_text(t.params)}, MACs {count_text(t.macs)}, FLOPs {count_text(t.flops)}, "
                   f"bias FLOPs {count_text(t.bias_flops)}, peak activations {bytes_text(t.peak_activation_bytes)}")
-    out = report.output
-    offset = axes_text(["global" if rf == "global" else o for rf, o in zip(out.rf, out.offset)])
-    console.print(Text(f"output: rf {axes_text(out.rf)}, stride {stride_text(out)}, offset {offset}"))
+    for line in summary_lines(report):
+        console.print(Text(line))
     for note in report.notes:
         console.print(Text(f"note: {note}"))
     if report.diagnostics:
@@ -58,11 +139,48 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
             console.print(Text(f"  {d.row or '(model)'}: {d.message}"))
         if len(report.diagnostics) > MAX_DIAGNOSTICS:
             console.print(f"  ... and {len(report.diagnostics) - MAX_DIAGNOSTICS} more (JSON holds them all)")
-    flagged = [layer for layer in report if layer.aligned is False]
-    for layer in flagged[:10]:
-        for note in layer.notes:
-            if note.startswith("misaligned"):
-                console.print(Text(f"{layer.name}: {note}"))
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """The table's width with room for every cell (rich would otherwise squeeze it into the console)."""
+    return console.measure(table, options=console.options.update_width(1 << 20)).maximum
+
+
+def _table(report: Report, names: list[tuple[str, bool]], cells: dict[str, list[str]],
+           columns: Sequence[str]) -> Table:
+    title = Text(f"{report.model} on {'x'.join(map(str, report.input_shape))}")  # names are text, not markup
+    table = Table(title=title, title_justify="left", header_style="bold")
+    longest = max((len(n) + 2 for n, _ in names), default=4)
+    table.add_column("name", min_width=min(longest, NAME_WIDTH), overflow="fold")
+    for c in columns:
+        column = COLUMNS[c]
+        width = max([len(column.header)] + [len(x) for x in cells[c]])  # (never narrower: numbers stay whole)
+        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=True,
+                         min_width=width)
+    for i, (name, flag) in enumerate(names):
+        table.add_row(Text(name + (f" {FLAG}" if flag else "")), *(cells[c][i] for c in columns))
+    return table
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The output's rf, stride and offset; where an axis is global (a classifier), also those of the
+    last row that is local along every axis (the last stage before the pooling), the shallowest row
+    of that tensor."""
+    out = report.output
+    lines = ["output: global along every axis (each unit sees the whole input)" if out.rf and all(
+        rf == "global" for rf in out.rf) else
+             f"output: rf {axes_text(out.rf)}, stride {stride_text(out)}, offset {_offset_text(out)}"]
+    if any(rf == "global" for rf in out.rf):
+        local = [layer for layer in report if layer.axes and all(isinstance(rf, int) for rf in layer.rf)]
+        if local:
+            last = min((layer for layer in report if layer.tensor == local[-1].tensor), key=lambda x: x.depth)
+            lines.append(f"last local row, {last.name or '(model)'}: rf {axes_text(last.rf)}, stride "
+                         f"{stride_text(last)}, offset {_offset_text(last)}")
+    return lines
+
+
+def _offset_text(layer) -> str:
+    return axes_text(["global" if rf == "global" else o for rf, o in zip(layer.rf, layer.offset)])
 
 
 def render_zoo(reports: Mapping[str, Report], summaries: Mapping[str, str], console: Console | None = None) -> None:

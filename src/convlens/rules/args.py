@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..capture import OpNode, TensorInfo, TRef
+from ..capture import CIRCULAR_PAD, OpNode, TensorInfo, TRef
 
 aten = torch.ops.aten
 CONVOLUTIONS = (aten.convolution, aten._convolution)
@@ -118,3 +118,37 @@ def _pool_args(node: OpNode) -> PoolArgs:
                     per_dim(node.param("padding"), k, 0),
                     per_dim(node.param("dilation"), k, 1) if is_max else (1,) * k,
                     bool(node.param("ceil_mode", False)), is_max)
+
+
+@dataclass(frozen=True)
+class PadArgs:
+    """A padding op (``constant_pad_nd``, ``reflection_pad``/``replication_pad{1,2,3}d``, circular
+    padding): ``pad`` in ``F.pad``'s order (last dim first: left, right, then the dim before) and the
+    mode (``zeros`` for a constant pad, as ``nn.Conv2d``'s ``padding_mode`` names it)."""
+
+    input: TRef
+    pad: tuple[int, ...]
+    mode: str
+    value: float = 0.0
+
+    def per_dim(self, rank: int) -> dict[int, tuple[int, int]]:
+        """(left, right) per padded dim of a tensor of ``rank`` dims."""
+        return {rank - 1 - i: (self.pad[2 * i], self.pad[2 * i + 1]) for i in range(len(self.pad) // 2)}
+
+
+_PAD_MODES = {"reflection_pad": "reflect", "replication_pad": "replicate"}
+
+
+def pad_args(node: OpNode) -> PadArgs | None:
+    """The arguments of a recorded padding op, else None."""
+    if node.op == CIRCULAR_PAD:
+        return PadArgs(node.args[0], tuple(node.args[1]), "circular")
+    packet = getattr(node.op, "overloadpacket", node.op)
+    if packet is aten.constant_pad_nd:
+        return PadArgs(node.arg(0, "self"), tuple(node.arg(1, "pad")), "zeros", float(node.param("value", 0) or 0))
+    name = getattr(packet, "__name__", "")
+    for prefix, mode in _PAD_MODES.items():
+        if name.startswith(prefix) and name[len(prefix):len(prefix) + 2] in ("1d", "2d", "3d"):
+            k = int(name[len(prefix)])
+            return PadArgs(node.arg(0, "self"), per_dim(node.arg(1, "padding"), 2 * k), mode)
+    return None

@@ -17,7 +17,7 @@ import torch
 from ..capture import CIRCULAR_PAD
 from ..geometry import IndexFn
 from .plans import affine, axes_of, identity, is_tokens, plain, windowed
-from .args import CONVOLUTIONS, conv_args, per_dim, pool_args
+from .args import CONVOLUTIONS, conv_args, pad_args, pool_args
 from .registry import Channels, Plan, RuleContext, Source, extras, live_extras, register_geometry, token_dim
 
 aten = torch.ops.aten
@@ -465,23 +465,13 @@ def _pad(ctx: RuleContext, x, pad: list[int], mode: str) -> Plan:
     return plan
 
 
-@register_geometry(aten.constant_pad_nd)
-def constant_pad(ctx: RuleContext) -> Plan:
-    return _pad(ctx, ctx.node.arg(0, "self"), list(ctx.node.arg(1, "pad")), "constant")
+def padding(ctx: RuleContext) -> Plan:
+    """Every padding op (:func:`~convlens.rules.args.pad_args`)."""
+    p = pad_args(ctx.node)
+    return _pad(ctx, p.input, list(p.pad), "constant" if p.mode == "zeros" else p.mode)
 
 
-def _padding_rule(mode: str, k: int):
-    def rule(ctx: RuleContext) -> Plan:
-        pad = per_dim(ctx.node.arg(1, "padding"), 2 * k)
-        return _pad(ctx, ctx.node.arg(0, "self"), pad, mode)
-    return rule
+register_geometry([aten.constant_pad_nd, CIRCULAR_PAD] + [getattr(aten, f"{kind}_pad{k}d") for kind in ("reflection", "replication")
+                                                          for k in (1, 2, 3)])(padding)
 
 
-for _k in (1, 2, 3):
-    register_geometry(getattr(aten, f"reflection_pad{_k}d"))(_padding_rule("reflect", _k))
-    register_geometry(getattr(aten, f"replication_pad{_k}d"))(_padding_rule("replicate", _k))
-
-
-@register_geometry(CIRCULAR_PAD)
-def circular_pad(ctx: RuleContext) -> Plan:
-    return _pad(ctx, ctx.node.args[0], list(ctx.node.args[1]), "circular")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..api import analyze
+from ..defaults import DEFAULT_MODEL
 from ..errors import ConvlensError
 from ..report import Report
 from . import deeplab, dilation, drn, segnet, tcn, unet, wavenet
@@ -19,7 +20,6 @@ _MODULES = (dilation, wavenet, tcn, unet, segnet, drn, deeplab)
 ZOO: dict[str, ZooModel] = entries(*(e for m in _MODULES for e in m.ENTRIES))
 BUILTIN = {name: m.build for name, m in ZOO.items()}
 DEFAULT_INPUT = {name: m.input_shape for name, m in ZOO.items()}
-DEFAULT_MODEL = "dilation8_voc"
 
 __all__ = ["BUILTIN", "DEFAULT_INPUT", "DEFAULT_MODEL", "ZOO", "ZooModel", "analyze_zoo", "dilated_vgg16_voc"]
 

@@ -6,213 +6,33 @@ well. Ctrl-C exits 130 after the model and any existing output file are put back
 in convlens itself is one line too, with exit status 1 (``CONVLENS_TRACEBACK=1`` shows where).
 Outputs are checked before the work starts and written atomically after it succeeded
 (:mod:`convlens.render.files`).
+
+This module parses and dispatches without importing torch (``--help``, ``--version`` and ``arith``
+answer in a fraction of a second); the commands that analyze, draw or measure live in
+:mod:`convlens.cli.commands`, imported when one of them runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
-from rich.console import Console
-
-from . import arith
-from .coverage import MAX_PIXELS, check_pixels
-from .erf import erf
-from .errors import ConvlensError, first_line
-from .loading import FORMS, analyze_spec, build_model, default_input, model_factory, parse_shape
-from .plan import plan
-from .render import DEFAULT_DEPTH, figures, render_plan, render_table, render_zoo
-from .render.animate import MAX_CELLS, MAX_FRAMES, ConvSpec, animate, still
-from .render.files import atomic_output, check_destination, write_text
-from .report import Report
-from .shift import shift_check
-from .survey import TIMEOUT_S, summary_line, survey
-from .zoo import DEFAULT_MODEL, ZOO, analyze_zoo
+from .. import __version__, arith
+from ..defaults import (COLUMN_NAMES, DEFAULT_COLUMNS, DEFAULT_DEPTH, DEFAULT_MODEL, FORMS, MAX_CELLS, MAX_FRAMES,
+                        MAX_PIXELS, TIMEOUT_S)
+from ..errors import ConvlensError, first_line
 
 
-def _shape(args: argparse.Namespace) -> tuple[int, ...]:
-    """(N, C, *spatial) from --batch and --input (default: the model's own input, else 3x224x224)."""
-    if args.input is None:
-        return (getattr(args, "batch", 1), *default_input(args.model))
-    return (getattr(args, "batch", 1), *parse_shape(args.input))
-
-
-def _report(args: argparse.Namespace) -> Report:
-    factory = model_factory(args.model)
-    return analyze_spec(factory, _shape(args), name=args.model)
-
-
-def _analyze(args: argparse.Namespace) -> None:
-    check_destination(args.output, "-o")
-    check_destination(args.html, "--html")
-    report = _report(args)
-    if args.html:
-        report.save_html(args.html)
-    if args.format == "table":
-        if args.output:
-            with atomic_output(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                render_table(report, depth=args.depth, console=Console(file=f, width=160))
-        else:
-            render_table(report, depth=args.depth)
-        return
-    text = report.to_json() if args.format == "json" else report.to_csv()
-    if args.output:
-        write_text(args.output, text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-COVERAGE_SUFFIXES = (".png", ".svg", ".pdf", ".npy", ".json")
-
-
-def _coverage(args: argparse.Namespace) -> None:
-    suffix = Path(args.output).suffix.lower() if args.output else ".json"
-    if suffix not in COVERAGE_SUFFIXES:
-        raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
-    check_destination(args.output, "-o")
-    if suffix in (".npy", ".png", ".svg", ".pdf"):  # these hold the input-sized map
-        check_pixels(_pixels(_shape(args)), f"an input-sized map ({suffix})", args.max_pixels)
-    report = _report(args)
-    unit = None if args.unit is None else _parse_unit(args.unit)
-    cov = report.coverage(args.layer, unit, max_pixels=args.max_pixels)
-    summary = (f"{args.layer or 'output'} unit {cov.unit}: window {cov.window}, {cov.covered} of {cov.pixels} pixels "
-               f"covered, holes per axis {cov.holes}")
-    if not args.output:
-        sys.stdout.write(json.dumps(cov.to_dict(), indent=2) + "\n")
-        return
-    if suffix == ".npy":
-        _save_npy(args.output, cov.map)
-    elif suffix == ".json":
-        write_text(args.output, json.dumps(cov.to_dict(), indent=2) + "\n")
-    else:
-        figures.save_coverage_figure(cov, args.output)
-    print(summary)
-    for note in cov.notes:
-        print(f"note: {note}")
-
-
-def _erf(args: argparse.Namespace) -> None:
-    suffix = Path(args.output).suffix.lower() if args.output else ".json"
-    if suffix not in COVERAGE_SUFFIXES:
-        raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
-    check_destination(args.output, "-o")
-    shape = _shape(args)
-    model = build_model(model_factory(args.model), on_meta=False)  # the ERF needs real weights (as built)
-    unit = None if args.unit is None else _parse_unit(args.unit)
-    result = erf(model, shape, layer=args.layer, unit=unit, samples=args.samples, batch_size=args.batch_size,
-                 seed=args.seed)
-    text = json.dumps(result.to_dict(include_map=suffix == ".json" and bool(args.output)), indent=2) + "\n"
-    if not args.output:
-        sys.stdout.write(text)
-        return
-    if suffix == ".npy":
-        _save_npy(args.output, result.map)
-    elif suffix == ".json":
-        write_text(args.output, text)
-    else:
-        figures.save_erf_figure(result, args.output)
-    print(f"{args.layer or 'output'} unit {result.unit}: ERF std per axis "
-          f"{', '.join(f'{s:.2f}' for s in result.std)} px, 99 % of the mass within radius "
-          f"{', '.join(map(str, result.radius[0.99]))}, rf {'x'.join(map(str, result.rf))}")
-
-
-def _shift(args: argparse.Namespace) -> None:
-    result = shift_check(build_model(model_factory(args.model), on_meta=False), _shape(args), args.shift,
-                         layer=args.layer, seed=args.seed)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
-        return
-    for axis in result.axes:
-        errors = ", ".join(f"{t}: {e:.1e}" for t, e in axis.errors.items())
-        verdict = "every shift" if axis.equivariant else (
-            f"multiples of {axis.smallest} px" if axis.smallest else f"no shift up to {max(axis.errors)} px")
-        print(f"axis {axis.axis}: stride {axis.stride}, follows {verdict}; relative error per shift {errors}")
-
-
-def _animate(args: argparse.Namespace) -> None:
-    def sizes(text: str, name: str):
-        try:
-            return tuple(int(x) for x in str(text).lower().replace("×", "x").split("x"))
-        except ValueError:
-            raise ConvlensError(f"--{name} must be integers like 5 or 5x7, got {text!r}") from None
-    spec = ConvSpec.make(sizes(args.input, "input"), sizes(args.kernel, "kernel"), sizes(args.stride, "stride"),
-                         sizes(args.padding, "padding"), sizes(args.dilation, "dilation"), args.transposed,
-                         sizes(args.output_padding, "output-padding"), dims=args.dims)
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in (".gif", ".png", ".svg", ".pdf"):
-        raise ConvlensError(f"-o must end in .gif (animation) or .png/.svg/.pdf (still), got {args.output!r}")
-    check_destination(args.output, "-o")
-    _only_for(args, "-o", "a still" if suffix != ".gif" else "a .gif",
-              {"--ms": ("a .gif",), "--max-frames": ("a .gif",)})
-    if suffix == ".gif":
-        found = animate(spec, args.output, 600 if args.ms is None else args.ms,
-                        max_frames=MAX_FRAMES if args.max_frames is None else args.max_frames,
-                        max_cells=args.max_cells)
-        print(f"{len(found)} frames, output {'x'.join(map(str, spec.output))}")
-    else:
-        still(spec, args.output, max_cells=args.max_cells)
-        print(f"output {'x'.join(map(str, spec.output))}")
-
-
-def _plot(args: argparse.Namespace) -> None:
-    if Path(args.output).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
-    check_destination(args.output, "-o")
-    _only_for(args, "--kind", args.kind, {"--layer": ("coverage", "erf", "checkerboard"),
-                                         "--unit": ("coverage", "erf"), "--samples": ("erf",)})
-    if args.kind in ("coverage", "erf"):
-        check_pixels(_pixels(_shape(args)), f"the {args.kind} figure's input-sized map", args.max_pixels)
-    unit = None if args.unit is None else _parse_unit(args.unit)
-    if args.kind == "erf":
-        result = erf(build_model(model_factory(args.model), on_meta=False), _shape(args), layer=args.layer,
-                     unit=unit, samples=16 if args.samples is None else args.samples)
-        figures.save_erf_figure(result, args.output)
-        return
-    report = _report(args)
-    if args.kind == "rf":
-        figures.save_figure(figures.rf_figure(report), args.output)
-    elif args.kind == "cost":
-        figures.save_figure(figures.cost_figure(report), args.output)
-    elif args.kind == "coverage":
-        figures.save_coverage_figure(report.coverage(args.layer, unit, max_pixels=args.max_pixels), args.output)
-    else:
-        figures.save_figure(figures.checkerboard_figure(report.checkerboard(args.layer)), args.output)
-
-
-def _only_for(args: argparse.Namespace, option: str, choice: str, applies: dict[str, tuple[str, ...]]) -> None:
-    """Refuse an option given where it would be ignored (``applies``: option -> the choices it is for)."""
-    for name, choices in applies.items():
-        given = getattr(args, name.lstrip("-").replace("-", "_"))
-        if given not in (None, "") and choice not in choices:
-            raise ConvlensError(f"{name} applies to {option} {', '.join(choices)} only, not {choice}")
-
-
-def _pixels(shape: tuple[int, ...]) -> int:
-    """Spatial pixels of an (N, C, *spatial) shape."""
-    n = 1
-    for s in shape[2:]:
-        n *= s
-    return n
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with atomic_output(path) as tmp:
-        np.save(tmp, array)
-
-
-def _parse_unit(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.replace("x", ",").split(","))
-    except ValueError:
-        raise ConvlensError(f"--unit must be integers separated by commas (one per spatial axis), got {text!r}") \
-            from None
+def _command(name: str) -> Callable[[argparse.Namespace], None]:
+    """Subcommand ``name``'s handler, ``convlens.cli.commands._NAME``, imported when it runs."""
+    def run(args: argparse.Namespace) -> None:
+        from . import commands
+        getattr(commands, f"_{name}")(args)
+    return run
 
 
 ARITH_HELP = """\
@@ -223,35 +43,6 @@ padding:   smallest padding that gives output size --target
 output-padding: output_padding that makes a transposed conv give --target
 unread:    real border pixels on the far side that the stride never reads
 """
-
-
-def _survey(args: argparse.Namespace) -> None:
-    check_destination(args.output, "-o")
-    shape = parse_shape(args.input) if args.input is not None else None
-    rows = survey(args.patterns, args.output, shape=shape, jobs=args.jobs, timeout=args.timeout,
-                  memory=args.memory << 30 if args.memory else None, progress=True)
-    sys.stderr.write(f"{summary_line(rows)}; written to {args.output}\n")
-
-
-def _zoo(args: argparse.Namespace) -> None:
-    reports = analyze_zoo(args.names or None)
-    if args.format == "table":
-        render_zoo(reports, {name: ZOO[name].summary for name in reports})
-        return
-    rows = [{"name": name, "summary": ZOO[name].summary, "source": ZOO[name].source,
-             "input_shape": list(ZOO[name].input_shape), "output_shape": list(r.output.output_shape[1:]),
-             "rf": r.output.to_dict()["rf"], "stride": r.output.to_dict()["stride"], "params": r.totals.params,
-             "source_params": ZOO[name].params, "macs": r.totals.macs} for name, r in reports.items()]
-    print(json.dumps(rows, indent=2))
-
-
-def _plan(args: argparse.Namespace) -> None:
-    result = plan(args.rf, args.kernel, channels=args.channels, max_layers=args.max_layers,
-                  max_params=args.max_params, map_size=args.map_size, top=args.top, max_pixels=args.max_pixels)
-    if args.format == "json":
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        render_plan(result)
 
 
 def _arith(args: argparse.Namespace) -> None:
@@ -306,6 +97,26 @@ def _count_arg(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
     return parse
 
 
+def _depth_arg(text: str) -> int | None:
+    """An argparse type: a module depth (0, 1, ...) or 'all' (None: every row)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return _count_arg(0, 10**6)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'all' or an integer from 0, got {text!r}") from None
+
+
+def _columns_arg(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated table columns, each one of :data:`COLUMN_NAMES`."""
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in names if c not in COLUMN_NAMES and c != "name"]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown column {', '.join(map(repr, unknown)) or repr(text)}: choose "
+                                         f"from {', '.join(COLUMN_NAMES)}")
+    return names
+
+
 def _max_pixels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=_count_arg(1, 2**62), default=MAX_PIXELS,
                    help=f"refuse coverage maps of more input pixels (default {MAX_PIXELS:,})")
@@ -314,6 +125,7 @@ def _max_pixels(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convlens", description="Exact receptive fields, windows and cost "
                                      "of every unit of a PyTorch CNN.")
+    parser.add_argument("--version", action="version", version=f"convlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="geometry and cost of every module call")
     a.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
@@ -321,19 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the model's own, else 3x224x224)")
     a.add_argument("--batch", type=_count_arg(1), default=1, help="batch size N (default 1)")
     a.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    a.add_argument("--depth", type=_count_arg(0, 10**6), default=DEFAULT_DEPTH,
-                   help=f"table rows up to this module depth (default {DEFAULT_DEPTH}; JSON/CSV hold every row)")
+    a.add_argument("--depth", type=_depth_arg, default=DEFAULT_DEPTH,
+                   help=f"table rows up to this module depth, or 'all' (default {DEFAULT_DEPTH}; JSON/CSV hold "
+                   "every row)")
+    a.add_argument("--columns", type=_columns_arg, default=DEFAULT_COLUMNS, metavar="A,B,...",
+                   help=f"table columns after the name, from {', '.join(COLUMN_NAMES)} (default "
+                   f"{','.join(DEFAULT_COLUMNS)}); a narrow terminal leaves some out, and says which")
     a.add_argument("-o", "--output", help="write to this file instead of stdout")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (table, plots, "
                    "coverage maps)")
-    a.set_defaults(run=_analyze)
+    a.set_defaults(run=_command("analyze"))
 
     c = sub.add_parser("coverage", help="path counts from every input pixel to one unit")
     _model_args(c, unit=True)
     c.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (input-sized map), .json "
                    "(default: JSON on stdout)")
     _max_pixels(c)
-    c.set_defaults(run=_coverage)
+    c.set_defaults(run=_command("coverage"))
 
     e = sub.add_parser("erf", help="effective receptive field: mean |d unit / d input| over samples")
     _model_args(e, unit=True)
@@ -342,14 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("-o", "--output", help="out.png / .svg / .pdf (figure), .npy (the map), .json "
                    "(default: summary JSON on stdout)")
-    e.set_defaults(run=_erf)
+    e.set_defaults(run=_command("erf"))
 
     h = sub.add_parser("shift", help="shift equivariance, measured: which input shifts the output follows")
     _model_args(h)
     h.add_argument("--shift", type=int, default=8, help="try shifts 1 .. SHIFT pixels per axis (default 8)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--format", choices=("text", "json"), default="text")
-    h.set_defaults(run=_shift)
+    h.set_defaults(run=_command("shift"))
 
     n = sub.add_parser("animate", help="animate one convolution's arithmetic (GIF) or draw it (PNG/SVG)")
     n.add_argument("--input", required=True, help="input size: 5 or 5x7")
@@ -367,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--max-cells", type=_count_arg(1), default=MAX_CELLS,
                    help=f"refuse pictures with more grid cells, input and output (default {MAX_CELLS})")
     n.add_argument("-o", "--output", required=True, help="conv.gif (animation) or conv.png / .svg / .pdf (still)")
-    n.set_defaults(run=_animate)
+    n.set_defaults(run=_command("animate"))
 
     f = sub.add_parser("plot", help="one figure: rf against depth, coverage, ERF, checkerboard or cost")
     _model_args(f, unit=True)
@@ -375,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--samples", type=int, help="ERF samples (--kind erf; default 16)")
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")
     _max_pixels(f)
-    f.set_defaults(run=_plot)
+    f.set_defaults(run=_command("plot"))
 
     v = sub.add_parser("survey", help="many models in worker processes, one row each, resumable",
                        description="PATTERN: timm:GLOB, torchvision:GLOB (classification and segmentation), "
@@ -389,12 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds per model (default {TIMEOUT_S:g})")
     v.add_argument("--memory", type=_count_arg(1, 2**20), metavar="GIB",
                    help="GiB per worker (default: 80 %% of the memory, shared by the jobs)")
-    v.set_defaults(run=_survey)
+    v.set_defaults(run=_command("survey"))
 
     z = sub.add_parser("zoo", help="the built-in models with their rf and cost (each name works as MODEL)")
     z.add_argument("names", nargs="*", help="only these (default: all)")
     z.add_argument("--format", choices=("table", "json"), default="table")
-    z.set_defaults(run=_zoo)
+    z.set_defaults(run=_command("zoo"))
 
     p = sub.add_parser("plan", help="dilation schedules without holes that reach a receptive field")
     p.add_argument("--rf", type=int, required=True, help="target receptive field side, pixels")
@@ -406,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="schedules to list (default 5)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     _max_pixels(p)
-    p.set_defaults(run=_plan)
+    p.set_defaults(run=_command("plan"))
 
     r = sub.add_parser("arith", help="convolution arithmetic along one axis", description=ARITH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -472,7 +288,3 @@ def _sigint() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(got)
     finally:
         signal.signal(signal.SIGINT, old)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m convlens.cli``."""
+
+from . import main
+
+raise SystemExit(main())
