@@ -26,10 +26,12 @@ The receptive fields (from ``convlens.analyze``) are 17 px for the plain stack a
 context model, so the plain stack cannot see most of the beacons that decide its pixels' labels. The
 table's "oracle" row is roughly the best a 17 px window allows: the labels computed from only the
 beacons that touch the window. Both models are trained with Adam on the same stream of fresh images
-and scored by mean IoU over the three classes on a held-out set.
+and scored by mean IoU over the three classes on a held-out set. One run's mIoU depends on its seed
+(the initial weights of the stem and head, the image stream, the held-out set): the table gives the
+mean over ``--seeds`` runs (seeds 0, 1, ...) and their range.
 
-    .venv/bin/python examples/why_dilation.py             # the README table (plain text)
-    .venv/bin/python examples/why_dilation.py --markdown  # the same as a markdown table
+    .venv/bin/python examples/why_dilation.py --markdown           # the README table (5 seeds)
+    .venv/bin/python examples/why_dilation.py --seeds 1 --steps 50 # a quick look
 """
 
 from __future__ import annotations
@@ -129,22 +131,28 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 
 @dataclass
 class Row:
-    """One line of the results table (``None``: not applicable)."""
+    """One line of the results table (``None``: not applicable): mIoU and training seconds per seed."""
 
     model: str
     layers: str
     params: int | None
     rf: int | None
-    miou: float
-    seconds: float | None
+    miou: list[float]
+    seconds: list[float] | None
 
 
 def print_table(rows: list[Row], markdown: bool) -> None:
-    """The rows as aligned plain text, or as a markdown table."""
-    header = ("model", "layers", "params", "rf (px)", "mIoU", "train s")
+    """The rows as aligned plain text, or as a markdown table: mIoU as the mean over the seeds and,
+    for several, the lowest and highest."""
+    seeds = len(rows[0].miou)
+    header = ("model", "layers", "params", "rf (px)", "mIoU" if seeds == 1 else f"mIoU, mean of {seeds} seeds",
+              "range" if seeds > 1 else "", "train s")
     cells = [(r.model, r.layers, "-" if r.params is None else f"{r.params:,}",
-              "-" if r.rf is None else str(r.rf), f"{r.miou:.3f}",
-              "-" if r.seconds is None else f"{r.seconds:.0f}") for r in rows]
+              "-" if r.rf is None else str(r.rf), f"{sum(r.miou) / len(r.miou):.3f}",
+              f"{min(r.miou):.3f}-{max(r.miou):.3f}" if seeds > 1 else "",
+              "-" if r.seconds is None else f"{sum(r.seconds) / len(r.seconds):.0f}") for r in rows]
+    if seeds == 1:
+        header, cells = header[:5] + header[6:], [c[:5] + c[6:] for c in cells]
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|")
@@ -161,30 +169,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=700, help=f"training steps per model (batch {BATCH})")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--channels", type=int, default=16, help="maps C in the stem and body")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=5, help="runs, with seeds 0 .. SEEDS-1 (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    eval_images, eval_labels = make_batch(EVAL_IMAGES, args.size, torch.Generator().manual_seed(args.seed + 1))
-    rows = [Row("all background", "-", None, None,
-                mean_iou(torch.zeros_like(eval_labels), eval_labels), None)]
-    for kind, dilations in DILATIONS.items():
-        layers = f"stem + 7 x 3x3 (d={','.join(map(str, dilations))}) + 1x1 + head"
-        torch.manual_seed(args.seed)
-        model = build_model(kind, args.channels)
-        report = convlens.analyze(model, (1, 2, args.size, args.size))
-        seconds = train(model, args.steps, args.size, args.seed)
-        rf = report[""].rf[0]
-        rows.append(Row(kind, layers, report.totals.params, rf, evaluate(model, eval_images, eval_labels), seconds))
-        if kind == "plain":  # the labels from the beacons that reach into a plain unit's window
-            _, seen = make_batch(EVAL_IMAGES, args.size, torch.Generator().manual_seed(args.seed + 1), rf // 2 + 1)
-            rows.append(Row(f"oracle, {rf} px window", "-", None, rf, mean_iou(seen, eval_labels), None))
+    rows: dict[str, Row] = {}
+    for seed in range(args.seeds):
+        for row in run(args, seed):
+            if row.model in rows:
+                rows[row.model].miou += row.miou
+                if row.seconds is not None:
+                    rows[row.model].seconds += row.seconds
+            else:
+                rows[row.model] = row
     print(f"task: {args.size}x{args.size} noise, 1-{MAX_BEACONS} beacons of type A or B; label = the type "
           f"within {RADIUS} px of a beacon (needs rf >= {2 * RADIUS + 1}); {args.steps} steps x {BATCH} images, "
-          f"mIoU on {EVAL_IMAGES} held-out images")
-    print_table(rows, args.markdown)
+          f"mIoU on {EVAL_IMAGES} held-out images, seeds 0-{args.seeds - 1}")
+    print_table(list(rows.values()), args.markdown)
+
+
+def run(args: argparse.Namespace, seed: int) -> list[Row]:
+    """The table's rows for one seed."""
+    eval_images, eval_labels = make_batch(EVAL_IMAGES, args.size, torch.Generator().manual_seed(seed + 1))
+    rows = [Row("all background", "-", None, None, [mean_iou(torch.zeros_like(eval_labels), eval_labels)], None)]
+    for kind, dilations in DILATIONS.items():
+        layers = f"stem + 7 x 3x3 (d={','.join(map(str, dilations))}) + 1x1 + head"
+        torch.manual_seed(seed)
+        model = build_model(kind, args.channels)
+        report = convlens.analyze(model, (1, 2, args.size, args.size))
+        seconds = train(model, args.steps, args.size, seed)
+        rf = report[""].rf[0]
+        rows.append(Row(kind, layers, report.totals.params, rf, [evaluate(model, eval_images, eval_labels)],
+                        [seconds]))
+        if kind == "plain":  # the labels from the beacons that reach into a plain unit's window
+            _, seen = make_batch(EVAL_IMAGES, args.size, torch.Generator().manual_seed(seed + 1), rf // 2 + 1)
+            rows.append(Row(f"oracle, {rf} px window", "-", None, rf, [mean_iou(seen, eval_labels)], None))
+    return rows
 
 
 if __name__ == "__main__":

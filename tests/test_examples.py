@@ -45,7 +45,7 @@ def test_labels_are_the_pixels_within_the_radius_of_a_beacon():
 
 
 def test_the_script_runs():
-    done = subprocess.run([sys.executable, str(EXAMPLE), "--steps", "2", "--size", "48", "--channels", "4",
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--steps", "2", "--size", "48", "--channels", "4", "--seeds", "1",
                            "--markdown"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "| context |" in done.stdout and "| plain |" in done.stdout

@@ -93,7 +93,7 @@ class TensorGeom:
 class Merge:
     """Where several moving local inputs meet along one axis (an add, a mul, a cat along channels),
     with each input's stride and offset there; ``aligned`` when they share the stride and the centre
-    of every unit both reach (DESIGN). The row's ``aligned``, its notes and the diagnostics all read
+    of every unit both reach (docs/conventions.md). The row's ``aligned``, its notes and the diagnostics all read
     these records."""
 
     node: OpNode

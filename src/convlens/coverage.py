@@ -1,4 +1,4 @@
-"""Coverage: which input pixels have a path to one unit, and how many paths (DESIGN.md).
+"""Coverage: which input pixels have a path to one unit, and how many paths (docs/conventions.md).
 
 A *path* runs from an input pixel to the unit through the ops' taps (weights and values ignored; an
 interpolation tap whose weight is exactly 0 is no tap), in the real network on its real sizes:

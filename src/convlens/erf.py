@@ -1,6 +1,6 @@
 """Effective receptive field (Luo et al. 2016): how much each input pixel actually moves one unit.
 
-``ERF(u)`` is the mean over input samples of ``|d T[u] / d X|`` (DESIGN), for the model's own weights,
+``ERF(u)`` is the mean over input samples of ``|d T[u] / d X|`` (docs/conventions.md), for the model's own weights,
 where ``T[u]`` sums the unit's output channels and ``|.|`` is summed over input channels. Unlike
 everything else in convlens this runs the real model forward and backward (in ``eval()`` mode,
 restored afterwards; no parameter gradients are accumulated).

@@ -1,6 +1,6 @@
 """Per-axis geometry states and the one composition primitive.
 
-Conventions (see DESIGN.md): coordinates are input pixel indices along one spatial axis of the network
+Conventions (see docs/conventions.md): coordinates are input pixel indices along one spatial axis of the network
 input; 0 is the first real pixel, padding lies at negative indices and at indices >= N.
 
 Every tensor carries, for every spatial axis of the network input, one of four states:

@@ -1,6 +1,6 @@
 """The plain result model every renderer reads: :class:`Report` and one :class:`Layer` per row.
 
-Units and conventions (DESIGN.md): per spatial axis of the network input, in input pixels.
+Units and conventions (docs/conventions.md): per spatial axis of the network input, in input pixels.
 ``rf`` is an int, ``"global"`` (the units see the whole axis) or ``None`` (unknown or not defined:
 see ``notes``). ``stride`` and ``offset`` are exact :class:`fractions.Fraction` values, ``None``
 where global or unknown. ``global_context`` is per tensor: after a cat along a spatial axis it also
@@ -212,7 +212,7 @@ class Layer:
         return 1.0 - real
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON row (DESIGN contract): fractions as "p/q" strings, "global" where global."""
+        """The JSON row (docs/conventions.md): fractions as "p/q" strings, "global" where global."""
         def frac(x: Fraction | None, state: AxisState) -> Any:
             if isinstance(state, Global):
                 return "global"
@@ -323,7 +323,7 @@ class Report:
 
     def coverage(self, name: str, unit: Sequence[int] | None = None, axes: Sequence[int] | None = None, *,
                  max_pixels: int = MAX_PIXELS) -> CoverageResult:
-        """Path counts from every input pixel to one unit of row ``name`` (DESIGN: coverage).
+        """Path counts from every input pixel to one unit of row ``name`` (docs/conventions.md: coverage).
 
         ``unit``: one index per spatial axis of the input (default: the centre, n // 2 per axis).
         The row must be local along every axis (not global, unknown or constant). ``axes``: count

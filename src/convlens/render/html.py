@@ -62,9 +62,13 @@ def _profiles(report: Report) -> dict[str, Any]:
 
 
 def _svg(fig) -> str:
-    """Inline SVG (text drawn as paths; matplotlib's comments, which it escapes, are dropped)."""
+    """Inline SVG (text drawn as paths; matplotlib's comments, which it escapes, are dropped). The
+    same figure gives the same text: no date, element ids from a fixed salt (a report's hash then
+    says whether it changed)."""
+    import matplotlib
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    with matplotlib.rc_context({"svg.hashsalt": "convlens"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
     return re.sub(r"<!--.*?-->", "", text[text.index("<svg"):], flags=re.S)
 

@@ -2,7 +2,7 @@
 
 Normalisations whose statistics span spatial positions (group norm, layer norm over H and W,
 instance norm, batch norm with batch statistics) keep the local geometry and mark the axes they
-average over as *global context* (DESIGN.md).
+average over as *global context* (docs/conventions.md).
 """
 
 from __future__ import annotations

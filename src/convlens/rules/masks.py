@@ -1,6 +1,6 @@
 """Attention masks: which query-key pairs a mask removes, per spatial axis.
 
-Convention (DESIGN.md, README "Attention masks"): a query-key pair is a path unless its attention
+Convention (docs/conventions.md, "Attention masks"): a query-key pair is a path unless its attention
 weight is exactly zero for every input, with one exception: a pair that a *constant* additive mask
 pushes down by 80 or more (e^-80 ~ 2e-35, below float32's resolution; timm's Swin uses -100 for the
 pairs its cyclic shift brought together) is no path. convlens reads a mask only where it is a

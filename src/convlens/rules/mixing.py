@@ -1,6 +1,6 @@
 """Rules for ops that consume spatial axes: reductions, softmax, matrix products, attention.
 
-A consumed axis becomes global: every unit of the result sees the whole axis (DESIGN.md).
+A consumed axis becomes global: every unit of the result sees the whole axis (docs/conventions.md).
 """
 
 from __future__ import annotations
