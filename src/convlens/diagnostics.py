@@ -158,7 +158,7 @@ def _max_pool(node: OpNode, cap: Capture):
     o = cap.tensors[node.outputs[0]].shape[-p.k:]
     share = min(1.0, float(np.prod([oo / ii for oo, ii in zip(o, x)])))
     if share < 1:
-        found.append(("sparse-gradient", f"max pool passes gradient to at most {100 * share:.0f} % of its "
+        found.append(("sparse-gradient", f"max pool passes gradient to at most {100 * share:.3g} % of its "
                       f"inputs (one per window)", {"share": share}))
     return found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Iterable
 
-from ..report import Layer
+from ..report import Layer, Report
 
 
 def axes_text(values: Iterable, sep: str = "×") -> str:
@@ -38,3 +38,24 @@ def bytes_text(n: int) -> str:
 def stride_text(layer: Layer) -> str:
     """A row's effective stride per axis, 'global' where the axis is global."""
     return axes_text(["global" if rf == "global" else s for rf, s in zip(layer.rf, layer.stride)])
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The output's rf, stride and offset; where an axis is global (a classifier), also those of the
+    last row that is local along every axis (the last stage before the pooling), the shallowest row
+    of that tensor."""
+    out = report.output
+    lines = ["output: global along every axis (each unit sees the whole input)" if out.rf and all(
+        rf == "global" for rf in out.rf) else
+             f"output: rf {axes_text(out.rf)}, stride {stride_text(out)}, offset {_offset_text(out)}"]
+    if any(rf == "global" for rf in out.rf):
+        local = [layer for layer in report if layer.axes and all(isinstance(rf, int) for rf in layer.rf)]
+        if local:
+            last = min((layer for layer in report if layer.tensor == local[-1].tensor), key=lambda x: x.depth)
+            lines.append(f"last local row, {last.name or '(model)'}: rf {axes_text(last.rf)}, stride "
+                         f"{stride_text(last)}, offset {_offset_text(last)}")
+    return lines
+
+
+def _offset_text(layer) -> str:
+    return axes_text(["global" if rf == "global" else o for rf, o in zip(layer.rf, layer.offset)])

@@ -14,7 +14,7 @@ from rich.text import Text
 from ..defaults import DEFAULT_COLUMNS, DEFAULT_DEPTH
 from ..errors import ConvlensError
 from ..report import Layer, Report
-from .format import axes_text, bytes_text, count_text, stride_text
+from .format import axes_text, bytes_text, count_text, stride_text, summary_lines
 
 if TYPE_CHECKING:
     from ..plan import PlanResult
@@ -160,27 +160,6 @@ def _table(report: Report, names: list[tuple[str, bool]], cells: dict[str, list[
     for i, (name, flag) in enumerate(names):
         table.add_row(Text(name + (f" {FLAG}" if flag else "")), *(cells[c][i] for c in columns))
     return table
-
-
-def summary_lines(report: Report) -> list[str]:
-    """The output's rf, stride and offset; where an axis is global (a classifier), also those of the
-    last row that is local along every axis (the last stage before the pooling), the shallowest row
-    of that tensor."""
-    out = report.output
-    lines = ["output: global along every axis (each unit sees the whole input)" if out.rf and all(
-        rf == "global" for rf in out.rf) else
-             f"output: rf {axes_text(out.rf)}, stride {stride_text(out)}, offset {_offset_text(out)}"]
-    if any(rf == "global" for rf in out.rf):
-        local = [layer for layer in report if layer.axes and all(isinstance(rf, int) for rf in layer.rf)]
-        if local:
-            last = min((layer for layer in report if layer.tensor == local[-1].tensor), key=lambda x: x.depth)
-            lines.append(f"last local row, {last.name or '(model)'}: rf {axes_text(last.rf)}, stride "
-                         f"{stride_text(last)}, offset {_offset_text(last)}")
-    return lines
-
-
-def _offset_text(layer) -> str:
-    return axes_text(["global" if rf == "global" else o for rf, o in zip(layer.rf, layer.offset)])
 
 
 def render_zoo(reports: Mapping[str, Report], summaries: Mapping[str, str], console: Console | None = None) -> None:
