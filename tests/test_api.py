@@ -75,7 +75,7 @@ def test_json_contract():
     assert set(data) >= {"model", "input_shape", "layers", "totals"}
     assert data["input_shape"] == [2, 3, 16, 16]
     assert set(data["totals"]) == {"params", "macs", "flops", "bias_flops", "peak_activation_bytes"}
-    keys = {"name", "op", "depth", "output_shape", "rf", "stride", "offset", "params", "macs", "flops",
+    keys = {"name", "op", "type", "args", "depth", "output_shape", "rf", "stride", "offset", "params", "macs", "flops",
             "bias_flops", "activation_bytes", "aligned", "global_context", "notes"}
     shapes = torch_shapes(model, (2, 3, 16, 16))
     for row, layer in zip(data["layers"], report):

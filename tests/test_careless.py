@@ -473,7 +473,7 @@ def test_a_failed_render_leaves_the_earlier_file_as_it_was(fmt, models, tmp_path
     from convlens import ConvlensError
     target = {"table": "render_table", "json": None, "csv": None}[fmt]
     if target:
-        def half_then_broken(report, depth=None, console=None):
+        def half_then_broken(report, depth=None, console=None, columns=None):
             console.print("half a table")
             broken()
         monkeypatch.setattr(cli_module, target, half_then_broken)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_HOMES = {"analyze": "api", "erf": "erf", "ERFResult": "erf", "ConvlensError": "errors", "Layer": "report",
+_HOMES = {"analyze": "api", "erf": "effective_rf", "ERFResult": "effective_rf", "ConvlensError": "errors", "Layer": "report",
           "Report": "report", "Totals": "report", "shift_check": "shift", "ShiftResult": "shift"}
 """Each public name's module."""
 
@@ -24,7 +24,7 @@ __all__ = ["analyze", "erf", "shift_check", "ConvlensError", "ERFResult", "Layer
 
 if TYPE_CHECKING:
     from .api import analyze
-    from .erf import ERFResult, erf
+    from .effective_rf import ERFResult, erf
     from .errors import ConvlensError
     from .report import Layer, Report, Totals
     from .shift import ShiftResult, shift_check

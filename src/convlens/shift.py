@@ -7,7 +7,7 @@ interior unit v (its window, in both runs, inside the real input: convlens's win
 For other shifts the error is measured against the best whole-unit alignment. Errors are relative:
 max |difference| / max |out(X)| over the compared units.
 
-Like :mod:`convlens.erf` this runs the real model (in ``eval()`` mode, restored afterwards).
+Like :mod:`convlens.effective_rf` this runs the real model (in ``eval()`` mode, restored afterwards).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .api import analyze
-from .erf import MAX_SEED, LayerOutput
+from .effective_rf import MAX_SEED, LayerOutput
 from .errors import ConvlensError, check_input_shape, check_int
 from .geometry import Local
 from .modelstate import check_model, evaluated, model_dtype

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from ..coverage import check_pixels
 from ..defaults import MAX_FRAMES
-from ..erf import erf
+from ..effective_rf import erf
 from ..errors import ConvlensError
 from ..loading import analyze_spec, build_model, default_input, model_factory, parse_shape
 from ..plan import plan

@@ -12,7 +12,7 @@ from ..errors import ConvlensError
 from .files import atomic_output
 
 if TYPE_CHECKING:
-    from ..erf import ERFResult
+    from ..effective_rf import ERFResult
 
 
 def pyplot():
@@ -76,6 +76,12 @@ def erf_figure(result: ERFResult):
         box = tuple((c - r, c + r) for c, r in zip(centres, result.radius[0.99]))
     return map_figure(result.map, title, "mean |d unit / d input|", box, mask_zero=False,
                       box_label="99 % of the ERF's mass (centre ± radius per axis), not the rf window")
+
+
+def save_map_figure(counts: np.ndarray, path: str | Path, title: str, label: str,
+                    box: tuple[tuple[int, int], ...] | None, mask_zero: bool, box_label: str = "") -> None:
+    """:func:`map_figure`, saved (png/svg/pdf by the file's suffix)."""
+    save_figure_file(map_figure(counts, title, label, box, mask_zero, box_label), path)
 
 
 def map_figure(counts: np.ndarray, title: str, label: str, box: tuple[tuple[int, int], ...] | None,

@@ -158,7 +158,7 @@ def _table(report: Report, names: list[tuple[str, bool]], cells: dict[str, list[
         table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=True,
                          min_width=width)
     for i, (name, flag) in enumerate(names):
-        table.add_row(Text(name + (f" {FLAG}" if flag else "")), *(cells[c][i] for c in columns))
+        table.add_row(Text(name + (f" {FLAG}" if flag else "")), *(Text(cells[c][i]) for c in columns))
     return table
 
 
