@@ -162,9 +162,19 @@ def _box(page, selector: str) -> dict:
                                            "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; }")
 
 
+LAYOUTS = {
+    "2-D": (lambda: torchvision.models.resnet18(weights=None), (1, 3, 96, 96)),
+    "1-D": (lambda: nn.Sequential(*[nn.Conv1d(2, 2, 3, dilation=d, padding=d) for d in (1, 2, 4)]), (1, 2, 2000)),
+    "3-D": (lambda: nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.MaxPool3d(2), nn.Conv3d(2, 1, 3)),
+            (1, 1, 12, 40, 40)),
+}
+
+
 @pytest.mark.parametrize("width", [1400, 900])
-def test_layout_uses_the_page_and_never_overflows(browser, tmp_path, width):
-    report = convlens.analyze(torchvision.models.resnet18(weights=None), (1, 3, 96, 96))
+@pytest.mark.parametrize("kind", list(LAYOUTS))
+def test_layout_uses_the_page_and_never_overflows(browser, tmp_path, width, kind):
+    build, shape = LAYOUTS[kind]
+    report = convlens.analyze(build(), shape)
     report.save_html(tmp_path / "r.html")
     page, errors, dialogs = _open(browser, tmp_path / "r.html", width=width)
     assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing overflows sideways
@@ -173,6 +183,8 @@ def test_layout_uses_the_page_and_never_overflows(browser, tmp_path, width):
         assert view["left"] >= table["right"] - 1 and view["top"] < table["bottom"] and table["top"] < view["bottom"]
     else:
         assert view["bottom"] <= table["top"] + 1  # above it, each as wide as the page allows
+    assert _painted(page, "coverage") > 0 and _painted(page, "coverage-zoom") > 0
+    assert page.is_visible("#slice") == (kind == "3-D")
     assert not errors and not dialogs
     page.close()
 

@@ -199,8 +199,9 @@ def mostly_padding_share(windows: Windows, input_size: tuple[int, ...], n: tuple
 
 def collect_diagnostics(cap: Capture, graph, layers: list, input_size: tuple[int, ...]) -> list[Diagnostic]:
     """Every diagnostic of an analysis: op-level checks, misaligned merges, where units first see mostly
-    padding, runs of dilated convs that grid. Each message is also added to its row's notes
-    (misaligned merges are there already). ``graph`` is the :class:`convlens.analysis.GraphGeometry`."""
+    padding, runs of dilated convs that grid. Each message is also added to the notes of its own row
+    (once: a misaligned merge on the row of the module that ran it, its axes in one message where they
+    differ alike). ``graph`` is the :class:`convlens.analysis.GraphGeometry`."""
     row_of = cap.row_of_node
     found = op_diagnostics(cap, row_of)
     names = tensor_names(cap)
