@@ -18,7 +18,7 @@ from .geometry import Constant, Global, Local, Paired, Unknown
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
 from .report import Analysis, DimLayout, Layer, LayerArgs, Report, Totals
-from .rules.args import conv_args, is_convolution, pad_args, pool_args, pool_dims
+from .rules.args import conv_args, is_convolution, is_pool, pad_args, pool_args
 from .rules.registry import Digit, extras
 
 
@@ -76,7 +76,37 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
 
 def _module_params(model: nn.Module) -> dict[str, int]:
     """Parameters of every module path, recursively, shared parameters counted once: each
-    parameter is added to every path above the modules that hold it (once per path)."""
+    parameter is added to every path above the modules that hold it (once per path). Where no
+    parameter or module is held twice, each path's total is its own parameters plus its children's
+    (one pass over the tree); else :func:`_shared_params`."""
+    totals: dict[str, int] = {}
+    params: set[int] = set()
+    modules: set[int] = set()
+
+    def walk(module: nn.Module, path: str) -> int | None:
+        if id(module) in modules:
+            return None
+        modules.add(id(module))
+        total = 0
+        for p in module._parameters.values():
+            if p is not None:
+                if id(p) in params:
+                    return None
+                params.add(id(p))
+                total += p.numel()
+        for name, child in module._modules.items():
+            if child is not None:
+                below = walk(child, f"{path}.{name}" if path else name)
+                if below is None:
+                    return None
+                total += below
+        totals[path] = total
+        return total
+    return totals if walk(model, "") is not None else _shared_params(model)
+
+
+def _shared_params(model: nn.Module) -> dict[str, int]:
+    """:func:`_module_params` of a model that holds a parameter or a module twice."""
     totals: dict[str, int] = {}
     seen: set[tuple[str, int]] = set()
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -92,6 +122,7 @@ def _module_params(model: nn.Module) -> dict[str, int]:
 def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tuple[int, ...]) -> list[Layer]:
     params = _module_params(model)
     merge_at = [m.node.index for m in graph.merges]  # (in execution order)
+    windowed_at = [n.index for n in cap.nodes if is_convolution(n) or is_pool(n)]  # (convs and pools)
     producers = cap.producers
     # (running totals over the ops in execution order: a call's ops are one run of them)
     macs_before, bias_before = [0], [0]
@@ -112,7 +143,8 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             shown = _shown(geom)
             notes = _notes(shown, geom.global_context, input_size)
             notes += sorted(_caveats(geom, shown))
-            args = _layer_args(cap, call) if call.is_leaf else None
+            one = call.is_leaf and bisect_left(windowed_at, call.end_op) - bisect_left(windowed_at, call.first_op) == 1
+            args = _layer_args(cap, call) if one else None
             rows.append(Layer(
                 name=call.name + suffix, op=op, type=call.type_name, depth=call.depth,
                 output_shape=cap.tensors[tid].shape, params=params.get(call.path, 0), macs=macs,
@@ -128,7 +160,7 @@ def _layer_args(cap: Capture, call) -> LayerArgs | None:
     before it in the same call added to its padding; None where the call ran none or several."""
     nodes = cap.nodes[call.first_op:call.end_op]
     convs = [n for n in nodes if is_convolution(n)]
-    pools = [n for n in nodes if pool_dims(n) is not None]
+    pools = [n for n in nodes if is_pool(n)]
     if len(convs) + len(pools) != 1:
         return None
     node = (convs or pools)[0]

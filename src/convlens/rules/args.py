@@ -101,6 +101,16 @@ def pool_dims(node: OpNode) -> int | None:
     return None
 
 
+POOLS = frozenset(getattr(aten, f"{kind}{k}d{suffix}") for kind in ("max_pool", "avg_pool") for k in (1, 2, 3)
+                  for suffix in ("", "_with_indices") if hasattr(aten, f"{kind}{k}d{suffix}"))
+"""The max and average pools :func:`pool_args` reads (overload packets)."""
+
+
+def is_pool(node: OpNode) -> bool:
+    """Whether ``node`` is a max or average pool (:func:`pool_args` reads it; in C, by its packet)."""
+    return getattr(node.op, "overloadpacket", None) in POOLS
+
+
 def pool_args(node: OpNode) -> PoolArgs:
     """The arguments of a recorded max or average pool (``pool_dims(node)`` is not None), decoded once
     per node."""
