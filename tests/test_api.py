@@ -153,3 +153,19 @@ def test_op_without_rule_is_named_in_report_and_rows():
     assert any("aten.index_select" in n for n in report["after"].notes)
     with pytest.raises(convlens.ConvlensError, match="unknown"):
         report["after"].window(0, 0)
+
+
+@pytest.mark.parametrize("model", [nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(3, 2, 2), nn.Sequential(nn.MaxPool2d(2)),
+                                   nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, 1, 1))])
+def test_an_input_the_model_takes_as_unbatched_is_refused(model):
+    # torch runs a 2-D conv or pool on (C, H, W) as one unbatched image; convlens would read it as
+    # (N, C, L), a 1-D analysis of a 2-D net
+    with pytest.raises(convlens.ConvlensError, match=r"treats the input \(3, 16, 16\) as unbatched.*"
+                                                     r"write \(1, 3, 16, 16\) \(on the CLI: --input 3x16x16\)"):
+        convlens.analyze(model, (3, 16, 16))
+    assert convlens.analyze(model, (1, 3, 16, 16))[""].output_shape[0] == 1
+
+
+def test_the_same_dims_batched_for_a_1d_conv_are_fine():
+    report = convlens.analyze(nn.Conv1d(16, 4, 3), (3, 16, 16))  # N=3, C=16, L=16: batched
+    assert report[""].rf == (3,) and report[""].output_shape == (3, 4, 14)

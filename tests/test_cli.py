@@ -59,6 +59,15 @@ def test_depth_limits_table_rows():
     assert "layer1.0.conv1" not in shallow and "layer1.0.conv1" in deep
 
 
+def test_an_input_without_channels_is_refused_with_the_shape_to_write(tmp_path, capsys):
+    src = tmp_path / "gray.py"
+    src.write_text("import torch.nn as nn\ndef net():\n    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())\n")
+    assert main(["analyze", f"{src}:net", "--input", "16x16"]) == 2  # (1, 16, 16): one unbatched image
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "as unbatched" in line and line.endswith("(on the CLI: --input 1x16x16)")
+    assert main(["analyze", f"{src}:net", "--input", "1x16x16", "-o", str(tmp_path / "t.txt")]) == 0
+
+
 def test_depth_all_shows_every_row():
     every = run("analyze", "torchvision:resnet18", "--input", "3x64x64", "--depth", "all").stdout
     assert "layer1.0.conv1" in every and "layer4.1.bn2" in every

@@ -19,7 +19,7 @@ from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
 from .report import Analysis, DimLayout, Layer, LayerArgs, Report, Totals
 from .rules.args import conv_args, is_convolution, is_pool, pad_args, pool_args
-from .rules.registry import Digit, extras
+from .rules.registry import Digit, extras, key_of
 
 
 @contextlib.contextmanager
@@ -52,6 +52,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
         raise ConvlensError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}")
     with _gc_paused():
         cap = capture(model, shape, dtype)
+        _check_batched(cap, shape)
         graph = walk(cap)
         layers = _rows(model, cap, graph, shape[2:])
         diagnostics = collect_diagnostics(cap, graph, layers, shape[2:])
@@ -72,6 +73,32 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
     return Report(name or type(model).__name__, shape, layers, totals, notes, {**graph.no_rule, **graph.untracked},
                   backend="cpu" if cap.fallback else "meta", analysis=Analysis(cap, graph),
                   diagnostics=diagnostics)
+
+
+def _check_batched(cap: Capture, shape: tuple[int, ...]) -> None:
+    """Refuse an input the model treated as unbatched: a conv that adds a batch dim to the network
+    input itself (torch's convs do that to an input without one), or a pool that reads the input with
+    no batch dim (torch's pools take one). Judged by what the model did, not by the number of dims:
+    (3, 16, 16) is a valid batched input of a Conv1d."""
+    x = cap.input_id
+    added = {n.outputs[0] for n in cap.nodes if key_of(n.op) is torch.ops.aten.unsqueeze and n.inputs == [x]
+             and n.arg(1, "dim") in (0, -len(shape) - 1) and n.outputs}
+    for node in cap.nodes:
+        if is_convolution(node):
+            read, spatial = conv_args(node, cap.tensors).input.id, len(conv_args(node, cap.tensors).kernel)
+            unbatched = read in added and len(shape) == spatial + 1
+        elif is_pool(node):
+            read, spatial = pool_args(node).input.id, pool_args(node).k
+            unbatched = read == x and len(shape) == spatial + 1
+        else:
+            continue
+        if unbatched:
+            row = cap.row_of_node.get(node.index, "")
+            kind = next((c.type_name for c in cap.calls if c.name == row), short_op_name(node.name))
+            where = f"{kind} {row!r}" if row else f"{kind}, the model,"
+            raise ConvlensError(f"the model treats the input {tuple(shape)} as unbatched ({where} takes it as "
+                                f"(C, *spatial) with {spatial} spatial axes): input_shape is (N, C, *spatial), "
+                                f"so write {(1, *shape)} (on the CLI: --input {'x'.join(map(str, shape))})")
 
 
 def _module_params(model: nn.Module) -> dict[str, int]:
