@@ -96,15 +96,18 @@ def test_units_that_see_mostly_padding():
     assert not _kinds(convlens.analyze(nn.Conv2d(1, 1, 3, padding=1), (1, 1, 5, 5)), "mostly-padding")
 
 
+class Shifted(nn.Module):
+    """A merge misaligned along both axes: body's unit u is centred on u + 1, the shortcut's on u."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ZeroPad2d((0, 2, 0, 2)))
+
+    def forward(self, x):
+        return self.body(x) + x
+
+
 def test_misaligned_merge_is_listed():
-    class Shifted(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ZeroPad2d((0, 2, 0, 2)))
-
-        def forward(self, x):
-            return self.body(x) + x  # body's unit u is centred on u + 1, the shortcut's on u
-
     report = convlens.analyze(Shifted(), (1, 1, 9, 9))
     (found,) = _kinds(report, "misaligned-merge")  # one message for both axes, which differ alike
     assert found.data["axes"] == [0, 1] and found.row == ""

@@ -149,13 +149,7 @@ def test_narrow_terminals_keep_names_and_whole_numbers():
 
 
 def test_the_flag_has_a_legend():
-    class Shifted(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ZeroPad2d((0, 2, 0, 2)))
-
-        def forward(self, x):
-            return self.body(x) + x
+    from test_diagnostics import Shifted
     text = _rendered(convlens.analyze(Shifted(), (1, 1, 9, 9)), 120)
     assert "(model) ⚠" in text and "⚠: the row holds a misaligned merge" in text
     assert text.count("misaligned merge along") == 1  # the diagnostic, once

@@ -85,10 +85,12 @@ def _check_batched(cap: Capture, shape: tuple[int, ...]) -> None:
              and n.arg(1, "dim") in (0, -len(shape) - 1) and n.outputs}
     for node in cap.nodes:
         if is_convolution(node):
-            read, spatial = conv_args(node, cap.tensors).input.id, len(conv_args(node, cap.tensors).kernel)
+            c = conv_args(node, cap.tensors)
+            read, spatial = c.input.id, c.k
             unbatched = read in added and len(shape) == spatial + 1
         elif is_pool(node):
-            read, spatial = pool_args(node).input.id, pool_args(node).k
+            p = pool_args(node)
+            read, spatial = p.input.id, p.k
             unbatched = read == x and len(shape) == spatial + 1
         else:
             continue
@@ -193,10 +195,12 @@ def _layer_args(cap: Capture, call) -> LayerArgs | None:
     node = (convs or pools)[0]
     if convs:
         c = conv_args(node, cap.tensors)
-        x, kernel, stride, padding, dilation, groups = c.input, c.kernel, c.stride, c.padding, c.dilation, c.groups
+        x, kernel, stride, padding, dilation, groups, transposed = (c.input, c.kernel, c.stride, c.padding,
+                                                                    c.dilation, c.groups, c.transposed)
     else:
         p = pool_args(node)
-        x, kernel, stride, padding, dilation, groups = p.input, p.kernel, p.stride, p.padding, p.dilation, None
+        x, kernel, stride, padding, dilation, groups, transposed = (p.input, p.kernel, p.stride, p.padding,
+                                                                    p.dilation, None, False)
     rank, k = len(cap.tensors[x.id].shape), len(kernel)
     sides = [[q, q] for q in padding]
     mode = "zeros"
@@ -210,8 +214,7 @@ def _layer_args(cap: Capture, call) -> LayerArgs | None:
                 sides[d - (rank - k)][1] += after
         if pad.mode != "zeros":
             mode = pad.mode
-    return LayerArgs(kernel, stride, tuple((a, b) for a, b in sides), dilation, groups, mode,
-                     bool(convs) and conv_args(node, cap.tensors).transposed)
+    return LayerArgs(kernel, stride, tuple((a, b) for a, b in sides), dilation, groups, mode, transposed)
 
 
 def _shown(geom) -> tuple:
