@@ -117,20 +117,32 @@ def _units(layer: convlens.Layer) -> list[tuple[int, ...]]:
 
 def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_shape: Sequence[int] | None = None,
                          rows: Sequence[str] | None = None, tol: float = 0.0, max_rows: int | None = None,
-                         local_products: bool = False) -> Checked:
+                         local_products: bool = False, report: convlens.Report | None = None,
+                         prefix: str = "") -> Checked:
     """Assert shapes, clipped windows of corner/edge/centre units, and (with ``big_shape``) rf,
     stride and offset of every row against torch and the gradient oracle.
 
     ``local_products``: the model has products over positions that are local (attention within
     windows) as well as global ones. The oracle's detached copy cuts every product, so for rows
     with global context it bounds the local window from both sides instead of giving it: the
-    detached support lies inside it, and it lies inside the full support."""
+    detached support lies inside it, and it lies inside the full support.
+
+    ``report``: a report made elsewhere to check instead of ``analyze(model, input_shape)`` (a model
+    called with several inputs): ``model`` is then a one-input stand-in that calls it on the grid input
+    with the other inputs fixed, holding it at the module path ``prefix`` ("model.")."""
     model = copy.deepcopy(model).double().eval()
-    report = convlens.analyze(model, input_shape, dtype=torch.float64)
+    if report is None:
+        report = convlens.analyze(model, input_shape, dtype=torch.float64)
     out = Checked()
     shapes = torch_shapes(model, input_shape, all_calls=True)
+
+    def at(name: str) -> str:
+        """A row name of the report as a module path of ``model``."""
+        if not prefix:
+            return name
+        return prefix.rstrip(".") + (name if not name or name.startswith(("[", "#")) else "." + name)
     for layer in report:
-        base = layer.name.split("[")[0]
+        base = at(layer.name).split("[")[0]
         if base in shapes and "[" not in layer.name:
             assert tuple(layer.output_shape) == tuple(shapes[base]), (layer.name, layer.output_shape, shapes[base])
             out.shapes += 1
@@ -148,7 +160,7 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
         if "[" in layer.name and not (layer.name.endswith("[0]") and "[" not in layer.name[:-3]):
             out.skipped.append(f"{layer.name}: not the first tensor")
             continue
-        name = layer.name[:-3] if layer.name.endswith("[0]") else layer.name
+        name = at(layer.name[:-3] if layer.name.endswith("[0]") else layer.name)
         if all(isinstance(s, Global) for s in layer.axes) and len(layer.output_shape) > 2 \
                 and all(s.reach is None for s in layer.axes):
             # every unit sees the span along every axis: any unit will do (the first one, channels

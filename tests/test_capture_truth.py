@@ -349,10 +349,10 @@ def test_sdpa_gives_the_same_rows_on_meta_and_on_the_fallback(monkeypatch, causa
     assert on_meta.backend == "meta"
     real_capture = capture_module._capture
 
-    def meta_fails(model, shape, dtype, meta):
+    def meta_fails(model, inputs, meta):
         if meta:
             raise RuntimeError("forced: meta unavailable")
-        return real_capture(model, shape, dtype, meta)
+        return real_capture(model, inputs, meta)
 
     monkeypatch.setattr(capture_module, "_capture", meta_fails)
     forced = convlens.analyze(model, (1, 3, 16, 16))

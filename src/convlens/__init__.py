@@ -17,15 +17,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _HOMES = {"analyze": "api", "erf": "effective_rf", "ERFResult": "effective_rf", "ConvlensError": "errors", "Layer": "report",
-          "Report": "report", "Totals": "report", "shift_check": "shift", "ShiftResult": "shift"}
+          "Report": "report", "Totals": "report", "shift_check": "shift", "ShiftResult": "shift", "Inputs": "inputs",
+          "TensorSpec": "inputs", "Const": "inputs", "hf_model": "huggingface"}
 """Each public name's module."""
 
-__all__ = ["analyze", "erf", "shift_check", "ConvlensError", "ERFResult", "Layer", "Report", "ShiftResult", "Totals"]
+__all__ = ["analyze", "erf", "hf_model", "shift_check", "Const", "ConvlensError", "ERFResult", "Inputs", "Layer", "Report",
+           "ShiftResult", "TensorSpec", "Totals"]
 
 if TYPE_CHECKING:
     from .api import analyze
     from .effective_rf import ERFResult, erf
     from .errors import ConvlensError
+    from .huggingface import hf_model
+    from .inputs import Const, Inputs, TensorSpec
     from .report import Layer, Report, Totals
     from .shift import ShiftResult, shift_check
 

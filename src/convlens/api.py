@@ -13,7 +13,8 @@ import torch.nn as nn
 from .analysis import GraphGeometry, walk
 from .capture import Capture, capture
 from .diagnostics import collect_diagnostics, short_op_name
-from .errors import ConvlensError, check_input_shape
+from .errors import ConvlensError
+from .inputs import Inputs, resolve
 from .geometry import Constant, Global, Local, Paired, Unknown
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
@@ -35,26 +36,33 @@ def _gc_paused():
             gc.enable()
 
 
-def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype | None = None,
-            name: str | None = None) -> Report:
+def analyze(model: nn.Module, input_shape: Sequence[int] | Inputs, *, dtype: torch.dtype | None = None,
+            name: str | None = None, grid: str | None = None) -> Report:
     """Geometry and cost of every module call of ``model`` on an input of ``input_shape``.
 
-    ``input_shape`` includes the batch: (N, C, *spatial), 1 to 3 spatial axes. The model runs once on
-    meta tensors in eval mode (restored afterwards); weights are neither copied nor moved. ``dtype``
-    is the input's dtype (it decides activation bytes and the float arithmetic of interpolation taps;
+    ``input_shape`` includes the batch: (N, C, *spatial), 1 to 3 spatial axes. A model called with
+    several inputs, keyword or dict inputs, integer tensors or constant arguments takes an
+    :class:`~convlens.inputs.Inputs` instead: ``Inputs(left=(1, 3, 64, 64), right=(1, 3, 64, 64))``;
+    ``grid`` names the input whose pixels geometry is measured in (default: the only floating
+    (N, C, *spatial) one; see :mod:`convlens.inputs`). The model runs once on meta tensors in eval mode
+    (restored afterwards); weights are neither copied nor moved. ``dtype`` is the dtype of inputs given by
+    shape without one (it decides activation bytes and the float arithmetic of interpolation taps;
     default: the model's own, :func:`model_dtype`).
     """
     check_model(model, "analyze")
-    shape = check_input_shape(input_shape)
     if dtype is None:
         dtype = model_dtype(model)
     elif not isinstance(dtype, torch.dtype):
         raise ConvlensError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}")
+    if grid is not None and not isinstance(grid, str):
+        raise ConvlensError(f"grid must be the name of an input, got {grid!r}")
+    inputs = resolve(model, input_shape, dtype, grid)
+    shape = inputs.grid_shape
     with _gc_paused():
-        cap = capture(model, shape, dtype)
+        cap = capture(model, inputs)
         _check_batched(cap, shape)
         graph = walk(cap)
-        layers = _rows(model, cap, graph, shape[2:])
+        layers = _rows(model, cap, graph, shape[2:], None if inputs.single else inputs.grid)
         diagnostics = collect_diagnostics(cap, graph, layers, shape[2:])
     notes = []
     if cap.fallback:
@@ -72,7 +80,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
                     peak_activation_bytes=peak_activation_bytes(cap))
     return Report(name or type(model).__name__, shape, layers, totals, notes, {**graph.no_rule, **graph.untracked},
                   backend="cpu" if cap.fallback else "meta", analysis=Analysis(cap, graph),
-                  diagnostics=diagnostics)
+                  diagnostics=diagnostics, inputs=inputs.tensors)
 
 
 def _check_batched(cap: Capture, shape: tuple[int, ...]) -> None:
@@ -148,7 +156,8 @@ def _shared_params(model: nn.Module) -> dict[str, int]:
     return {path: totals.get(path, 0) for path, _ in model.named_modules()}
 
 
-def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tuple[int, ...]) -> list[Layer]:
+def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tuple[int, ...],
+          grid: str | None = None) -> list[Layer]:
     params = _module_params(model)
     merge_at = [m.node.index for m in graph.merges]  # (in execution order)
     windowed_at = [n.index for n in cap.nodes if is_convolution(n) or is_pool(n)]  # (convs and pools)
@@ -170,7 +179,7 @@ def _rows(model: nn.Module, cap: Capture, graph: GraphGeometry, input_size: tupl
             merges = graph.merges[bisect_left(merge_at, call.first_op):bisect_left(merge_at, call.end_op)]
             aligned = None if not merges else all(m.aligned for m in merges)
             shown = _shown(geom)
-            notes = _notes(shown, geom.global_context, input_size)
+            notes = _notes(shown, geom.global_context, input_size, grid)
             notes += sorted(_caveats(geom, shown))
             one = call.is_leaf and bisect_left(windowed_at, call.end_op) - bisect_left(windowed_at, call.first_op) == 1
             args = _layer_args(cap, call) if one else None
@@ -241,8 +250,10 @@ def _axis_dims(geom) -> tuple[int | None, ...]:
     return tuple(where.get(a) if isinstance(s, Local) else None for a, s in enumerate(geom.axes))
 
 
-def _notes(axes, global_context: bool, input_size: tuple[int, ...]) -> list[str]:
+def _notes(axes, global_context: bool, input_size: tuple[int, ...], grid: str | None = None) -> list[str]:
+    """The row's notes; ``grid``: the grid input's name where the model takes several inputs."""
     notes = []
+    source = "the input" if grid is None else f"the grid input {grid!r}"
     for a, state in enumerate(axes):
         if isinstance(state, Paired):
             notes.append(f"axis {a}: attention scores: each unit pairs a query position with a key position and "
@@ -250,7 +261,7 @@ def _notes(axes, global_context: bool, input_size: tuple[int, ...]) -> list[str]
         elif isinstance(state, Unknown):
             notes.append(f"axis {a}: unknown because of {', '.join(sorted(state.ops))}")
         elif isinstance(state, Constant):
-            notes.append(f"axis {a}: does not depend on the input")
+            notes.append(f"axis {a}: does not depend on {source}")
         elif isinstance(state, Global) and state.span != (0, input_size[a] - 1):
             notes.append(f"axis {a}: global, but only over input pixels {state.span} (the rest never reaches it)"
                          if state.span else f"axis {a}: global over nothing real (only padding reaches it)")

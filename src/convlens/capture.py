@@ -38,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
+from .inputs import Inputs, Resolved, resolve
 from .modelstate import preserved
 
 CIRCULAR_PAD = "convlens.circular_pad"
@@ -159,6 +160,9 @@ class Capture:
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     """Tensor id -> value, for the real constants (not on meta) that a :func:`keeps_values` op read
     beside the input's activations, up to ``VALUE_LIMIT`` elements: attention masks."""
+    inputs: dict[str, int] = field(default_factory=dict)
+    """Every tensor input's id by name (the grid input, ``input_id``, among them); the others do not move
+    over the grid and the walk takes them as it takes constants (:mod:`convlens.inputs`)."""
 
     @functools.cached_property
     def producers(self) -> dict[int, OpNode]:
@@ -702,9 +706,11 @@ def _module_names(model: nn.Module) -> dict[int, str]:
     return {id(m): name for name, m in model.named_modules()}
 
 
-def capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float32
-            ) -> Capture:
-    """Run ``model`` once on an input of ``input_shape`` and record the op graph.
+def capture(model: nn.Module, inputs: Resolved | Inputs | tuple[int, ...], dtype: torch.dtype = torch.float32,
+            grid: str | None = None) -> Capture:
+    """Run ``model`` once on ``inputs`` (one shape (N, C, *spatial), :class:`~convlens.inputs.Inputs` or
+    their :class:`~convlens.inputs.Resolved` form; ``dtype`` and ``grid`` as in
+    :func:`convlens.inputs.resolve`) and record the op graph.
 
     Tries meta tensors first. When an op cannot run on meta (no meta kernel, a value read from the
     data), falls back to one real CPU forward (documented in ``Capture.fallback``, which names the op);
@@ -713,28 +719,36 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype =
     :class:`ModelError` naming the user's exception, the module (path and class) and the op, without a
     second, real run. Either way the model is left as it was (:func:`convlens.modelstate.preserved`).
     """
+    if not isinstance(inputs, Resolved):
+        inputs = resolve(model, inputs, dtype, grid)
     try:
-        return _capture(model, input_shape, dtype, meta=True)
+        return _capture(model, inputs, meta=True)
     except ConvlensError:
         raise
     except Exception as meta_error:  # noqa: BLE001 - classified below
         if not _meta_limitation(meta_error):
-            raise ModelError(f"the model fails on input shape {tuple(input_shape)}: {_failure(meta_error)} "
-                             "(check --input / input_shape: (N, C, *spatial))") from None
+            raise ModelError(f"the model fails on {inputs.describe()}: {_failure(meta_error)} "
+                             f"{_check_hint(inputs)}") from None
         reason = _failure(meta_error, first_sentence=True)
         if any(p.device.type == "meta" for p in model.parameters()):
             raise NeedsRealWeights(f"the model cannot run on meta tensors ({reason}), and its weights are on "
                                    "meta, so it cannot be run for real instead: build it with real weights") \
                 from None
         try:
-            cap = _capture(model, input_shape, dtype, meta=False)
+            cap = _capture(model, inputs, meta=False)
         except ConvlensError:
             raise
         except Exception as cpu_error:  # noqa: BLE001
-            raise ModelError(f"the model fails on input shape {tuple(input_shape)}: {_failure(cpu_error)} "
-                             "(check --input / input_shape: (N, C, *spatial))") from None
+            raise ModelError(f"the model fails on {inputs.describe()}: {_failure(cpu_error)} "
+                             f"{_check_hint(inputs)}") from None
         cap.fallback = f"model cannot run on meta tensors ({reason}); ran once on CPU instead"
         return cap
+
+
+def _check_hint(inputs: Resolved) -> str:
+    if inputs.single:
+        return "(check --input / input_shape: (N, C, *spatial))"
+    return "(check the inputs: names, shapes with the batch, dtypes and constant arguments)"
 
 
 _META_LIMITS = ("NotImplementedError", "DataDependentOutputException", "DynamicOutputShapeException")
@@ -771,7 +785,7 @@ def _in_module(where: tuple[str, str, str] | None) -> str:
     return text + (f" on input {shapes}" if shapes else "")
 
 
-def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, meta: bool) -> Capture:
+def _capture(model: nn.Module, inputs: Resolved, meta: bool) -> Capture:
     named: dict[int, tuple[str, str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         named.setdefault(id(p), ("param", name))
@@ -802,14 +816,16 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
         call.outputs = _output_refs(output, st)
         call.end_op = len(st.nodes)
 
-    device = "meta" if meta else "cpu"
     depth = max((p.count(".") + 1 for p in names.values() if p), default=0)
     with preserved(model) as snapshot, _recursion_room(depth):
         st = _State(meta, named, lambda: {t.untyped_storage().data_ptr() for t in snapshot.tensors()
                                           if t.device.type != "meta" and t.numel() > 0})
-        x = torch.zeros(input_shape, dtype=dtype, device=device) if meta else torch.randn(input_shape, dtype=dtype)
-        input_id = st.new_id(x, "input")
-        st.live.add(input_id)
+        input_ids: dict[str, int] = {}
+
+        def record_input(name: str, t: torch.Tensor) -> None:
+            input_ids[name] = st.new_id(t, "input")
+            st.live.add(input_ids[name])
+        args, kwargs = inputs.build(meta, record_input)
         handles = [nn.modules.module.register_module_forward_pre_hook(pre_hook),
                    nn.modules.module.register_module_forward_hook(post_hook)]
         try:
@@ -818,7 +834,7 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                 stack.enter_context(torch.no_grad())
                 stack.enter_context(_FunctionLevel(st))
                 stack.enter_context(_Recorder(st))
-                out = model(x)
+                out = model(*args, **kwargs)
             output_ids = _output_refs(out, st)
         except SystemExit as e:
             where = _where(open_calls)
@@ -833,7 +849,8 @@ def _capture(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype,
                 h.remove()
     if not output_ids:
         raise ConvlensError("the model returned no tensor; convlens needs at least one tensor output")
-    return Capture(st.tensors, st.nodes, calls, input_id, output_ids, values=st.values)
+    return Capture(st.tensors, st.nodes, calls, input_ids[inputs.grid], output_ids, values=st.values,
+                   inputs=input_ids)
 
 
 @contextlib.contextmanager

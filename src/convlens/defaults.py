@@ -7,7 +7,8 @@ from __future__ import annotations
 DEFAULT_MODEL = "dilation8_voc"
 """The model the CLI analyzes when given none (the built-in Yu–Koltun dilated network)."""
 
-FORMS = "a built-in name, torchvision:NAME, timm:NAME, path/to/file.py:CALLABLE or package.module:CALLABLE"
+FORMS = ("a built-in name, torchvision:NAME, timm:NAME, hf:TYPE[:CLASS], hf:FOLDER, path/to/file.py:CALLABLE or "
+         "package.module:CALLABLE")
 """The MODEL forms the CLI and the survey take (:func:`convlens.loading.model_factory`)."""
 
 DEFAULT_DEPTH = 2

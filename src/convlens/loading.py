@@ -1,13 +1,15 @@
-"""Turn a MODEL string into an ``nn.Module`` and a SHAPE string into a tuple (the CLI's inputs).
+"""Turn a MODEL string into an ``nn.Module``, and ``--input``/``--kwarg`` into the model's call (the CLI's inputs).
 
 MODEL forms: a built-in name (``dilation8_voc``, also ``zoo:dilation8_voc``), ``torchvision:NAME``, ``timm:NAME`` (when timm is
-installed), ``path/to/file.py:CALLABLE`` and ``package.module:CALLABLE``. A CALLABLE is called with no
+installed), ``hf:TYPE[:CLASS]`` and ``hf:FOLDER`` (:mod:`convlens.huggingface`, when transformers is installed),
+``path/to/file.py:CALLABLE`` and ``package.module:CALLABLE``. A CALLABLE is called with no
 arguments (an ``nn.Module`` instance is used as it is). Nothing is downloaded: torchvision and timm
 models are built with ``weights=None`` / ``pretrained=False``.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import importlib
@@ -16,7 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,6 +26,8 @@ import torch.nn as nn
 from .api import analyze
 from .defaults import FORMS
 from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
+from .huggingface import hf_default_input, hf_factory
+from .inputs import Const, Inputs, TensorSpec
 from .report import Report
 from .zoo import BUILTIN, DEFAULT_INPUT
 
@@ -46,8 +50,115 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def model_factory(spec: str) -> Callable[[], nn.Module]:
-    """A no-argument builder for the model named by ``spec`` (resolved now, built later)."""
+_INPUT = re.compile(r"(?:(?P<name>[A-Za-z_]\w*(?:\[[^\]=]+\])*)=)?(?P<shape>[^:]*)(?::(?P<dtype>\w+))?")
+
+
+def parse_inputs(texts: Sequence[str] | None, kwargs: Sequence[str] | None, batch: int,
+                 default: Callable[[], tuple[int, ...]]) -> tuple[int, ...] | Inputs:
+    """The CLI's ``--input`` (repeatable) and ``--kwarg`` as the model's call: one plain shape gives
+    (N, C, *spatial) as before; else :class:`~convlens.inputs.Inputs`.
+
+    ``--input [NAME=]SHAPE[:DTYPE]``: SHAPE without batch (``--batch`` N is put in front; empty for a
+    tensor of shape (N,), ``label=:int64``), ``NAME`` a
+    forward parameter (a keyword argument; ``batch[image]`` an entry of a dict argument, ``images[0]`` of a
+    list), unnamed ones positional in order; DTYPE a torch dtype (``int64``, ``bool``, ``float16``).
+    ``--kwarg NAME=VALUE``: a constant argument, VALUE a Python literal or ``true``/``false``/``none``
+    (else the text itself). ``default()``: the shape without batch when no ``--input`` is given."""
+    texts, kwargs = list(texts or ()), list(kwargs or ())
+    if len(texts) <= 1 and not kwargs:
+        match = _INPUT.fullmatch(texts[0]) if texts else None
+        if not texts or not match.group("name") and not match.group("dtype"):
+            return (batch, *(parse_shape(texts[0]) if texts else default()))
+    args: list = []
+    named: dict = {}
+    for text in texts:
+        match = _INPUT.fullmatch(text)
+        if match is None:
+            raise ConvlensError(f"bad --input {text!r}: write [NAME=]SHAPE[:DTYPE], e.g. pixel_values=3x224x224 "
+                                "or mask=1x224x224:int64 (no batch; use --batch)")
+        spec = TensorSpec((batch, *_sizes(match.group("shape"), text)), _dtype(match.group("dtype"), text))
+        if match.group("name") is None:
+            args.append(spec)
+        else:
+            _put(named, match.group("name"), spec, text)
+    if not texts:
+        args.append((batch, *default()))
+    for text in kwargs:
+        name, eq, value = text.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise ConvlensError(f"bad --kwarg {text!r}: write NAME=VALUE, e.g. interpolate_pos_encoding=true")
+        if name.strip() in named:
+            raise ConvlensError(f"--kwarg {name.strip()} is also an --input: give each argument once")
+        named[name.strip()] = Const(_literal(value.strip()))
+    return Inputs(*args, **_lists(named))
+
+
+def _sizes(text: str, whole: str) -> tuple[int, ...]:
+    """The sizes after the batch ('' for a tensor of shape (N,): a class label per sample)."""
+    if not text.strip():
+        return ()
+    if not re.fullmatch(r"\s*\d+(\s*[x×,]\s*\d+)*\s*", text or ""):
+        raise ConvlensError(f"bad --input {whole!r}: the shape is sizes joined by x, e.g. 3x224x224 or 77 "
+                            "(no batch; use --batch)")
+    shape = tuple(int(s) for s in re.split(r"[x×,]", text.replace(" ", "")))
+    if any(s <= 0 or s > MAX_SIZE for s in shape):
+        raise ConvlensError(f"bad --input {whole!r}: sizes must be from 1 to {MAX_SIZE}")
+    return shape
+
+
+def _dtype(name: str | None, whole: str) -> torch.dtype | None:
+    if name is None:
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ConvlensError(f"bad --input {whole!r}: {name!r} is no torch dtype (int64, int32, bool, float16, "
+                            "bfloat16, float32, ...)")
+    return dtype
+
+
+def _put(named: dict, name: str, spec: TensorSpec, whole: str) -> None:
+    """Set ``named[a][b]...`` for the name ``a[b]...`` (entries as dicts; :func:`_lists` turns dicts keyed
+    0, 1, ... into lists)."""
+    head, *keys = re.findall(r"^[^\[]+|(?<=\[)[^\]]+(?=\])", name)
+    path = [head, *(int(k) if k.isdigit() else k for k in keys)]
+    where = named
+    for key in path[:-1]:
+        where = where.setdefault(key, {})
+        if not isinstance(where, dict):
+            raise ConvlensError(f"bad --input {whole!r}: {key!r} is already a tensor")
+    if path[-1] in where:
+        raise ConvlensError(f"--input {name} is given twice")
+    where[path[-1]] = spec
+
+
+def _lists(value):
+    if not isinstance(value, dict):
+        return value
+    value = {k: _lists(v) for k, v in value.items()}
+    if value and all(isinstance(k, int) for k in value):
+        if sorted(value) != list(range(len(value))):
+            raise ConvlensError(f"list inputs must be numbered 0, 1, ... without gaps, got {sorted(value)}")
+        return [value[i] for i in range(len(value))]
+    return value
+
+
+def _literal(text: str):
+    lowered = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def model_factory(spec: str, config: Sequence[str] | None = None) -> Callable[[], nn.Module]:
+    """A no-argument builder for the model named by ``spec`` (resolved now, built later); ``config``:
+    ``KEY=VALUE`` overrides of an ``hf:`` model's config."""
+    if spec.startswith("hf:"):
+        return hf_factory(*_hf_name(spec), **parse_config(config))
+    if config:
+        raise ConvlensError(f"--config applies to hf: models only, not {spec!r}")
     if spec in BUILTIN:
         return BUILTIN[spec]
     prefix, sep, rest = spec.partition(":")
@@ -63,6 +174,31 @@ def model_factory(spec: str) -> Callable[[], nn.Module]:
     if prefix == "timm":
         return _timm(rest)
     return _callable(prefix, rest)
+
+
+def _hf_name(spec: str) -> tuple[str, str | None]:
+    """'hf:vit' -> ('vit', None); 'hf:segformer:SegformerForSemanticSegmentation' -> (type, class);
+    'hf:path/to/folder' -> (folder, None)."""
+    rest = spec.removeprefix("hf:")
+    if not rest:
+        raise ConvlensError("hf: needs a model type or a folder: hf:vit, hf:segformer:AutoModelForSemanticSegmentation, "
+                            "hf:path/to/saved")
+    if Path(rest).expanduser().is_dir():
+        return rest, None
+    name, _, cls = rest.partition(":")
+    return name, cls or None
+
+
+def parse_config(texts: Sequence[str] | None) -> dict:
+    """``--config KEY=VALUE`` (repeatable) as a dict; VALUE a Python literal (lists too), true/false/none,
+    else the text."""
+    out = {}
+    for text in texts or ():
+        key, eq, value = text.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ConvlensError(f"bad --config {text!r}: write KEY=VALUE, e.g. hidden_size=192 or depths=[1,1,3,1]")
+        out[key.strip()] = _literal(value.strip())
+    return out
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:
@@ -187,12 +323,15 @@ def build_model(factory: Callable[[], nn.Module], on_meta: bool = True) -> nn.Mo
         raise ModelError(f"building the model failed: {_user(e)}") from None
 
 
-def default_input(spec: str) -> tuple[int, ...]:
+def default_input(spec: str, config: Sequence[str] | None = None) -> tuple[int, ...]:
     """The input a model is made for, (C, *spatial) without batch: a zoo model's own; a timm model's
-    pretrained config (``input_size``); for a torchvision model the smallest crop size (else resize
+    pretrained config (``input_size``); an ``hf:`` model's config (``num_channels``, ``image_size``); for a
+    torchvision model the smallest crop size (else resize
     size: 520 for the segmentation models) of its weights' preprocessing, which is the size a model
     built without weights takes; else 3x224x224. Reads metadata only."""
     prefix, _, name = spec.partition(":")
+    if prefix == "hf":
+        return hf_default_input(_hf_name(spec)[0], **parse_config(config)) or FALLBACK_INPUT
     if spec in DEFAULT_INPUT or (prefix == "zoo" and name in DEFAULT_INPUT):
         return tuple(DEFAULT_INPUT[name if prefix == "zoo" else spec])
     if prefix == "timm":
@@ -217,12 +356,13 @@ def default_input(spec: str) -> tuple[int, ...]:
     return FALLBACK_INPUT
 
 
-def analyze_spec(factory: Callable[[], nn.Module], shape: tuple[int, ...], name: str | None = None) -> Report:
+def analyze_spec(factory: Callable[[], nn.Module], shape: tuple[int, ...] | Inputs, name: str | None = None,
+                 grid: str | None = None) -> Report:
     """Build on meta and analyze; a meta-built model that needs a real run is built for real once."""
     try:
-        return analyze(build_model(factory, on_meta=True), shape, name=name)
+        return analyze(build_model(factory, on_meta=True), shape, name=name, grid=grid)
     except NeedsRealWeights:
-        return analyze(build_model(factory, on_meta=False), shape, name=name)
+        return analyze(build_model(factory, on_meta=False), shape, name=name, grid=grid)
 
 
 def _user(e: BaseException) -> str:

@@ -1,6 +1,6 @@
 """Peak activation memory of an inference forward, simulated on the captured graph.
 
-Model: ``torch.no_grad()``; the input is alive from the start; every op allocates its outputs, then
+Model: ``torch.no_grad()``; the inputs are alive from the start; every op allocates its outputs, then
 every tensor whose last reader was that op is freed (model outputs live to the end). Views and
 in-place ops alias their input's storage (from the op schema's alias annotations) and cost nothing.
 Outputs that no op reads and that are not model outputs (max pooling's indices, batch norm's saved
@@ -26,8 +26,9 @@ def _aliases(op: Any, out_index: int) -> bool:
 
 def peak_activation_bytes(cap: Capture) -> int:
     """Largest sum of live activation bytes at any point of the forward (input included)."""
-    storage: dict[int, int] = {cap.input_id: cap.input_id}
-    size: dict[int, int] = {cap.input_id: cap.tensors[cap.input_id].nbytes}
+    given = set(cap.inputs.values()) | {cap.input_id}  # (every tensor input the model was called with)
+    storage: dict[int, int] = {t: t for t in given}
+    size: dict[int, int] = {t: cap.tensors[t].nbytes for t in given}
     last_use: dict[int, int] = {}
     read: set[int] = set()
     for node in cap.nodes:
@@ -48,9 +49,9 @@ def peak_activation_bytes(cap: Capture) -> int:
     for tid in outputs:
         if tid in storage:
             last_use[storage[tid]] = len(cap.nodes)
-    live = size[cap.input_id]
+    live = sum(size[t] for t in given)
     peak = live
-    alive = {cap.input_id}
+    alive = set(given)
     for node in cap.nodes:
         for tid in node.outputs:
             s = storage.get(tid)

@@ -33,6 +33,7 @@ from .diagnostics import Diagnostic
 from .errors import ConvlensError
 from .geometry import AxisState, Constant, Global, Local, Paired, Unknown, Window, Windows
 from .gridding import Gridding, dilated_runs, verdict
+from .inputs import InputInfo
 from .rules.registry import Digit
 
 
@@ -291,6 +292,9 @@ class Report:
     backend: str = "meta"
     diagnostics: list[Diagnostic] = field(default_factory=list)
     """Verdicts about what layers do to the input they see (:mod:`convlens.diagnostics`)."""
+    inputs: tuple[InputInfo, ...] = ()
+    """Every tensor input the model was called with (:mod:`convlens.inputs`); ``input_shape`` is the grid
+    input's."""
     analysis: Analysis | None = field(repr=False, default=None, compare=False)
     """The captured graph and its geometry, which the unit-level queries (:meth:`coverage`,
     :meth:`axis_profiles`, :meth:`gridding`) ask. Not part of the JSON."""
@@ -388,6 +392,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "input_shape": list(self.input_shape),
+            "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": str(i.dtype).removeprefix("torch."),
+                        "grid": i.grid} for i in self.inputs],
             "layers": [layer.to_dict() for layer in self.layers],
             "totals": {"params": self.totals.params, "macs": self.totals.macs, "flops": self.totals.flops,
                        "bias_flops": self.totals.bias_flops,

@@ -74,14 +74,36 @@ def _target(args: argparse.Namespace) -> int:
     return args.target
 
 
-def _model_args(p: argparse.ArgumentParser, layer: bool = True, unit: bool = False) -> None:
-    """MODEL, --input and, for unit-level commands, --layer and --unit."""
-    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
-    p.add_argument("--input", help="input shape without batch (default: the model's own, else 3x224x224)")
+def _model_args(p: argparse.ArgumentParser, layer: bool = True, unit: bool = False, several: bool = True) -> None:
+    """MODEL, --input (``several``: named and repeated, with --kwarg and --grid) and, for unit-level
+    commands, --layer and --unit."""
+    _model_arg(p)
+    if several:
+        _input_args(p)
+    else:
+        p.add_argument("--input", action="append", metavar="SHAPE",
+                       help="input shape without batch (default: the model's own, else 3x224x224)")
     if layer:
         p.add_argument("--layer", default="", help="row name (module path; default: the model's output)")
     if unit:
         p.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
+    p.add_argument("--config", action="append", metavar="KEY=VALUE",
+                   help="an hf: model's config value (hidden_size=192, depths=[1,1,3,1]); repeatable")
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", action="append", metavar="[NAME=]SHAPE[:DTYPE]",
+                   help="input shape without batch: 3x224x224, 8x4096, 1x16x64x64 (default: the model's own, else "
+                   "3x224x224); repeat it for several inputs, named for keyword (pixel_values=3x224x224) or dict "
+                   "inputs (batch[image]=3x64x64), with a dtype for integer ones (mask=1x224x224:int64)")
+    p.add_argument("--kwarg", action="append", metavar="NAME=VALUE",
+                   help="a constant argument of the forward (interpolate_pos_encoding=true, scale=0.5); repeatable")
+    p.add_argument("--grid", metavar="NAME", help="the input whose pixels geometry is measured in (default: the "
+                   "only floating (C, *spatial) one)")
 
 
 def _count_arg(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
@@ -128,9 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="geometry and cost of every module call")
-    a.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
-    a.add_argument("--input", help="input shape without batch: 3x224x224, 8x4096, 1x16x64x64 "
-                   "(default: the model's own, else 3x224x224)")
+    _model_arg(a)
+    _input_args(a)
     a.add_argument("--batch", type=_count_arg(1), default=1, help="batch size N (default 1)")
     a.add_argument("--format", choices=("table", "json", "csv"), default="table")
     a.add_argument("--depth", type=_depth_arg, default=DEFAULT_DEPTH,
@@ -152,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_command("coverage"))
 
     e = sub.add_parser("erf", help="effective receptive field: mean |d unit / d input| over samples")
-    _model_args(e, unit=True)
+    _model_args(e, unit=True, several=False)
     e.add_argument("--samples", type=int, default=16, help="random normal inputs to average (default 16)")
     e.add_argument("--batch-size", type=int, default=8, help="inputs per forward/backward (default 8)")
     e.add_argument("--seed", type=int, default=0)
@@ -161,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(run=_command("erf"))
 
     h = sub.add_parser("shift", help="shift equivariance, measured: which input shifts the output follows")
-    _model_args(h)
+    _model_args(h, several=False)
     h.add_argument("--shift", type=int, default=8, help="try shifts 1 .. SHIFT pixels per axis (default 8)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--format", choices=("text", "json"), default="text")

@@ -15,7 +15,8 @@ from ..coverage import check_pixels
 from ..defaults import MAX_FRAMES
 from ..effective_rf import erf
 from ..errors import ConvlensError
-from ..loading import analyze_spec, build_model, default_input, model_factory, parse_shape
+from ..inputs import Inputs
+from ..loading import analyze_spec, build_model, default_input, model_factory, parse_inputs, parse_shape
 from ..plan import plan
 from ..render import figures, render_plan, render_table, render_zoo
 from ..render.animate import ConvSpec, animate, still
@@ -26,16 +27,36 @@ from ..survey import summary_line, survey
 from ..zoo import ZOO, analyze_zoo
 
 
+def _inputs(args: argparse.Namespace) -> tuple[int, ...] | Inputs:
+    """The model's call from --input, --kwarg and --batch (:func:`convlens.loading.parse_inputs`; default:
+    the model's own input, else 3x224x224)."""
+    return parse_inputs(args.input, getattr(args, "kwarg", None), getattr(args, "batch", 1),
+                        lambda: default_input(args.model, getattr(args, "config", None)))
+
+
+def _factory(args: argparse.Namespace):
+    """The builder of MODEL, with --config applied (hf: models)."""
+    return model_factory(args.model, getattr(args, "config", None))
+
+
 def _shape(args: argparse.Namespace) -> tuple[int, ...]:
-    """(N, C, *spatial) from --batch and --input (default: the model's own input, else 3x224x224)."""
-    if args.input is None:
-        return (getattr(args, "batch", 1), *default_input(args.model))
-    return (getattr(args, "batch", 1), *parse_shape(args.input))
+    """(N, C, *spatial) for the commands that run the model for real on one input (erf, shift)."""
+    inputs = _inputs(args)
+    if isinstance(inputs, Inputs) or getattr(args, "grid", None):
+        what = "plot --kind erf" if args.command == "plot" else args.command
+        raise ConvlensError(f"{what} takes one input shape (--input CxHxW, given once); named or several inputs "
+                            "and --kwarg work with analyze, coverage and plot --kind rf, cost, coverage, checkerboard")
+    return inputs
+
+
+def _grid_pixels(args: argparse.Namespace) -> int | None:
+    """Pixels of the grid input when known before the analysis (one plain shape), else None."""
+    inputs = _inputs(args)
+    return None if isinstance(inputs, Inputs) else _pixels(inputs)
 
 
 def _report(args: argparse.Namespace) -> Report:
-    factory = model_factory(args.model)
-    return analyze_spec(factory, _shape(args), name=args.model)
+    return analyze_spec(_factory(args), _inputs(args), name=args.model, grid=getattr(args, "grid", None))
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -67,8 +88,10 @@ def _coverage(args: argparse.Namespace) -> None:
         raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
     check_destination(args.output, "-o")
     if suffix in (".npy", ".png", ".svg", ".pdf"):  # these hold the input-sized map
-        check_pixels(_pixels(_shape(args)), f"an input-sized map ({suffix})", args.max_pixels)
+        _check_map_pixels(args, f"an input-sized map ({suffix})")
     report = _report(args)
+    if suffix in (".npy", ".png", ".svg", ".pdf"):
+        check_pixels(_pixels(report.input_shape), f"an input-sized map ({suffix})", args.max_pixels)
     unit = None if args.unit is None else _parse_unit(args.unit)
     cov = report.coverage(args.layer, unit, max_pixels=args.max_pixels)
     summary = (f"{args.layer or 'output'} unit {cov.unit}: window {cov.window}, {cov.covered} of {cov.pixels} pixels "
@@ -93,7 +116,7 @@ def _erf(args: argparse.Namespace) -> None:
         raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
     check_destination(args.output, "-o")
     shape = _shape(args)
-    model = build_model(model_factory(args.model), on_meta=False)  # the ERF needs real weights (as built)
+    model = build_model(_factory(args), on_meta=False)  # the ERF needs real weights (as built)
     unit = None if args.unit is None else _parse_unit(args.unit)
     result = erf(model, shape, layer=args.layer, unit=unit, samples=args.samples, batch_size=args.batch_size,
                  seed=args.seed)
@@ -113,7 +136,7 @@ def _erf(args: argparse.Namespace) -> None:
 
 
 def _shift(args: argparse.Namespace) -> None:
-    result = shift_check(build_model(model_factory(args.model), on_meta=False), _shape(args), args.shift,
+    result = shift_check(build_model(_factory(args), on_meta=False), _shape(args), args.shift,
                          layer=args.layer, seed=args.seed)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -157,10 +180,10 @@ def _plot(args: argparse.Namespace) -> None:
     _only_for(args, "--kind", args.kind, {"--layer": ("coverage", "erf", "checkerboard"),
                                          "--unit": ("coverage", "erf"), "--samples": ("erf",)})
     if args.kind in ("coverage", "erf"):
-        check_pixels(_pixels(_shape(args)), f"the {args.kind} figure's input-sized map", args.max_pixels)
+        _check_map_pixels(args, f"the {args.kind} figure's input-sized map")
     unit = None if args.unit is None else _parse_unit(args.unit)
     if args.kind == "erf":
-        result = erf(build_model(model_factory(args.model), on_meta=False), _shape(args), layer=args.layer,
+        result = erf(build_model(_factory(args), on_meta=False), _shape(args), layer=args.layer,
                      unit=unit, samples=16 if args.samples is None else args.samples)
         figures.save_erf_figure(result, args.output)
         return
@@ -170,6 +193,7 @@ def _plot(args: argparse.Namespace) -> None:
     elif args.kind == "cost":
         figures.save_figure(figures.cost_figure(report), args.output)
     elif args.kind == "coverage":
+        check_pixels(_pixels(report.input_shape), f"the {args.kind} figure's input-sized map", args.max_pixels)
         figures.save_coverage_figure(report.coverage(args.layer, unit, max_pixels=args.max_pixels), args.output)
     else:
         figures.save_figure(figures.checkerboard_figure(report.checkerboard(args.layer)), args.output)
@@ -181,6 +205,13 @@ def _only_for(args: argparse.Namespace, option: str, choice: str, applies: dict[
         given = getattr(args, name.lstrip("-").replace("-", "_"))
         if given not in (None, "") and choice not in choices:
             raise ConvlensError(f"{name} applies to {option} {', '.join(choices)} only, not {choice}")
+
+
+def _check_map_pixels(args: argparse.Namespace, what: str) -> None:
+    """Refuse an input-sized map that is too large before the analysis, where the grid is known."""
+    pixels = _grid_pixels(args)
+    if pixels is not None:
+        check_pixels(pixels, what, args.max_pixels)
 
 
 def _pixels(shape: tuple[int, ...]) -> int:

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from ..defaults import DEFAULT_COLUMNS, DEFAULT_DEPTH
 from ..errors import ConvlensError
+from ..geometry import Constant
 from ..report import Layer, Report
 from .format import axes_text, bytes_text, count_text, stride_text, summary_lines
 
@@ -50,14 +51,24 @@ def _global_once(text: str) -> str:
     return "global" if set(text.split("×")) == {"global"} else text
 
 
+def _geometry(text: Callable[[Layer], str]) -> Callable[[Layer], str]:
+    """A geometry cell: '-' for a row that does not depend on the grid input at all (a constant, or a
+    branch of another input), else ``text``."""
+    return lambda x: "-" if _ungridded(x) else _global_once(text(x))
+
+
+def _ungridded(layer: Layer) -> bool:
+    return bool(layer.axes) and all(isinstance(s, Constant) for s in layer.axes)
+
+
 COLUMNS: dict[str, Column] = {
     "layer": Column("layer", lambda x: x.type, numeric=False),
     "op": Column("op", lambda x: x.op, numeric=False),
     "output_shape": Column("output shape", lambda x: "×".join(map(str, x.output_shape)), numeric=False),
-    "rf": Column("rf", lambda x: _global_once(axes_text(x.rf))),
-    "stride": Column("stride", lambda x: _global_once(stride_text(x))),
-    "offset": Column("offset", lambda x: _global_once(axes_text(["global" if rf == "global" else o
-                                                                 for rf, o in zip(x.rf, x.offset)]))),
+    "rf": Column("rf", _geometry(lambda x: axes_text(x.rf))),
+    "stride": Column("stride", _geometry(stride_text)),
+    "offset": Column("offset", _geometry(lambda x: axes_text(["global" if rf == "global" else o
+                                                              for rf, o in zip(x.rf, x.offset)]))),
     "params": Column("params", lambda x: count_text(x.params)),
     "macs": Column("MACs", lambda x: count_text(x.macs)),
     "activation": Column("activation", lambda x: bytes_text(x.activation_bytes)),
@@ -108,7 +119,8 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
     columns = check_columns(columns)
     shown = [layer for layer in report if depth is None or layer.depth <= depth]
     names = [("  " * layer.depth + (layer.name or "(model)"),
-              layer.aligned is False or any(rf is None for rf in layer.rf)) for layer in shown]
+              layer.aligned is False or any(rf is None for rf in layer.rf) and not _ungridded(layer))
+             for layer in shown]
     cells = {c: [COLUMNS[c].cell(layer) for layer in shown] for c in columns}
     dropped: list[str] = []
     table = _table(report, names, cells, columns)
@@ -148,7 +160,9 @@ def _natural_width(console: Console, table: Table) -> int:
 
 def _table(report: Report, names: list[tuple[str, bool]], cells: dict[str, list[str]],
            columns: Sequence[str]) -> Table:
-    title = Text(f"{report.model} on {'x'.join(map(str, report.input_shape))}")  # names are text, not markup
+    given = (", ".join(i.describe() + (" (grid)" if i.grid else "") for i in report.inputs)
+             if len(report.inputs) > 1 else "x".join(map(str, report.input_shape)))
+    title = Text(f"{report.model} on {given}")  # names are text, not markup
     table = Table(title=title, title_justify="left", header_style="bold")
     longest = max((len(n) + 2 for n, _ in names), default=4)
     table.add_column("name", min_width=min(longest, NAME_WIDTH), overflow="fold")
