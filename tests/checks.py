@@ -157,10 +157,13 @@ def check_against_oracle(model: nn.Module, input_shape: Sequence[int], *, big_sh
             continue
         if all(isinstance(s, Constant) for s in layer.axes):
             continue
-        if "[" in layer.name and not (layer.name.endswith("[0]") and "[" not in layer.name[:-3]):
-            out.skipped.append(f"{layer.name}: not the first tensor")
+        if layer.name.count("[") > 1:
+            out.skipped.append(f"{layer.name}: a tensor nested in the output")
             continue
-        name = at(layer.name[:-3] if layer.name.endswith("[0]") else layer.name)
+        if not report.analysis.capture.tensors[layer.tensor].dtype.is_floating_point:
+            out.skipped.append(f"{layer.name}: no gradient reaches an integer tensor (max pooling's indices)")
+            continue
+        name = at(layer.name[:-3] if layer.name.endswith("[0]") else layer.name)  # (the oracle reads "[key]")
         if all(isinstance(s, Global) for s in layer.axes) and len(layer.output_shape) > 2 \
                 and all(s.reach is None for s in layer.axes):
             # every unit sees the span along every axis: any unit will do (the first one, channels

@@ -18,10 +18,11 @@ __version__ = "0.1.0"
 
 _HOMES = {"analyze": "api", "erf": "effective_rf", "ERFResult": "effective_rf", "ConvlensError": "errors", "Layer": "report",
           "Report": "report", "Totals": "report", "shift_check": "shift", "ShiftResult": "shift", "Inputs": "inputs",
-          "TensorSpec": "inputs", "Const": "inputs", "hf_model": "huggingface"}
+          "TensorSpec": "inputs", "Const": "inputs", "hf_model": "huggingface",
+          "load_weights": "weights"}
 """Each public name's module."""
 
-__all__ = ["analyze", "erf", "hf_model", "shift_check", "Const", "ConvlensError", "ERFResult", "Inputs", "Layer", "Report",
+__all__ = ["analyze", "erf", "hf_model", "load_weights", "shift_check", "Const", "ConvlensError", "ERFResult", "Inputs", "Layer", "Report",
            "ShiftResult", "TensorSpec", "Totals"]
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .inputs import Const, Inputs, TensorSpec
     from .report import Layer, Report, Totals
     from .shift import ShiftResult, shift_check
+    from .weights import load_weights
 
 
 def __getattr__(name: str) -> Any:

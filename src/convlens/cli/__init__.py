@@ -89,6 +89,11 @@ def _model_args(p: argparse.ArgumentParser, layer: bool = True, unit: bool = Fal
         p.add_argument("--unit", help="unit index per spatial axis, e.g. 10,12 (default: the centre)")
 
 
+def _weights_arg(p: argparse.ArgumentParser, what: str = "the ERF and the shift check run with them") -> None:
+    p.add_argument("--weights", metavar="FILE", help=f"trained weights: a state dict in .pt/.pth (loaded with "
+                   f"weights_only=True) or .safetensors; {what}")
+
+
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{FORMS} (default: {DEFAULT_MODEL})")
     p.add_argument("--config", action="append", metavar="KEY=VALUE",
@@ -163,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", help="write to this file instead of stdout")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (table, plots, "
                    "coverage maps)")
+    _weights_arg(a, "the HTML report then shows the output's ERF with them")
     a.set_defaults(run=_command("analyze"))
 
     c = sub.add_parser("coverage", help="path counts from every input pixel to one unit")
@@ -174,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("erf", help="effective receptive field: mean |d unit / d input| over samples")
     _model_args(e, unit=True, several=False)
+    _weights_arg(e)
     e.add_argument("--samples", type=int, default=16, help="random normal inputs to average (default 16)")
     e.add_argument("--batch-size", type=int, default=8, help="inputs per forward/backward (default 8)")
     e.add_argument("--seed", type=int, default=0)
@@ -183,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("shift", help="shift equivariance, measured: which input shifts the output follows")
     _model_args(h, several=False)
+    _weights_arg(h)
     h.add_argument("--shift", type=int, default=8, help="try shifts 1 .. SHIFT pixels per axis (default 8)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--format", choices=("text", "json"), default="text")
@@ -208,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("plot", help="one figure: rf against depth, coverage, ERF, checkerboard or cost")
     _model_args(f, unit=True)
+    _weights_arg(f, "for --kind erf")
     f.add_argument("--kind", choices=("rf", "coverage", "erf", "checkerboard", "cost"), required=True)
     f.add_argument("--samples", type=int, help="ERF samples (--kind erf; default 16)")
     f.add_argument("-o", "--output", required=True, help="fig.png / fig.svg / fig.pdf")

@@ -24,6 +24,7 @@ from ..render.files import atomic_output, check_destination, write_text
 from ..report import Report
 from ..shift import shift_check
 from ..survey import summary_line, survey
+from ..weights import load_weights
 from ..zoo import ZOO, analyze_zoo
 
 
@@ -37,6 +38,14 @@ def _inputs(args: argparse.Namespace) -> tuple[int, ...] | Inputs:
 def _factory(args: argparse.Namespace):
     """The builder of MODEL, with --config applied (hf: models)."""
     return model_factory(args.model, getattr(args, "config", None))
+
+
+def _real_model(args: argparse.Namespace):
+    """MODEL built with real weights (the ERF and the shift check run it), --weights loaded into it."""
+    model = build_model(_factory(args), on_meta=False)
+    if getattr(args, "weights", None):
+        load_weights(model, args.weights)
+    return model
 
 
 def _shape(args: argparse.Namespace) -> tuple[int, ...]:
@@ -62,9 +71,12 @@ def _report(args: argparse.Namespace) -> Report:
 def _analyze(args: argparse.Namespace) -> None:
     check_destination(args.output, "-o")
     check_destination(args.html, "--html")
+    if args.weights and not args.html:
+        raise ConvlensError("--weights applies to analyze with --html (the report's ERF), and to erf, shift and plot")
     report = _report(args)
     if args.html:
-        report.save_html(args.html)
+        trained = erf(_real_model(args), _shape(args)) if args.weights else None
+        report.save_html(args.html, erf=trained)
     if args.format == "table":
         if args.output:
             with atomic_output(args.output) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -116,7 +128,7 @@ def _erf(args: argparse.Namespace) -> None:
         raise ConvlensError(f"-o must end in one of {', '.join(COVERAGE_SUFFIXES)}, got {args.output!r}")
     check_destination(args.output, "-o")
     shape = _shape(args)
-    model = build_model(_factory(args), on_meta=False)  # the ERF needs real weights (as built)
+    model = _real_model(args)  # the ERF needs real weights (as built, or --weights)
     unit = None if args.unit is None else _parse_unit(args.unit)
     result = erf(model, shape, layer=args.layer, unit=unit, samples=args.samples, batch_size=args.batch_size,
                  seed=args.seed)
@@ -136,7 +148,7 @@ def _erf(args: argparse.Namespace) -> None:
 
 
 def _shift(args: argparse.Namespace) -> None:
-    result = shift_check(build_model(_factory(args), on_meta=False), _shape(args), args.shift,
+    result = shift_check(_real_model(args), _shape(args), args.shift,
                          layer=args.layer, seed=args.seed)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -178,12 +190,12 @@ def _plot(args: argparse.Namespace) -> None:
         raise ConvlensError(f"-o must end in .png, .svg or .pdf, got {args.output!r}")
     check_destination(args.output, "-o")
     _only_for(args, "--kind", args.kind, {"--layer": ("coverage", "erf", "checkerboard"),
-                                         "--unit": ("coverage", "erf"), "--samples": ("erf",)})
+                                         "--unit": ("coverage", "erf"), "--samples": ("erf",), "--weights": ("erf",)})
     if args.kind in ("coverage", "erf"):
         _check_map_pixels(args, f"the {args.kind} figure's input-sized map")
     unit = None if args.unit is None else _parse_unit(args.unit)
     if args.kind == "erf":
-        result = erf(build_model(_factory(args), on_meta=False), _shape(args), layer=args.layer,
+        result = erf(_real_model(args), _shape(args), layer=args.layer,
                      unit=unit, samples=16 if args.samples is None else args.samples)
         figures.save_erf_figure(result, args.output)
         return
