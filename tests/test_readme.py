@@ -11,6 +11,7 @@ survey of many models, the 5-seed ``why_dilation`` run, the Chromium screenshot)
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
@@ -21,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -78,6 +80,30 @@ def scratch(tmp_path, monkeypatch):
         def UNet():
             return nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 2, 1))
     """))
+    (tmp_path / "path" / "to" / "stereo.py").write_text(textwrap.dedent("""
+        import torch, torch.nn as nn
+        class Stereo(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1))
+                self.head = nn.Conv2d(16, 1, 3, padding=1)
+            def forward(self, left, right):
+                return self.head(torch.cat([self.encoder(left), self.encoder(right)], 1))
+    """))
+    (tmp_path / "path" / "to" / "rgbd.py").write_text(textwrap.dedent("""
+        import torch, torch.nn as nn
+        class RGBD(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rgb, self.depth = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(1, 4, 3, padding=1)
+                self.label = nn.Embedding(10, 4)
+            def forward(self, batch):
+                x = self.rgb(batch["image"]) + self.depth(batch["depth"])
+                return x + self.label(batch["label"])[..., None, None]
+    """))
+    net: dict = {}  # (the weights of the README's --weights example: net.pt)
+    exec((tmp_path / "path" / "to" / "net.py").read_text(), net)
+    torch.save(net["build"]().state_dict(), tmp_path / "net.pt")
     (tmp_path / "mymodels.txt").write_text("zoo:tcn_seqmnist\ntorchvision:resnet18 3x64x64\n")
     (tmp_path / "docs").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -101,14 +127,18 @@ def test_python_block(start, code, scratch):
     if _long(code) and not LONG:
         pytest.skip("takes minutes: CONVLENS_README_LONG=1 runs it")
     namespace: dict = {"__name__": "__readme__"}
-    for number, line in enumerate(code.splitlines(), start=start):
-        source, expected = stated(line)
-        if not source.strip() or source.lstrip().startswith("#"):
-            continue
+    lines = code.splitlines()
+    # statement by statement (a class or a loop spans lines); one on a line with "# -> VALUE" is an
+    # expression whose repr is checked
+    for statement in ast.parse(code).body:
+        number = start + statement.lineno - 1
+        source = "\n".join(lines[statement.lineno - 1:statement.end_lineno])
+        expected = stated(lines[statement.end_lineno - 1])[1]
         if expected is None:
-            exec(compile(source, f"README.md:{number}", "exec"), namespace)
+            exec(compile(ast.Module([statement], []), f"README.md:{number}", "exec"), namespace)
             continue
-        value = eval(compile(source, f"README.md:{number}", "eval"), namespace)
+        assert isinstance(statement, ast.Expr), f"README.md:{number}: '# ->' follows an expression, not {source}"
+        value = eval(compile(ast.Expression(statement.value), f"README.md:{number}", "eval"), namespace)
         assert matches(repr(value), expected), f"README.md:{number}: {source} gives {value!r}, not {expected}"
 
 
