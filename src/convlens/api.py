@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from dataclasses import replace
 from bisect import bisect_left
 from typing import Sequence
 
@@ -78,9 +79,25 @@ def analyze(model: nn.Module, input_shape: Sequence[int] | Inputs, *, dtype: tor
     totals = Totals(params=params, macs=sum(c.macs for c in graph.costs.values()),
                     bias_flops=sum(c.bias_flops for c in graph.costs.values()),
                     peak_activation_bytes=peak_activation_bytes(cap))
+    stop = cap.stop
+    if stop is not None:  # (what was counted is the cost before the stop; the model's own depends on the data)
+        stop = replace(stop, unreached=_unreached(model, cap))
+        totals = Totals(params, None, None, None, before_stop=totals)
+        cut = ", ".join(name or "(model)" for name in stop.cut)
+        notes.insert(0, f"stopped: {stop.describe()}; no rows for the calls it cut short ({cut})"
+                     + (f"; not reached: {', '.join(stop.unreached)}" if stop.unreached else ""))
     return Report(name or type(model).__name__, shape, layers, totals, notes, {**graph.no_rule, **graph.untracked},
                   backend="cpu" if cap.fallback else "meta", analysis=Analysis(cap, graph),
-                  diagnostics=diagnostics, inputs=inputs.tensors)
+                  diagnostics=diagnostics, inputs=inputs.tensors, stopped=stop)
+
+
+def _unreached(model: nn.Module, cap: Capture) -> tuple[str, ...]:
+    """Modules never called, nor any module inside them, whose parent was called (or cut short at the
+    stop), in the model's order (a ModuleList whose members ran is not among them)."""
+    called = {c.path for c in cap.calls}
+    ran_inside = {".".join(p.split(".")[:i]) for p in called for i in range(1, p.count(".") + 2)}
+    return tuple(path for path, _ in model.named_modules() if path and path not in ran_inside
+                 and path.rpartition(".")[0] in called)
 
 
 def _check_batched(cap: Capture, shape: tuple[int, ...]) -> None:

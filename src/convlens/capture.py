@@ -60,6 +60,54 @@ VALUE_LIMIT = 1 << 22
 (``Capture.values``)."""
 
 
+DATA_DEPENDENT = frozenset({"aten.nonzero", "aten.argwhere", "aten.masked_select", "aten._unique", "aten._unique2",
+                            "aten.unique_dim", "aten.unique_consecutive", "aten.unique_dim_consecutive",
+                            "aten.repeat_interleave.Tensor", "aten.nonzero_numpy", "torchvision.nms"})
+"""Ops (by overload packet, or overload) whose output's shape depends on the values of their input: on
+meta tensors nothing can say how many elements they return. When the network input's data reaches one,
+the meta run stops there (:class:`DataDependentStop`) instead of guessing a count; so does indexing with
+a boolean mask (``x[x > 0]``, ``aten.index`` with a bool index)."""
+
+
+def data_dependent(func: Any, args: tuple) -> bool:
+    """Whether the op's output shape depends on its inputs' values (:data:`DATA_DEPENDENT`)."""
+    name = str(func)
+    packet = name.rsplit(".", 1)[0]
+    if packet in DATA_DEPENDENT or name in DATA_DEPENDENT:
+        return True
+    if packet in ("aten.index", "aten._unsafe_index") and len(args) > 1:
+        return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1] or ())
+    return False
+
+
+@dataclass(frozen=True)
+class DataDependentStop:
+    """Where a meta run stopped: the data-dependent op, the module call that ran it (row, class) and
+    every module call still running then, innermost first (their outputs depend on the data)."""
+
+    op: str
+    row: str
+    type_name: str
+    cut: tuple[str, ...]
+    unreached: tuple[str, ...] = ()
+    """Modules never called whose parent was (set by :func:`convlens.api.analyze`): those after the stop,
+    and any the forward never calls."""
+
+    def describe(self) -> str:
+        where = f"in {self.row!r} ({self.type_name})" if self.row else f"in the model ({self.type_name})"
+        return (f"{self.op} {where} returns as many elements as the input's values decide: what follows it "
+                "depends on the data and is not analyzed")
+
+
+class _Stopped(BaseException):
+    """Raised through the model's forward at a data-dependent op on meta (caught by :func:`_capture`); a
+    BaseException, so that a model's own ``except Exception`` does not swallow it."""
+
+    def __init__(self, op: str):
+        super().__init__(op)
+        self.op = op
+
+
 def keeps_values(name: str) -> bool:
     """Ops whose constant operands' values the rules read: what may mask attention (an additive mask
     on scores, the mask of scaled dot-product attention; ``masked_fill`` and ``where`` on scores are
@@ -147,6 +195,7 @@ class ModuleCall:
     outputs: list[tuple[str, int]] = field(default_factory=list)  # (suffix, tensor id)
     first_op: int = 0
     end_op: int = 0  # ops [first_op, end_op) were issued inside this call
+    stopped: bool = False  # still running at a data-dependent op (Capture.stop): no output
 
 
 @dataclass
@@ -160,6 +209,8 @@ class Capture:
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     """Tensor id -> value, for the real constants (not on meta) that a :func:`keeps_values` op read
     beside the input's activations, up to ``VALUE_LIMIT`` elements: attention masks."""
+    stop: DataDependentStop | None = None
+    """Where the meta run stopped at a data-dependent op (None: the forward ran to its end)."""
     inputs: dict[str, int] = field(default_factory=dict)
     """Every tensor input's id by name (the grid input, ``input_id``, among them); the others do not move
     over the grid and the walk takes them as it takes constants (:mod:`convlens.inputs`)."""
@@ -507,6 +558,8 @@ class _State:
         if info.written and not (self.meta and live):
             for name in info.written:  # never write into the model's own tensors
                 run_args, run_kwargs = self._redirect(func, name, run_args, run_kwargs)
+        if self.meta and live and data_dependent(func, args):
+            raise _Stopped(str(func))
         try:
             same = run_args is args and run_kwargs is kwargs
             out = self._run(func, info, run_args, run_kwargs, live, tensors if same else None)
@@ -821,6 +874,7 @@ def _capture(model: nn.Module, inputs: Resolved, meta: bool) -> Capture:
         st = _State(meta, named, lambda: {t.untyped_storage().data_ptr() for t in snapshot.tensors()
                                           if t.device.type != "meta" and t.numel() > 0})
         input_ids: dict[str, int] = {}
+        stop = None
 
         def record_input(name: str, t: torch.Tensor) -> None:
             input_ids[name] = st.new_id(t, "input")
@@ -834,7 +888,11 @@ def _capture(model: nn.Module, inputs: Resolved, meta: bool) -> Capture:
                 stack.enter_context(torch.no_grad())
                 stack.enter_context(_FunctionLevel(st))
                 stack.enter_context(_Recorder(st))
-                out = model(*args, **kwargs)
+                try:
+                    out = model(*args, **kwargs)
+                except _Stopped as e:
+                    stop = _stop(e.op, open_calls, len(st.nodes))
+                    out = None
             output_ids = _output_refs(out, st)
         except SystemExit as e:
             where = _where(open_calls)
@@ -847,10 +905,22 @@ def _capture(model: nn.Module, inputs: Resolved, meta: bool) -> Capture:
         finally:
             for h in handles:
                 h.remove()
-    if not output_ids:
+    if not output_ids and stop is None:
         raise ConvlensError("the model returned no tensor; convlens needs at least one tensor output")
     return Capture(st.tensors, st.nodes, calls, input_ids[inputs.grid], output_ids, values=st.values,
-                   inputs=input_ids)
+                   stop=stop, inputs=input_ids)
+
+
+def _stop(op: str, open_calls: list[tuple[ModuleCall, Any]], end: int) -> DataDependentStop:
+    """Close the module calls still running at a data-dependent op: they end there, with no output."""
+    for call, _ in open_calls:
+        call.end_op = end
+        call.stopped = True
+    cut = tuple(call.name for call, _ in reversed(open_calls))
+    inner = open_calls[-1][0] if open_calls else None
+    open_calls.clear()
+    return DataDependentStop(op.removesuffix(".default"), inner.name if inner else "",
+                             inner.type_name if inner else "", cut)
 
 
 @contextlib.contextmanager
@@ -873,19 +943,29 @@ def _where(open_calls: list[tuple[ModuleCall, Any]]) -> tuple[str, str, str] | N
     return call.name, call.type_name, ", ".join("x".join(map(str, t.shape)) for t in _tensors(args))
 
 
-def _output_refs(output: Any, st: _State) -> list[tuple[str, int]]:
-    """(suffix, tensor id) for every tensor in a module's output: "" for a tensor, "[0]", "[key]"."""
+def _output_refs(output: Any, st: _State, depth: int = 0) -> list[tuple[str, int]]:
+    """(suffix, tensor id) for every tensor in a module's output: "" for a tensor, "[0]", "[key]"; a
+    plain object's tensor attributes as "[name]" (torchvision's ImageList: "[0][tensors]"), a few levels
+    deep."""
     if isinstance(output, torch.Tensor):
         st.refresh(output)
         return [("", st.ref(output))]
     refs: list[tuple[str, int]] = []
+    if depth >= OUTPUT_DEPTH:
+        return refs
     if isinstance(output, dict) or hasattr(output, "items") and callable(output.items):
         items = list(output.items())
     elif isinstance(output, (list, tuple)):
         items = list(enumerate(output))
+    elif type(output) not in _LEAVES and not isinstance(output, nn.Module) and hasattr(output, "__dict__"):
+        items = [(k, v) for k, v in vars(output).items() if not k.startswith("_")]
     else:
         return refs
     for key, value in items:
-        for suffix, tid in _output_refs(value, st):
+        for suffix, tid in _output_refs(value, st, depth + 1):
             refs.append((f"[{key}]{suffix}", tid))
     return refs
+
+
+OUTPUT_DEPTH = 6
+"""Containers and objects a module's output is searched for tensors through, at most."""

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from .analysis import GraphGeometry
-from .capture import Capture
+from .capture import Capture, DataDependentStop
 from .checkerboard import Checkerboard, checkerboard
 from .coverage import CoverageResult, check_pixels, coverage, forward_profiles
 from .defaults import MAX_PIXELS
@@ -240,14 +240,26 @@ def _rf(state: AxisState) -> int | str | None:
 
 @dataclass
 class Totals:
+    """The model's params, MACs, bias FLOPs and peak activation bytes. Where the analysis stopped at a
+    data-dependent op (:attr:`Report.stopped`) the last three depend on the data and are None, and
+    ``before_stop`` holds what the ops before the stop cost."""
+
     params: int
-    macs: int
-    bias_flops: int
-    peak_activation_bytes: int
+    macs: int | None
+    bias_flops: int | None
+    peak_activation_bytes: int | None
+    before_stop: Totals | None = None
 
     @property
-    def flops(self) -> int:
-        return 2 * self.macs
+    def flops(self) -> int | None:
+        return None if self.macs is None else 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"params": self.params, "macs": self.macs, "flops": self.flops, "bias_flops": self.bias_flops,
+               "peak_activation_bytes": self.peak_activation_bytes}
+        if self.before_stop is not None:
+            out["before_stop"] = {k: v for k, v in self.before_stop.to_dict().items() if k != "params"}
+        return out
 
 
 @dataclass(frozen=True)
@@ -292,6 +304,9 @@ class Report:
     backend: str = "meta"
     diagnostics: list[Diagnostic] = field(default_factory=list)
     """Verdicts about what layers do to the input they see (:mod:`convlens.diagnostics`)."""
+    stopped: DataDependentStop | None = None
+    """Where the analysis stopped at an op whose output's shape depends on the input's values (nms,
+    nonzero): the module calls running then have no row (``cut``), modules after it were not reached."""
     inputs: tuple[InputInfo, ...] = ()
     """Every tensor input the model was called with (:mod:`convlens.inputs`); ``input_shape`` is the grid
     input's."""
@@ -315,6 +330,8 @@ class Report:
         try:
             return self._by_name[name]
         except KeyError:
+            if self.stopped is not None and name.split("[")[0] in self.stopped.cut:
+                raise ConvlensError(f"row {name!r} has no analysis: {self.stopped.describe()}") from None
             close = [n for n in self._by_name if name in n][:5]
             hint = f"; similar: {', '.join(close)}" if close else ""
             raise ConvlensError(f"no row named {name!r} (rows are module paths, '' is the model){hint}") from None
@@ -387,6 +404,9 @@ class Report:
     @property
     def output(self) -> Layer:
         """The model's (first) output row."""
+        if self.stopped is not None and "" in self.stopped.cut:
+            raise ConvlensError(f"the model's output depends on the data: {self.stopped.describe()}; its rows "
+                                "before that are analyzed")
         return self.layers[0]
 
     def to_dict(self) -> dict[str, Any]:
@@ -395,9 +415,11 @@ class Report:
             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": str(i.dtype).removeprefix("torch."),
                         "grid": i.grid} for i in self.inputs],
             "layers": [layer.to_dict() for layer in self.layers],
-            "totals": {"params": self.totals.params, "macs": self.totals.macs, "flops": self.totals.flops,
-                       "bias_flops": self.totals.bias_flops,
-                       "peak_activation_bytes": self.totals.peak_activation_bytes},
+            "totals": self.totals.to_dict(),
+            "stopped": None if self.stopped is None else {
+                "op": self.stopped.op, "row": self.stopped.row, "type": self.stopped.type_name,
+                "cut": list(self.stopped.cut), "unreached": list(self.stopped.unreached),
+                "message": self.stopped.describe()},
             "notes": list(self.notes), "unsupported_ops": dict(self.unsupported_ops), "backend": self.backend,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }

@@ -338,7 +338,8 @@ def measure(task: Task) -> SurveyRow:
         return SurveyRow(task.model, task.input, "failed",
                          error=f"convlens internal error: {type(e).__name__}: {first_line(e)}")
     # (attention scores are known: pairs of windows, not one, and their rows say so)
-    partial = any(isinstance(s, Unknown) and not isinstance(s, Paired) for row in report for s in row.axes)
+    partial = report.stopped is not None or any(isinstance(s, Unknown) and not isinstance(s, Paired)
+                                                for row in report for s in row.axes)
     return SurveyRow(task.model, task.input, "partial" if partial else "full", report.totals.params, report.totals.macs,
                      report.totals.peak_activation_bytes, _stages(report, _stage_names(model)),
                      dict(report.unsupported_ops), analysis_s, forward_s, report.backend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Iterable
 
-from ..report import Layer, Report
+from ..report import Layer, Report, Totals
 
 
 def axes_text(values: Iterable, sep: str = "×") -> str:
@@ -40,10 +40,23 @@ def stride_text(layer: Layer) -> str:
     return axes_text(["global" if rf == "global" else s for rf, s in zip(layer.rf, layer.stride)])
 
 
+def totals_text(t: Totals) -> str:
+    """'params 11.69M, MACs 1.82G, ...'; past a data-dependent stop, the cost before it, said so."""
+    if t.before_stop is None:
+        return (f"params {count_text(t.params)}, MACs {count_text(t.macs)}, FLOPs {count_text(t.flops)}, "
+                f"bias FLOPs {count_text(t.bias_flops)}, peak activations {bytes_text(t.peak_activation_bytes)}")
+    b = t.before_stop
+    return (f"params {count_text(t.params)}; MACs, FLOPs and peak activations depend on the data past the stop; "
+            f"before it: MACs {count_text(b.macs)}, FLOPs {count_text(b.flops)}, bias FLOPs {count_text(b.bias_flops)}, "
+            f"peak activations {bytes_text(b.peak_activation_bytes)}")
+
+
 def summary_lines(report: Report) -> list[str]:
     """The output's rf, stride and offset; where an axis is global (a classifier), also those of the
     last row that is local along every axis (the last stage before the pooling), the shallowest row
-    of that tensor."""
+    of that tensor. Past a data-dependent stop that cut the model's call short: that it did."""
+    if report.stopped is not None and "" in report.stopped.cut:
+        return [f"output: depends on the data (the analysis stopped at {report.stopped.op})"]
     out = report.output
     lines = ["output: global along every axis (each unit sees the whole input)" if out.rf and all(
         rf == "global" for rf in out.rf) else

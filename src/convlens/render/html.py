@@ -166,8 +166,10 @@ def render_html(report: Report, erf=None, compact: bool = False) -> str:
     summary = {"model": report.model, "input": "x".join(map(str, report.input_shape)),
                "output": lines[0].removeprefix("output: "),
                "last_local": lines[1].removeprefix("last local row, ") if len(lines) > 1 else None,
-               "params": count_text(t.params), "macs": count_text(t.macs),
-               "peak": bytes_text(t.peak_activation_bytes), "rows": len(report)}
+               "params": count_text(t.params), "rows": len(report),
+               "macs": count_text(t.macs) if t.before_stop is None else f"{count_text(t.before_stop.macs)} before the stop",
+               "peak": bytes_text(t.peak_activation_bytes) if t.before_stop is None
+               else f"{bytes_text(t.before_stop.peak_activation_bytes)} before the stop"}
     flagged = any(r["flag"] for r in rows)
     data = {"rows": [{k: r[k] for k in ("i", "name", "label", "depth", "shape", "rf")} for r in rows],
             "input": list(report.input_shape[2:]), "max_input": MAX_INPUT}

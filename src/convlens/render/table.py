@@ -15,7 +15,7 @@ from ..defaults import DEFAULT_COLUMNS, DEFAULT_DEPTH
 from ..errors import ConvlensError
 from ..geometry import Constant
 from ..report import Layer, Report
-from .format import axes_text, bytes_text, count_text, stride_text, summary_lines
+from .format import axes_text, bytes_text, count_text, stride_text, summary_lines, totals_text
 
 if TYPE_CHECKING:
     from ..plan import PlanResult
@@ -139,8 +139,7 @@ def render_table(report: Report, depth: int | None = DEFAULT_DEPTH, console: Con
     t = report.totals
     console.print(f"rows shown: {len(shown)} of {len(report)} (depth <= {depth})" if depth is not None
                   else f"rows: {len(report)}")
-    console.print(f"total: params {count_text(t.params)}, MACs {count_text(t.macs)}, FLOPs {count_text(t.flops)}, "
-                  f"bias FLOPs {count_text(t.bias_flops)}, peak activations {bytes_text(t.peak_activation_bytes)}")
+    console.print(f"total: {totals_text(t)}")
     for line in summary_lines(report):
         console.print(Text(line))
     for note in report.notes:
