@@ -169,3 +169,14 @@ def test_an_input_the_model_takes_as_unbatched_is_refused(model):
 def test_the_same_dims_batched_for_a_1d_conv_are_fine():
     report = convlens.analyze(nn.Conv1d(16, 4, 3), (3, 16, 16))  # N=3, C=16, L=16: batched
     assert report[""].rf == (3,) and report[""].output_shape == (3, 4, 14)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_analyze_and_erf_work_inside_a_callers_no_grad(context):
+    # (convlens asks autograd how torch rounds interpolation taps, and the ERF is a gradient: both
+    # whatever gradient mode the caller is in)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2.5, mode="bicubic"), nn.Conv2d(4, 2, 3))
+    want = convlens.analyze(model, (1, 3, 16, 16)).to_dict()["layers"]
+    with context():
+        assert convlens.analyze(model, (1, 3, 16, 16)).to_dict()["layers"] == want
+        assert convlens.erf(model, (1, 3, 16, 16), samples=2).map.shape == (16, 16)

@@ -870,7 +870,9 @@ def _capture(model: nn.Module, inputs: Resolved, meta: bool) -> Capture:
         call.end_op = len(st.nodes)
 
     depth = max((p.count(".") + 1 for p in names.values() if p), default=0)
-    with preserved(model) as snapshot, _recursion_room(depth):
+    # (out of a caller's inference_mode: there the dispatch would see conv2d and other composite ops
+    # whole, not the aten ops the rules are written for)
+    with torch.inference_mode(False), preserved(model) as snapshot, _recursion_room(depth):
         st = _State(meta, named, lambda: {t.untyped_storage().data_ptr() for t in snapshot.tensors()
                                           if t.device.type != "meta" and t.numel() > 0})
         input_ids: dict[str, int] = {}

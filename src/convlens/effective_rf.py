@@ -206,11 +206,13 @@ def erf(model: nn.Module, input_shape: Sequence[int], layer: str | None = None, 
     index = tuple(slice(None) if i is None else i for i in row.tensor_index(*unit))
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
                                                                torch.device("cpu"))
-    total = torch.zeros(shape[2:], dtype=torch.float64, device=dev)
     count = 0
     n_batches = -(-samples // batch_size)
     show = progress if progress is not None else (n_batches > 1 and _stderr_is_terminal())
-    with evaluated(model), LayerOutput(model, layer or "") as capture, _progress(show, n_batches) as advance:
+    # (with gradients on whatever the caller's context: a user's torch.no_grad() or inference_mode())
+    with torch.inference_mode(False), torch.enable_grad(), evaluated(model), LayerOutput(model, layer or "") as capture, \
+            _progress(show, n_batches) as advance:
+        total = torch.zeros(shape[2:], dtype=torch.float64, device=dev)
         for x in _batches(inputs, shape, samples, batch_size, dtype, seed):
             if tuple(x.shape[1:]) != shape[1:]:
                 raise ConvlensError(f"an input batch has shape {tuple(x.shape)}, not (B, {shape[1:]})")

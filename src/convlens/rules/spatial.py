@@ -186,10 +186,11 @@ def _fuses_source_index(kind: str, dtype: torch.dtype) -> bool:
     (AVX2 and up contract to FMA) and its bicubic kernels for the baseline (no FMA). So it is asked
     of torch once: scale 5 from 3 positions, output 2, where the two roundings give 0.2 * 2.5 - 0.5
     = 0 (one tap) and the fused one 2.8e-17 (float64) or 7.5e-9 (float32): two taps."""
-    x = torch.zeros(1, 1, 1, 3, dtype=dtype, requires_grad=True)
     mode = "bilinear" if kind == "linear" else "bicubic"
-    y = torch.nn.functional.interpolate(x, scale_factor=(1.0, 5.0), mode=mode, align_corners=False)
-    (grad,) = torch.autograd.grad(y[0, 0, 0, 2], x)
+    with torch.inference_mode(False), torch.enable_grad():  # (whatever the caller's context: analyze under no_grad)
+        x = torch.zeros(1, 1, 1, 3, dtype=dtype, requires_grad=True)
+        y = torch.nn.functional.interpolate(x, scale_factor=(1.0, 5.0), mode=mode, align_corners=False)
+        (grad,) = torch.autograd.grad(y[0, 0, 0, 2], x)
     return bool(grad[0, 0, 0, 1] != 0)
 
 
