@@ -12,7 +12,7 @@ from importlinter.cli import lint_imports
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "convlens"
 
-OPTIONAL = ("matplotlib", "PIL", "jinja2", "pandas", "torchvision", "timm")
+OPTIONAL = ("matplotlib", "PIL", "jinja2", "pandas", "torchvision", "timm", "transformers", "safetensors")
 """Heavy or optional dependencies, imported only when a feature needs them."""
 NAMED_EXCEPTION = ("report.py", ".render.html")
 """Report.save_html and Report._repr_html_ import the HTML renderer (a higher layer) when called."""

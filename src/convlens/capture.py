@@ -7,7 +7,11 @@ computed from them) run for real, so that the model can read their values (``.it
 ``.tolist()``, ``.to(device)``); a constant larger than ``REAL_CONSTANT_LIMIT`` elements is computed
 on meta instead. If the model still cannot run on meta (data-dependent control flow on the input's
 values), it is run once for real on CPU with the same recording; :attr:`Capture.fallback` says why and
-names the op that failed on meta.
+names the op that failed on meta. An op whose output's *size* depends on the input's values
+(:data:`DATA_DEPENDENT`: nonzero, nms, boolean indexing) is different: a real run would give the count of
+one random input, a guess. The meta run stops there instead (:attr:`Capture.stop`), keeping every op
+before it; the module calls still running end there, without outputs (a detector's backbone, FPN and
+heads are analyzed, its post-processing is named as data-dependent).
 
 The model is never changed: scopes come from global module hooks removed in ``finally``; its
 attributes, parameter/buffer dicts and containers are restored afterwards
