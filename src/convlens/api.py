@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from dataclasses import replace
 from bisect import bisect_left
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -15,8 +15,8 @@ from .analysis import GraphGeometry, walk
 from .capture import Capture, capture
 from .diagnostics import collect_diagnostics, short_op_name
 from .errors import ConvlensError
-from .inputs import Inputs, resolve
 from .geometry import Constant, Global, Local, Paired, Unknown
+from .inputs import Inputs, resolve
 from .memory import peak_activation_bytes
 from .modelstate import check_model, model_dtype
 from .report import Analysis, DimLayout, Layer, LayerArgs, Report, Totals

@@ -27,14 +27,12 @@ from .api import analyze
 from .defaults import FORMS
 from .errors import ConvlensError, ModelError, NeedsRealWeights, first_line
 from .huggingface import hf_default_input, hf_factory
-from .inputs import Const, Inputs, TensorSpec
+from .inputs import MAX_SIZE, Const, Inputs, TensorSpec
 from .report import Report
 from .zoo import BUILTIN, DEFAULT_INPUT
 
 FALLBACK_INPUT = (3, 224, 224)
 
-
-MAX_SIZE = 2**31 - 1
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
