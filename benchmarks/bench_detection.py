@@ -9,12 +9,16 @@ building the model, before the timed call.
     python benchmarks/bench_detection.py                 # every detection model at 320 and 512
     python benchmarks/bench_detection.py --quick         # fasterrcnn_resnet50_fpn only
     python benchmarks/bench_detection.py --repeats 3     # medians over 3 processes
+    python benchmarks/bench_detection.py --models ssd300_vgg16,fcos_resnet50_fpn
 
 Tools:
 
 * ``backbone-meta``: ``model.backbone(torch.empty(...))`` on meta, at the size the detector's transform
   makes of the image (the backbone alone: what a user analyzed by hand before).
 * ``convlens``: ``convlens.analyze(model, (1, 3, S, S))`` of the whole detector, built on meta.
+
+Each process times its call twice: the first (cold: convlens's rule modules and caches load on first use)
+and a second one in the same process (warm).
 * ``cpu-forward``: ``model([image])`` for real on the CPU under ``no_grad`` (random weights): only for
   ``fasterrcnn_resnet50_fpn`` and ``retinanet_resnet50_fpn``, the cost convlens avoids.
 """
@@ -62,7 +66,12 @@ def one(tool: str, name: str, size: int) -> dict:
     with torch.no_grad():
         run()
     seconds = time.perf_counter() - start
-    return {"tool": tool, "model": name, "size": size, "seconds": seconds, "delta_rss_mib": _rss_mib() - before}
+    rss = _rss_mib() - before
+    start = time.perf_counter()  # (a second call in the same process: imports and caches warm)
+    with torch.no_grad():
+        run()
+    return {"tool": tool, "model": name, "size": size, "seconds": seconds, "delta_rss_mib": rss,
+            "warm_seconds": time.perf_counter() - start}
 
 
 def main() -> None:
@@ -70,14 +79,15 @@ def main() -> None:
     parser.add_argument("--one", nargs=3, metavar=("TOOL", "MODEL", "SIZE"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--models", help="comma-separated subset")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one[0], args.one[1], int(args.one[2]))))
         return
-    models = MODELS[:1] if args.quick else MODELS
-    print("| model | input | backbone on meta (s) | convlens, whole detector (s) | ratio | delta RSS backbone / "
-          "convlens (MiB) | real CPU forward (s, MiB) |")
-    print("|---|---|--:|--:|--:|--:|--:|")
+    models = MODELS[:1] if args.quick else args.models.split(",") if args.models else MODELS
+    print("| model | input | backbone on meta (s) | convlens, whole detector (s) | ratio | warm: backbone, convlens "
+          "(s) | warm ratio | delta RSS backbone / convlens (MiB) | real CPU forward (s, MiB) |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for name in models:
         for size in (320, 512):
             got = {}
@@ -89,11 +99,12 @@ def main() -> None:
                                           capture_output=True, text=True, check=True)
                     runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 got[tool] = (statistics.median(r["seconds"] for r in runs),
-                             statistics.median(r["delta_rss_mib"] for r in runs))
-            (b, bm), (c, cm) = got["backbone-meta"], got["convlens"]
+                             statistics.median(r["delta_rss_mib"] for r in runs),
+                             statistics.median(r["warm_seconds"] for r in runs))
+            (b, bm, bw), (c, cm, cw) = got["backbone-meta"], got["convlens"]
             real = f"{got['cpu-forward'][0]:.1f}, {got['cpu-forward'][1]:.0f}" if "cpu-forward" in got else ""
-            print(f"| {name} | 3x{size}x{size} | {b:.3f} | {c:.3f} | {c / b:.1f}x | {bm:.0f} / {cm:.0f} | {real} |",
-                  flush=True)
+            print(f"| {name} | 3x{size}x{size} | {b:.3f} | {c:.3f} | {c / b:.1f}x | {bw:.3f}, {cw:.3f} | "
+                  f"{cw / bw:.1f}x | {bm:.0f} / {cm:.0f} | {real} |", flush=True)
 
 
 if __name__ == "__main__":
