@@ -50,6 +50,14 @@ def test_detection_models_analyze_on_meta_and_stop_at_the_data(name):
         assert backbone and all(layer.input_size == (size, size) for layer in backbone)
 
 
+def test_an_image_without_its_batch_is_refused():
+    # (a list of one 3x320x320 image would read as N=3, C=320 and one spatial axis: the transform resizes
+    # image[None], so the model itself says the image had no batch dim)
+    with pytest.raises(convlens.ConvlensError, match=r"treats the input \(3, 320, 320\) as unbatched .*"
+                                                     r"write \(1, 3, 320, 320\)"):
+        convlens.analyze(_build("fasterrcnn_resnet50_fpn"), convlens.Inputs([(3, 320, 320)]))
+
+
 def _stand_in(model: nn.Module) -> nn.Module:
     """The oracle's one-input model: the detector's own transform, then its backbone (what the
     detector's forward runs first), at the module path ``model``."""

@@ -101,18 +101,26 @@ def _unreached(model: nn.Module, cap: Capture) -> tuple[str, ...]:
 
 
 def _check_batched(cap: Capture, shape: tuple[int, ...]) -> None:
-    """Refuse an input the model treated as unbatched: a conv that adds a batch dim to the network
-    input itself (torch's convs do that to an input without one), or a pool that reads the input with
-    no batch dim (torch's pools take one). Judged by what the model did, not by the number of dims:
+    """Refuse an input the model treated as unbatched: a conv or a resampling that adds a batch dim to
+    the network input itself (torch's convs do that to an input without one; a detector's transform
+    resizes ``image[None]``), or a pool that reads the input with no batch dim (torch's pools take one). Judged by what the model did, not by the number of dims:
     (3, 16, 16) is a valid batched input of a Conv1d."""
     x = cap.input_id
-    added = {n.outputs[0] for n in cap.nodes if key_of(n.op) is torch.ops.aten.unsqueeze and n.inputs == [x]
+    # a batch dim put in front of the input, or of what the model made of it at its shape (a
+    # detector's transform normalizes the image first)
+    added = {n.outputs[0] for n in cap.nodes if key_of(n.op) is torch.ops.aten.unsqueeze and len(n.inputs) == 1
+             and (n.inputs[0] == x or cap.tensors[n.inputs[0]].kind == "activation"
+                  and cap.tensors[n.inputs[0]].shape == tuple(shape))
              and n.arg(1, "dim") in (0, -len(shape) - 1) and n.outputs}
     for node in cap.nodes:
         if is_convolution(node):
             c = conv_args(node, cap.tensors)
             read, spatial = c.input.id, c.k
             unbatched = read in added and len(shape) == spatial + 1
+        elif node.name.startswith(("aten.upsample_", "aten._upsample_")) and node.inputs and node.inputs[0] in added:
+            # (an image given without its batch, resized after x[None]: torchvision's detection transform)
+            spatial = len(cap.tensors[node.inputs[0]].shape) - 2
+            unbatched = len(shape) == spatial + 1
         elif is_pool(node):
             p = pool_args(node)
             read, spatial = p.input.id, p.k
