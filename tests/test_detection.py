@@ -74,6 +74,7 @@ def _stand_in(model: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("name, kwargs, size", [
     ("fasterrcnn_resnet50_fpn", dict(min_size=320, max_size=533), 256),  # resized up by 5/4
     ("fasterrcnn_mobilenet_v3_large_320_fpn", {}, 512),  # resized down by 5/8
+    ("ssdlite320_mobilenet_v3_large", {}, 400),  # SSD's own fixed-size resize, 400 to 320
 ])
 def test_backbone_and_fpn_windows_match_the_oracle_in_input_pixels(name, kwargs, size):
     torch.manual_seed(0)
@@ -81,9 +82,10 @@ def test_backbone_and_fpn_windows_match_the_oracle_in_input_pixels(name, kwargs,
     shape = (1, 3, size, size)
     report = convlens.analyze(model, shape)
     rows = [layer.name for layer in report if layer.name.startswith(("backbone[", "backbone.body[", "backbone.fpn["))]
+    assert len(rows) >= 2, [layer.name for layer in report if layer.depth <= 1]
     rows = rows[:1] + rows[-2:] + [r for r in rows if r.startswith("backbone.fpn[")][:1]
     checked = check_against_oracle(_stand_in(model), shape, report=report, prefix="model.", rows=rows)
-    assert checked.windows >= 4 * 4 and not [s for s in checked.skipped if "unknown" in s], checked
+    assert checked.windows >= 10 and not [s for s in checked.skipped if "unknown" in s], checked
 
 
 def test_the_cost_before_the_stop_is_torchs_count():
