@@ -73,15 +73,23 @@ the meta run stops there (:class:`DataDependentStop`) instead of guessing a coun
 a boolean mask (``x[x > 0]``, ``aten.index`` with a bool index)."""
 
 
-def data_dependent(func: Any, args: tuple) -> bool:
-    """Whether the op's output shape depends on its inputs' values (:data:`DATA_DEPENDENT`)."""
+@functools.lru_cache(maxsize=None)
+def _data_dependence(func: Any) -> str | None:
+    """"always" for an op of :data:`DATA_DEPENDENT`, "bool index" for indexing (data-dependent with a
+    boolean mask), else None; once per op overload (the dispatch asks for every op)."""
     name = str(func)
     packet = name.rsplit(".", 1)[0]
     if packet in DATA_DEPENDENT or name in DATA_DEPENDENT:
-        return True
-    if packet in ("aten.index", "aten._unsafe_index") and len(args) > 1:
+        return "always"
+    return "bool index" if packet in ("aten.index", "aten._unsafe_index") else None
+
+
+def data_dependent(func: Any, args: tuple) -> bool:
+    """Whether the op's output shape depends on its inputs' values (:data:`DATA_DEPENDENT`)."""
+    kind = _data_dependence(func)
+    if kind == "bool index" and len(args) > 1:
         return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1] or ())
-    return False
+    return kind == "always"
 
 
 @dataclass(frozen=True)
@@ -199,7 +207,6 @@ class ModuleCall:
     outputs: list[tuple[str, int]] = field(default_factory=list)  # (suffix, tensor id)
     first_op: int = 0
     end_op: int = 0  # ops [first_op, end_op) were issued inside this call
-    stopped: bool = False  # still running at a data-dependent op (Capture.stop): no output
 
 
 @dataclass
@@ -921,7 +928,6 @@ def _stop(op: str, open_calls: list[tuple[ModuleCall, Any]], end: int) -> DataDe
     """Close the module calls still running at a data-dependent op: they end there, with no output."""
     for call, _ in open_calls:
         call.end_op = end
-        call.stopped = True
     cut = tuple(call.name for call, _ in reversed(open_calls))
     inner = open_calls[-1][0] if open_calls else None
     open_calls.clear()

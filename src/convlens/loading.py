@@ -37,14 +37,10 @@ FALLBACK_INPUT = (3, 224, 224)
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): channels then 1 to 3 spatial sizes, no batch."""
-    if not re.fullmatch(r"\s*\d+(\s*[x×,]\s*\d+){1,3}\s*", text or ""):
+    shape = _sizes(text or "", text)
+    if not 2 <= len(shape) <= 4:
         raise ConvlensError(f"bad --input {text!r}: write channels then 1-3 spatial sizes, e.g. 3x224x224 "
                             "(no batch; use --batch)")
-    shape = tuple(int(s) for s in re.split(r"[x×,]", text.replace(" ", "")))
-    if any(s <= 0 for s in shape):
-        raise ConvlensError(f"bad --input {text!r}: sizes must be positive")
-    if any(s > MAX_SIZE for s in shape):
-        raise ConvlensError(f"bad --input {text!r}: sizes must be at most {MAX_SIZE} (torch's index range)")
     return shape
 
 

@@ -55,7 +55,7 @@ def summary_lines(report: Report) -> list[str]:
     """The output's rf, stride and offset; where an axis is global (a classifier), also those of the
     last row that is local along every axis (the last stage before the pooling), the shallowest row
     of that tensor. Past a data-dependent stop that cut the model's call short: that it did."""
-    if report.stopped is not None and "" in report.stopped.cut:
+    if report.stopped is not None:
         return [f"output: depends on the data (the analysis stopped at {report.stopped.op})"]
     out = report.output
     lines = ["output: global along every axis (each unit sees the whole input)" if out.rf and all(
